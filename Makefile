@@ -1,0 +1,49 @@
+# Everything runs from the virtualenv in .venv/, which the first target that needs it creates.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: install run test lint typecheck proto proto-check plugins bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Both servers on SQLite under ./data/, the logger plugin built into dist/plugins/.
+run: $(STAMP) plugins
+	$(PY) -m listener_core.devrun
+
+## The whole suite (needs the machine's PostgreSQL and MariaDB).
+test: $(STAMP) plugins
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## Regenerates the committed protobuf code and stubs.
+proto: $(STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
+
+## Fails when the committed generated code is stale.
+proto-check: proto
+	git diff --exit-code -- listener/
+
+plugins: $(STAMP)
+	$(PY) -m listener_common.build plugins/* --out dist/plugins
+
+bench: $(STAMP) plugins
+	$(PY) -m bench
+
+clean:
+	rm -rf dist data .pytest_cache .mypy_cache
