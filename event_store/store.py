@@ -1,0 +1,51 @@
+"""The store both servers open: engine, sessions and schema upgrade in one object."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from event_store.engine import create_engine
+from event_store.migrate import upgrade_schema
+
+
+class Store:
+    """Writes go through ``transaction()``, reads through ``reader()``; on SQLite the two
+    use separate engines (see ``event_store.engine.create_engine``)."""
+
+    def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine | None = None) -> None:
+        self.engine = engine
+        self.read_engine = read_engine or engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.url.get_backend_name()
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> Store:
+        engine = create_engine(url)
+        if migrate:
+            await upgrade_schema(engine)
+        if engine.url.get_backend_name() == "sqlite":
+            return cls(engine, create_engine(url, writer=False))
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on normal exit and rolls back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        async with self.read_sessions() as session:
+            yield session

@@ -1,0 +1,112 @@
+"""Configuration: defaults that just work, a TOML file, then ``LISTENER_*`` environment variables.
+
+One ``Config`` serves both servers, so one file can describe a whole deployment. Every field
+can be set in the file's top-level table under its own name, or from the environment as
+``LISTENER_<FIELD>`` (e.g. ``LISTENER_DB_URL``); the environment wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "LISTENER_"
+
+
+@dataclass(frozen=True)
+class Config:
+    # Where state lives. SQLite under data_dir by default; any SQLAlchemy async URL otherwise
+    # (postgresql+asyncpg://…, mysql+aiomysql://…). Plain postgresql:// and mysql:// work too.
+    db_url: str = ""
+    data_dir: str = "./data"
+    # The public API server's listen address.
+    api_addr: str = "127.0.0.1:50051"
+    # The alert server's listen address (internal API).
+    alert_addr: str = "127.0.0.1:50052"
+    # The alert servers an API server drives, comma separated; defaults to alert_addr.
+    alert_targets: tuple[str, ...] = ()
+    # Largest gRPC message either server accepts (bytes).
+    max_message_bytes: int = 64 * 2**20
+    # Largest plugin package, inline or uploaded (bytes).
+    max_package_bytes: int = 32 * 2**20
+    # Largest number of events in one PublishEvents call.
+    max_batch_events: int = 10_000
+    # Seconds a plugin handler may run before it is cut off and counted as a failure.
+    handler_timeout: float = 30.0
+    # Events handed to one instance per store read.
+    delivery_batch: int = 500
+    # Fallback poll for new events when no wake-up arrives (seconds).
+    poll_interval: float = 2.0
+    # Retry backoff of a failed head event: base * 2**(attempt-1), capped, with jitter.
+    retry_base: float = 1.0
+    retry_max: float = 300.0
+    # Seconds the API server waits for an alert server's answer.
+    alert_timeout: float = 30.0
+    log_level: str = "INFO"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite+aiosqlite:///{Path(self.data_dir) / 'listener.db'}"
+
+    @property
+    def alert_target_list(self) -> tuple[str, ...]:
+        return self.alert_targets or (self.alert_addr,)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _convert(name: str, kind: Any, raw: Any) -> Any:
+    try:
+        if kind == tuple[str, ...]:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(s.strip() for s in items if str(s).strip())
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is str:
+            if not isinstance(raw, str):
+                raise TypeError(f"expected a string, got {type(raw).__name__}")
+            return raw
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config {name}: {exc}") from None
+    raise ConfigError(f"config {name}: unsupported type")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Builds the config from defaults, then the file, then the environment, then overrides."""
+    env = os.environ if env is None else env
+    hints = get_type_hints(Config)
+    fields = {f.name for f in dataclasses.fields(Config)} - {"extra"}
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        for key, raw in data.items():
+            if key in fields:
+                values[key] = _convert(key, hints[key], raw)
+            else:
+                extra[key] = raw
+    for name in fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _convert(name, hints[name], raw)
+    for name, raw in overrides.items():
+        if raw is not None:
+            values[name] = _convert(name, hints[name], raw)
+    return Config(**values, extra=extra)

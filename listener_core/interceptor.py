@@ -1,0 +1,126 @@
+"""The one place where exceptions become gRPC statuses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from sqlalchemy import exc as sa_exc
+
+from listener_common import errors as sdk_errors
+from listener_core import errors
+
+log = logging.getLogger(__name__)
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def to_service_error(exc: BaseException) -> errors.ServiceError:
+    """Classifies any exception raised while serving a call."""
+    if isinstance(exc, errors.ServiceError):
+        return exc
+    if isinstance(exc, sdk_errors.ParamValidationError):
+        return errors.InvalidArgument(
+            str(exc),
+            reason="INVALID_PARAMS",
+            field_violations=[(f"params.{f}", d) for f, d in exc.violations],
+        )
+    if isinstance(exc, sdk_errors.ManifestError):
+        return errors.InvalidArgument(str(exc), reason="INVALID_MANIFEST")
+    if isinstance(exc, sdk_errors.PackageError):
+        return errors.InvalidArgument(str(exc), reason="INVALID_PACKAGE")
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    ):
+        return errors.Unavailable(
+            f"the store is unavailable: {_first_line(exc)}", reason="STORE_UNAVAILABLE"
+        )
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return errors.Unavailable(f"unavailable: {exc}", reason="UNAVAILABLE")
+    return errors.Internal(f"internal error: {type(exc).__name__}", reason="INTERNAL")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def to_status(err: errors.ServiceError) -> status_pb2.Status:
+    status = status_pb2.Status(code=err.code.value[0], message=err.message)
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=errors.DOMAIN)
+    info.metadata.update(err.metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status.details.append(detail)
+    if err.field_violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in err.field_violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad)
+        status.details.append(detail)
+    assert status.code != code_pb2.OK
+    return status
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    err = to_service_error(exc)
+    if isinstance(err, errors.Internal):
+        log.exception("unexpected error", exc_info=exc)
+    status = to_status(err)
+    await context.abort(
+        err.code,
+        err.message,
+        trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def _wrap(behavior: Behavior) -> Behavior:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            result = behavior(request, context)
+            # Our servicers are async; the stock health servicer answers synchronously.
+            return await result if inspect.isawaitable(result) else result
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+
+    return wrapped
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps domain errors (and store outages) of unary-response methods to statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.response_streaming:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap(handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
