@@ -1,0 +1,82 @@
+"""Assembles and runs the alert server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from alert_server.delivery import DeliverySettings
+from alert_server.host import PluginHost
+from alert_server.servicer import PluginHostServicer
+from alert_server.wakeup import SequenceSignal, poll_forever
+from event_store import events
+from event_store.store import Store
+from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
+from listener_core import server as grpc_server
+from listener_core.config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = plugin_host_pb2.DESCRIPTOR.services_by_name["PluginHostService"].full_name
+
+
+@dataclass
+class AlertServer:
+    config: Config
+    store: Store
+    host: PluginHost
+    server: grpc.aio.Server
+    port: int
+    _poller: asyncio.Task[None]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.server.stop(grace)
+        self._poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._poller
+        await self.host.close()
+        await self.store.close()
+
+
+async def start(config: Config) -> AlertServer:
+    """Opens the store, converges to it, and serves; returns once ready."""
+    store = await Store.open(config.database_url)
+    async with store.reader() as session:
+        signal = SequenceSignal(await events.max_sequence(session))
+    settings = DeliverySettings(
+        handler_timeout=config.handler_timeout,
+        batch_size=config.delivery_batch,
+        poll_interval=config.poll_interval,
+        retry_base=config.retry_base,
+        retry_max=config.retry_max,
+    )
+    host = PluginHost(store, Path(config.data_dir) / "packages", signal, settings)
+    await host.reconcile()
+    server = grpc_server.create_server(max_message_bytes=config.max_message_bytes)
+    plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
+    grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
+    port = grpc_server.bind(server, config.alert_addr)
+    await server.start()
+    poller = asyncio.create_task(poll_forever(signal, store, config.poll_interval))
+    log.info("alert server listening on %s (store %s)", config.alert_addr, store.backend)
+    return AlertServer(config, store, host, server, port, poller)
+
+
+async def serve(config: Config) -> None:
+    alert = await start(config)
+    await grpc_server.wait_for_signal()
+    log.info("alert server shutting down")
+    await alert.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = grpc_server.parse_args(argv, "alert_server")
+    config = load_config(args.config)
+    grpc_server.configure_logging(config.log_level)
+    asyncio.run(serve(config))

@@ -1,0 +1,102 @@
+"""listener.alert.v1.PluginHostService: the API server's handle on this alert server."""
+
+from __future__ import annotations
+
+from google.protobuf import struct_pb2
+
+from alert_server.host import PluginHost
+from alert_server.loader import LoadedPackage
+from alert_server.package_cache import sha256_of
+from listener.alert.v1 import plugin_host_pb2 as pb
+from listener.alert.v1 import plugin_host_pb2_grpc
+from listener_core import errors
+from listener_core.server import Context
+
+
+def _describe(loaded: LoadedPackage) -> pb.LoadPluginResponse:
+    manifest = loaded.info.manifest
+    forms = []
+    for item in loaded.form:
+        s = struct_pb2.Struct()
+        s.update(item)
+        forms.append(s)
+    return pb.LoadPluginResponse(
+        name=manifest.name,
+        version=str(manifest.version),
+        entry=manifest.entry,
+        sdk=str(manifest.sdk),
+        isolation=manifest.isolation,
+        params=forms,
+    )
+
+
+class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+
+    async def LoadPlugin(
+        self, request: pb.LoadPluginRequest, context: Context
+    ) -> pb.LoadPluginResponse:
+        if not request.plugin_id or not request.sha256:
+            raise errors.InvalidArgument("plugin_id and sha256 are required")
+        if request.dry_run:
+            if not request.package:
+                raise errors.InvalidArgument("a dry run needs the package bytes")
+            if sha256_of(request.package) != request.sha256:
+                raise errors.InvalidArgument("package bytes do not match sha256")
+            return _describe(
+                await self.host.probe(request.plugin_id, request.package, request.sha256)
+            )
+        if request.package:
+            self.host.cache.put(request.sha256, request.package)
+        return _describe(await self.host.load_plugin(request.plugin_id, request.sha256))
+
+    async def UnloadPlugin(
+        self, request: pb.UnloadPluginRequest, context: Context
+    ) -> pb.UnloadPluginResponse:
+        await self.host.unload_plugin(request.plugin_id)
+        return pb.UnloadPluginResponse()
+
+    async def ApplyInstance(
+        self, request: pb.ApplyInstanceRequest, context: Context
+    ) -> pb.ApplyInstanceResponse:
+        await self.host.apply_instance(request.instance_id)
+        return pb.ApplyInstanceResponse()
+
+    async def RemoveInstance(
+        self, request: pb.RemoveInstanceRequest, context: Context
+    ) -> pb.RemoveInstanceResponse:
+        await self.host.remove_instance(request.instance_id)
+        return pb.RemoveInstanceResponse()
+
+    async def Notify(self, request: pb.NotifyRequest, context: Context) -> pb.NotifyResponse:
+        self.host.signal.bump(request.max_sequence)
+        return pb.NotifyResponse()
+
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: Context
+    ) -> pb.GetStatusResponse:
+        latest = self.host.signal.latest
+        return pb.GetStatusResponse(
+            plugins=[
+                pb.LoadedPlugin(
+                    plugin_id=p.plugin_id,
+                    sha256=p.sha256,
+                    version=p.version,
+                    module_prefix=p.prefix,
+                )
+                for p in self.host.plugins.values()
+            ],
+            instances=[
+                pb.InstanceStatus(
+                    instance_id=v.instance_id,
+                    plugin_id=v.plugin_id,
+                    state=v.state,
+                    delivered_sequence=v.cursor,
+                    lag=max(0, latest - v.cursor),
+                    last_error=v.last_error,
+                    attempts=v.attempts,
+                )
+                for v in self.host.instance_views()
+            ],
+        )
