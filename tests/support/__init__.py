@@ -1,0 +1,1 @@
+"""Test support: real databases, real servers (in-process and subprocesses), sample data."""

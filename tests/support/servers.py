@@ -1,0 +1,187 @@
+"""Real servers for tests: in-process (``running_pair``) or as subprocesses (``ServerPair``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from alert_server import app as alert_app
+from api_server import app as api_app
+from listener.v1 import event_service_pb2_grpc, listener_instance_pb2_grpc, plugin_pb2_grpc
+from listener_core.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAST = {"poll_interval": 0.5, "retry_base": 0.2, "retry_max": 2.0, "handler_timeout": 10.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Clients:
+    channel: grpc.aio.Channel
+
+    @property
+    def plugins(self) -> plugin_pb2_grpc.PluginServiceStub:
+        return plugin_pb2_grpc.PluginServiceStub(self.channel)
+
+    @property
+    def instances(self) -> listener_instance_pb2_grpc.ListenerInstanceServiceStub:
+        return listener_instance_pb2_grpc.ListenerInstanceServiceStub(self.channel)
+
+    @property
+    def events(self) -> event_service_pb2_grpc.EventServiceStub:
+        return event_service_pb2_grpc.EventServiceStub(self.channel)
+
+
+@dataclass
+class Pair:
+    api: api_app.ApiServer
+    alert: alert_app.AlertServer
+    clients: Clients
+    api_addr: str
+    alert_addr: str
+
+
+@asynccontextmanager
+async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIterator[Pair]:
+    """Both servers in this process, on free ports, against ``db_url``."""
+    base = {**FAST, **settings}
+    alert_cfg = Config(
+        db_url=db_url, data_dir=str(data_dir / "alert"), alert_addr="127.0.0.1:0", **base
+    )
+    alert = await alert_app.start(alert_cfg)
+    alert_addr = f"127.0.0.1:{alert.port}"
+    api_cfg = Config(
+        db_url=db_url,
+        data_dir=str(data_dir / "api"),
+        api_addr="127.0.0.1:0",
+        alert_targets=(alert_addr,),
+        **base,
+    )
+    api = await api_app.start(api_cfg)
+    api_addr = f"127.0.0.1:{api.port}"
+    channel = grpc.aio.insecure_channel(api_addr)
+    try:
+        yield Pair(api, alert, Clients(channel), api_addr, alert_addr)
+    finally:
+        await channel.close()
+        await api.stop(0)
+        await alert.stop(0)
+
+
+def wait_serving(
+    addr: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"server for {addr} exited with {proc.returncode}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server on {addr} not serving after {timeout}s")
+            time.sleep(0.1)
+
+
+@dataclass
+class ServerPair:
+    """Both servers as subprocesses (``python -m …``), as an operator runs them."""
+
+    db_url: str
+    data_dir: Path
+    api_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    alert_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "LISTENER_DB_URL": self.db_url,
+                "LISTENER_DATA_DIR": str(self.data_dir),
+                "LISTENER_API_ADDR": self.api_addr,
+                "LISTENER_ALERT_ADDR": self.alert_addr,
+                "LISTENER_POLL_INTERVAL": str(FAST["poll_interval"]),
+                "LISTENER_RETRY_BASE": str(FAST["retry_base"]),
+                "LISTENER_RETRY_MAX": str(FAST["retry_max"]),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, which: str) -> None:
+        log = open(self.data_dir / f"{which}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", which], cwd=REPO, env=self.env(), stdout=log, stderr=log
+        )
+        self.procs[which] = proc
+        addr = self.api_addr if which == "api_server" else self.alert_addr
+        try:
+            wait_serving(addr, proc=proc)
+        except Exception:
+            raise RuntimeError(f"{which} did not start; log:\n{self.log(which)}") from None
+
+    def log(self, which: str) -> str:
+        path = self.data_dir / f"{which}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start_both(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.start("alert_server")
+        self.start("api_server")
+
+    def kill(self, which: str) -> None:
+        proc = self.procs.pop(which)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Polls ``check`` (sync or async) until it returns a truthy value; returns it."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
