@@ -71,8 +71,12 @@ class PluginHost:
 
     async def probe(self, plugin_id: str, data: bytes, sha256: str) -> LoadedPackage:
         """Loads a package to check it and read its form, then unloads it."""
-        loaded = await self._load(plugin_id, data, sha256, probe=True)
-        self.loader.unload(loaded)
+        try:
+            loaded = await self._load(plugin_id, data, sha256, probe=True)
+            self.loader.unload(loaded)
+        finally:
+            if all(p.sha256 != sha256 for p in self.plugins.values()):
+                self.cache.discard(sha256)  # a rejected or not yet stored package
         return loaded
 
     async def load_plugin(self, plugin_id: str, sha256: str) -> LoadedPackage:

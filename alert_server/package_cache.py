@@ -45,6 +45,9 @@ class PackageCache:
             raise
         return path
 
+    def discard(self, sha256: str) -> None:
+        self.path_for(sha256).unlink(missing_ok=True)
+
     def read_verified(self, sha256: str) -> bytes | None:
         path = self.path_for(sha256)
         try:

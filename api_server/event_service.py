@@ -68,6 +68,8 @@ def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
     body = event_pb2.ListenerEvent()
     body.CopyFrom(event)
     body.type = expected  # type: ignore[assignment]
+    if not body.HasField("event_time"):
+        body.event_time.GetCurrentTime()
     return expected, body.SerializeToString()
 
 

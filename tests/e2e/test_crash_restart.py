@@ -27,9 +27,9 @@ def ids_in(path: Path) -> list[str]:
 
 async def test_alert_server_kill9_then_restart_delivers_everything_in_order(tmp_path: Path) -> None:
     pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data")
-    pair.start_both()
     out = tmp_path / "out.jsonl"
     try:
+        pair.start_both()
         async with grpc.aio.insecure_channel(pair.api_addr) as channel:
             plugins = plugin_pb2_grpc.PluginServiceStub(channel)
             instances = listener_instance_pb2_grpc.ListenerInstanceServiceStub(channel)

@@ -31,8 +31,8 @@ def wait_lines(path: Path, count: int, timeout: float = 20.0) -> list[dict[str, 
 
 def test_install_subscribe_publish_deliver_with_grpcurl(tmp_path: Path) -> None:
     pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data")
-    pair.start_both()
     try:
+        pair.start_both()
         listed = grpcurl(pair.api_addr, "list").stdout.split()
         for service in (
             "listener.v1.PluginService",
@@ -96,5 +96,8 @@ def test_install_subscribe_publish_deliver_with_grpcurl(tmp_path: Path) -> None:
         assert int(got["delivery"].get("pending_count", 0)) == 0
         last_subscribed = max(seq for name, _, seq in published if name in SUBSCRIBED)
         assert int(got["delivery"]["delivered_sequence"]) == last_subscribed
+
+        # SIGTERM: both servers shut down gracefully.
+        assert pair.stop() == {"alert_server": 0, "api_server": 0}
     finally:
         pair.stop()

@@ -145,6 +145,8 @@ class ServerPair:
         try:
             wait_serving(addr, proc=proc)
         except Exception:
+            proc.kill()
+            proc.wait()
             raise RuntimeError(f"{which} did not start; log:\n{self.log(which)}") from None
 
     def log(self, which: str) -> str:
@@ -161,7 +163,8 @@ class ServerPair:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, int]:
+        """SIGTERM to each server; returns their exit codes (0 after a graceful stop)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -170,7 +173,9 @@ class ServerPair:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        codes = {name: proc.wait() for name, proc in self.procs.items()}
         self.procs.clear()
+        return codes
 
 
 async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
