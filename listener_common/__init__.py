@@ -9,6 +9,7 @@ servers, protobuf, gRPC or a database, so it is small to install and stable to b
 from listener_common import events, params
 from listener_common._version import __version__
 from listener_common.errors import (
+    DeliveryError,
     ListenerError,
     ManifestError,
     PackageError,
@@ -19,6 +20,7 @@ from listener_common.manifest import Manifest
 from listener_common.plugin import ListenerPlugin
 
 __all__ = [
+    "DeliveryError",
     "EventType",
     "ListenerError",
     "ListenerEvent",

@@ -5,7 +5,8 @@ Servers map these to statuses by class, so the hierarchy is part of the contract
     ListenerError                   anything the SDK rejects
     ├── PackageError                a plugin zip that cannot be installed
     │   └── ManifestError           its listener-plugin.toml is missing a key or has a bad one
-    └── ParamValidationError        listener instance params that do not fit the plugin's form
+    ├── ParamValidationError        listener instance params that do not fit the plugin's form
+    └── DeliveryError               raised by a plugin: how a failed delivery should be retried
 """
 
 from __future__ import annotations
@@ -45,3 +46,29 @@ class ParamValidationError(ListenerError):
         # Rebuild from the violations, not the message, so the error survives pickling
         # (process-isolated plugins send errors across a pipe).
         return (type(self), (self.violations,))
+
+
+class DeliveryError(ListenerError):
+    """A handler's way to say more than "it failed": any other exception also fails the
+    event and is retried with the instance's backoff.
+
+    ``retry_after`` (seconds) asks for the next attempt no sooner than that, as a
+    destination's ``Retry-After`` says; ``permanent`` says a retry cannot help (a 400 from a
+    webhook), so the instance's failure policy may park the event at once instead.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_delivery_error, (str(self), self.retry_after, self.permanent))
+
+
+def _rebuild_delivery_error(
+    message: str, retry_after: float | None, permanent: bool
+) -> DeliveryError:
+    return DeliveryError(message, retry_after=retry_after, permanent=permanent)
