@@ -14,8 +14,8 @@ import grpc
 from alert_server.delivery import DeliverySettings
 from alert_server.host import PluginHost
 from alert_server.servicer import PluginHostServicer
-from alert_server.wakeup import SequenceSignal, poll_forever
-from event_store import events
+from alert_server.wakeup import SequenceSignal, listen_postgres, poll_forever
+from event_store import events, retention
 from event_store.store import Store
 from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
 from listener_core import server as grpc_server
@@ -33,13 +33,16 @@ class AlertServer:
     host: PluginHost
     server: grpc.aio.Server
     port: int
-    _poller: asyncio.Task[None]
+    _tasks: list[asyncio.Task[None]]
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.server.stop(grace)
-        self._poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._poller
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):  # hand the instances over at once
+            await self.host.leave()
         await self.host.close()
         await self.store.close()
 
@@ -56,16 +59,43 @@ async def start(config: Config) -> AlertServer:
         retry_base=config.retry_base,
         retry_max=config.retry_max,
     )
-    host = PluginHost(store, Path(config.data_dir) / "packages", signal, settings)
-    await host.reconcile()
+    host = PluginHost(
+        store,
+        Path(config.data_dir) / "packages",
+        signal,
+        settings,
+        server_id=config.server_id,
+        lease_ttl=config.lease_ttl,
+    )
     server = grpc_server.create_server(max_message_bytes=config.max_message_bytes)
     plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
     grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
     port = grpc_server.bind(server, config.alert_addr)
+    host.address = f"{config.alert_addr.rpartition(':')[0]}:{port}"
+    await host.reconcile()
     await server.start()
-    poller = asyncio.create_task(poll_forever(signal, store, config.poll_interval))
-    log.info("alert server listening on %s (store %s)", config.alert_addr, store.backend)
-    return AlertServer(config, store, host, server, port, poller)
+    tasks = [
+        asyncio.create_task(poll_forever(signal, store, config.poll_interval)),
+        asyncio.create_task(host.run_leases()),
+        asyncio.create_task(purge_forever(store, config.retention_seconds, config.purge_interval)),
+    ]
+    if store.backend == "postgresql":
+        tasks.append(asyncio.create_task(listen_postgres(signal, store)))
+    log.info(
+        "alert server %s listening on %s (store %s)", host.server_id, host.address, store.backend
+    )
+    return AlertServer(config, store, host, server, port, tasks)
+
+
+async def purge_forever(store: Store, retention_seconds: float, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            purged = await retention.purge(store, retention_seconds)
+            if purged:
+                log.info("purged %d delivered events", purged)
+        except Exception as exc:
+            log.warning("purging delivered events failed: %s", exc)
 
 
 async def serve(config: Config) -> None:

@@ -2,17 +2,24 @@
 
 At least once: the cursor moves only after the plugin returned, so a crash in between
 redelivers the same events with the same ids. A failure blocks the instance on its head
-event and retries it with backoff (``alert_server.backoff``); other instances never wait.
+event and retries it with backoff (``alert_server.backoff``), or, under the ``park`` policy,
+moves it to the dead-letter list after N attempts; other instances never wait.
+
+Every write is fenced (``event_store.deliveries``): when an operator moved the cursor or
+another alert server took the instance over, the write is refused, and the runner re-reads
+its state or, if it no longer owns the instance, stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alert_server.backoff import retry_delay
@@ -20,9 +27,10 @@ from alert_server.convert import to_sdk_event
 from alert_server.loader import LoadedPackage
 from alert_server.wakeup import SequenceSignal
 from event_store import deliveries, events
-from event_store.models import Delivery, utcnow
+from event_store.deliveries import Attempt, LeaseLost
+from event_store.models import Delivery, ListenerInstance, utcnow
 from event_store.store import Store
-from listener_common import ListenerPlugin
+from listener_common import DeliveryError, ListenerPlugin
 from listener_common.plugin import deliver_batch, supports_batch
 
 log = logging.getLogger(__name__)
@@ -37,8 +45,36 @@ class DeliverySettings:
     retry_max: float = 300.0
 
 
+@dataclass(frozen=True)
+class FailurePolicy:
+    mode: str = "block"  # or "park"
+    park_after: int = 0
+
+    def parks(self, attempts: int, permanent: bool) -> bool:
+        if self.mode != "park":
+            return False
+        return permanent or attempts >= max(1, self.park_after)
+
+
 class PluginCallError(Exception):
     """A plugin's open or handler raised or timed out; the message is what operators see."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        event: events.StoredEvent | None = None,
+        retry_after: float | None = None,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.event = event
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Stopped(Exception):
+    """This server no longer owns the instance."""
 
 
 def describe(exc: BaseException) -> str:
@@ -48,6 +84,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _call_error(exc: BaseException, event: events.StoredEvent, what: str) -> PluginCallError:
+    return PluginCallError(
+        f"{what}: {describe(exc)}",
+        event=event,
+        retry_after=exc.retry_after if isinstance(exc, DeliveryError) else None,
+        permanent=isinstance(exc, DeliveryError) and exc.permanent,
+    )
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
 class InstanceRunner:
     def __init__(
         self,
@@ -55,26 +104,36 @@ class InstanceRunner:
         package: LoadedPackage,
         config: dict[str, Any],
         types: Sequence[int],
-        paused: bool,
+        policy: FailurePolicy,
         store: Store,
         signal: SequenceSignal,
         settings: DeliverySettings,
+        owner: str,
+        fence: int,
     ) -> None:
         self.instance_id = instance_id
         self.package = package
         self.config = config
         self.types = list(types)
-        self.paused = paused
+        self.policy = policy
         self.store = store
         self.signal = signal
         self.settings = settings
+        self.owner = owner
+        self.fence = fence
+        self.paused = False
         self.cursor = 0
         self.attempts = 0
         self.last_error = ""
+        self.next_attempt: datetime | None = None
+        self.stopped = False
+        self._history: list[dict[str, Any]] = []
+        self._redeliver: list[int] = []
         self._plugin: ListenerPlugin | None = None
         self._lock = asyncio.Lock()  # held while a batch is in a plugin's hands
         self._task: asyncio.Task[None] | None = None
-        self._retry_now = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._reload = True
 
     @property
     def state(self) -> str:
@@ -103,8 +162,25 @@ class InstanceRunner:
             if old is not None:
                 await self._close(old)
 
-    def retry_now(self) -> None:
-        self._retry_now.set()
+    def kick(self, reload: bool = True) -> None:
+        """Wakes the loop now (an operator's retry), re-reading the state first if asked."""
+        self._reload = self._reload or reload
+        self._wake.set()
+
+    async def deliver_test(self, event: events.StoredEvent) -> str:
+        """Hands an out-of-band test event to the plugin; returns the error, or ''."""
+        async with self._lock:
+            try:
+                if self._plugin is None:
+                    self._plugin = await self._open(self.package)
+                await asyncio.wait_for(
+                    self._plugin.on_event(to_sdk_event(event)), self.settings.handler_timeout
+                )
+            except Exception as exc:
+                return str(exc) if isinstance(exc, PluginCallError) else describe(exc)
+        return ""
+
+    # -- plugin calls ---------------------------------------------------------------------
 
     async def _open(self, package: LoadedPackage) -> ListenerPlugin:
         plugin = package.plugin_class()
@@ -125,36 +201,74 @@ class InstanceRunner:
         if plugin is not None:
             await self._close(plugin)
 
-    async def _load_cursor(self) -> None:
+    # -- state ----------------------------------------------------------------------------
+
+    async def _load_state(self) -> None:
         async with self.store.reader() as session:
             row = await session.get(Delivery, self.instance_id)
-        if row is not None:
-            self.cursor = row.delivered_seq
-            self.attempts = row.attempts
-            self.last_error = row.last_error
+            inst = await session.get(ListenerInstance, self.instance_id)
+            if row is None or inst is None or row.owner != self.owner:
+                raise Stopped()
+            self._redeliver = await deliveries.redeliveries(session, self.instance_id)
+        self.fence = row.fence
+        self.cursor = row.delivered_seq
+        self.attempts = row.attempts
+        self.last_error = row.last_error
+        self.next_attempt = row.next_attempt_time
+        self.paused = inst.desired_state == "PAUSED"
+        self._history = json.loads(row.recent_attempts or "[]")
+        self._reload = False
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self._load_cursor()
-                break
-            except Exception as exc:
-                log.warning("instance %s: cannot read its cursor: %s", self.instance_id, exc)
-                await asyncio.sleep(self.settings.poll_interval)
-        while True:
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except PluginCallError as exc:
-                await self._failed(str(exc))
-            except Exception as exc:  # the store is down or broken: wait and try again
-                log.warning("instance %s: delivery step failed: %s", self.instance_id, exc)
-                await asyncio.sleep(self.settings.poll_interval)
+        try:
+            while True:
+                failure: PluginCallError | None = None
+                try:
+                    if self._reload:
+                        await self._load_state()
+                    await self._step()
+                except PluginCallError as exc:
+                    failure = exc
+                except (asyncio.CancelledError, Stopped):
+                    raise
+                except Exception as exc:
+                    await self._trouble(exc)
+                if failure is not None:
+                    try:
+                        await self._failed(failure)
+                    except (asyncio.CancelledError, Stopped):
+                        raise
+                    except Exception as exc:
+                        await self._trouble(exc)
+        except Stopped:
+            log.info("instance %s: no longer owned here; stopping", self.instance_id)
+            self.stopped = True
+            await self._close_plugin()
+
+    async def _trouble(self, exc: Exception) -> None:
+        """A refused write (re-read the state) or a store outage (wait, re-read, retry)."""
+        self._reload = True
+        if not isinstance(exc, LeaseLost):
+            log.warning("instance %s: delivery step failed: %s", self.instance_id, exc)
+            await self._sleep(self.settings.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleeps, cut short by ``kick`` (also one that came just before)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+        self._wake.clear()
 
     async def _step(self) -> None:
         if self.paused:
-            await self.signal.wait_above(self.signal.latest, self.settings.poll_interval)
+            await self._sleep(self.settings.poll_interval * 5)
+            return
+        if self.attempts and self.next_attempt is not None:
+            wait = (self.next_attempt - utcnow()).total_seconds()
+            if wait > 0:
+                await self._sleep(wait)
+                return
+        if self._redeliver:
+            await self._redeliver_parked()
             return
         high = self.signal.latest
         async with self.store.reader() as session:
@@ -162,18 +276,35 @@ class InstanceRunner:
                 session, self.cursor, self.types, self.settings.batch_size
             )
         if not batch:
-            await self.signal.wait_above(max(high, self.cursor), self.settings.poll_interval)
+            waiter = asyncio.create_task(self.signal.wait_above(high, self.settings.poll_interval))
+            kicked = asyncio.create_task(self._wake.wait())
+            try:
+                await asyncio.wait({waiter, kicked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                kicked.cancel()
+            self._wake.clear()
             return
+        started = time.monotonic()
         delivered, failure = await self._deliver(batch)
         if delivered > self.cursor:
             self.cursor = delivered
-            self.attempts, self.last_error = 0, ""
+            self.attempts, self.last_error, self.next_attempt = 0, "", None
+            last = next(e for e in batch if e.sequence == delivered)
+            history = deliveries.push_attempt(
+                self._history,
+                Attempt(_now_iso(), _ms(started), delivered, last.id, 1 + batch.index(last)),
+            )
             async with self.store.transaction() as session:
-                await deliveries.record_progress(session, self.instance_id, delivered)
-        if failure:
-            raise PluginCallError(failure)
+                await deliveries.record_progress(
+                    session, self.instance_id, self.owner, self.fence, delivered, history
+                )
+        if failure is not None:
+            raise failure
 
-    async def _deliver(self, batch: Sequence[events.StoredEvent]) -> tuple[int, str]:
+    async def _deliver(
+        self, batch: Sequence[events.StoredEvent]
+    ) -> tuple[int, PluginCallError | None]:
         """Hands a batch over; returns the last delivered sequence and the failure, if any."""
         delivered = self.cursor
         timeout = self.settings.handler_timeout
@@ -186,41 +317,110 @@ class InstanceRunner:
                     sdk_events = [to_sdk_event(e) for e in batch]
                     await asyncio.wait_for(deliver_batch(plugin, sdk_events), timeout)
                 except Exception as exc:
-                    return delivered, f"batch from sequence {batch[0].sequence}: {describe(exc)}"
-                return batch[-1].sequence, ""
+                    head = batch[0]
+                    return delivered, _call_error(
+                        exc,
+                        head,
+                        f"batch of {len(batch)} from event {head.id} (sequence {head.sequence})",
+                    )
+                return batch[-1].sequence, None
             for stored in batch:
                 try:
                     await asyncio.wait_for(plugin.on_event(to_sdk_event(stored)), timeout)
                 except Exception as exc:
-                    return delivered, (
-                        f"event {stored.id} (sequence {stored.sequence}): {describe(exc)}"
+                    return delivered, _call_error(
+                        exc, stored, f"event {stored.id} (sequence {stored.sequence})"
                     )
                 delivered = stored.sequence
-        return delivered, ""
+        return delivered, None
 
-    async def _failed(self, error: str) -> None:
+    async def _redeliver_parked(self) -> None:
+        """Delivers the events an operator asked to redeliver from the dead-letter list."""
+        async with self.store.reader() as session:
+            found = {
+                e.sequence: e
+                for e in await events.events_between(
+                    session, self._redeliver[0], self._redeliver[-1]
+                )
+            }
+        for sequence in list(self._redeliver):
+            stored = found.get(sequence)
+            error = "the event was purged" if stored is None else ""
+            if stored is not None:
+                async with self._lock:
+                    try:
+                        if self._plugin is None:
+                            self._plugin = await self._open(self.package)
+                        await asyncio.wait_for(
+                            self._plugin.on_event(to_sdk_event(stored)),
+                            self.settings.handler_timeout,
+                        )
+                    except Exception as exc:
+                        error = describe(exc)
+            async with self.store.transaction() as session:
+                await deliveries.finish_redelivery(session, self.instance_id, sequence, error)
+            self._redeliver.remove(sequence)
+
+    async def _failed(self, exc: PluginCallError) -> None:
         self.attempts += 1
-        self.last_error = error
+        self.last_error = str(exc)
+        event = exc.event
+        attempt = Attempt(
+            _now_iso(),
+            0.0,
+            event.sequence if event else 0,
+            event.id if event else "",
+            self.attempts,
+            self.last_error,
+        )
+        history = deliveries.push_attempt(self._history, attempt)
+        if event is not None and self.policy.parks(self.attempts, exc.permanent):
+            log.warning(
+                "instance %s: parking event %s after %d attempt(s): %s",
+                self.instance_id,
+                event.id,
+                self.attempts,
+                self.last_error,
+            )
+            async with self.store.transaction() as session:
+                await deliveries.park(
+                    session,
+                    self.instance_id,
+                    self.owner,
+                    self.fence,
+                    event.sequence,
+                    event.id,
+                    self.attempts,
+                    self.last_error,
+                    history,
+                )
+            self.cursor = event.sequence
+            self.attempts, self.last_error, self.next_attempt = 0, "", None
+            return
         delay = retry_delay(self.attempts, self.settings.retry_base, self.settings.retry_max)
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, self.settings.retry_max))
+        self.next_attempt = utcnow() + timedelta(seconds=delay)
         log.warning(
             "instance %s: attempt %d failed: %s; next attempt in %.1fs",
             self.instance_id,
             self.attempts,
-            error,
+            self.last_error,
             delay,
         )
-        try:
-            async with self.store.transaction() as session:
-                await deliveries.record_failure(
-                    session,
-                    self.instance_id,
-                    self.cursor,
-                    self.attempts,
-                    error,
-                    utcnow() + timedelta(seconds=delay),
-                )
-        except Exception as exc:
-            log.warning("instance %s: cannot record the failure: %s", self.instance_id, exc)
-        self._retry_now.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._retry_now.wait(), delay)
+        async with self.store.transaction() as session:
+            await deliveries.record_failure(
+                session,
+                self.instance_id,
+                self.owner,
+                self.fence,
+                self.cursor,
+                self.attempts,
+                self.last_error,
+                self.next_attempt,
+                history,
+            )
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)

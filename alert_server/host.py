@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from alert_server.delivery import DeliverySettings, InstanceRunner
+from alert_server.delivery import DeliverySettings, FailurePolicy, InstanceRunner
 from alert_server.loader import LoadedPackage, PackageLoader
 from alert_server.package_cache import PackageCache
 from alert_server.wakeup import SequenceSignal
-from event_store import catalog
-from event_store.models import ListenerInstance, Plugin
+from event_store import catalog, leases
+from event_store.models import Delivery, ListenerInstance, Plugin, utcnow
 from event_store.store import Store
 from listener_common import package as sdk_package
 from listener_common import params as sdk_params
@@ -39,8 +42,19 @@ class InstanceView:
 
 class PluginHost:
     def __init__(
-        self, store: Store, cache_dir: Path, signal: SequenceSignal, settings: DeliverySettings
+        self,
+        store: Store,
+        cache_dir: Path,
+        signal: SequenceSignal,
+        settings: DeliverySettings,
+        *,
+        server_id: str = "",
+        address: str = "",
+        lease_ttl: float = 15.0,
     ) -> None:
+        self.server_id = server_id or f"alert-{uuid.uuid4().hex[:12]}"
+        self.address = address
+        self.lease_ttl = lease_ttl
         self.store = store
         self.cache = PackageCache(cache_dir, store)
         self.signal = signal
@@ -122,28 +136,42 @@ class PluginHost:
     # -- instances ------------------------------------------------------------------------
 
     async def apply_instance(self, instance_id: str) -> None:
-        """Starts, restarts with new settings, or stops the instance as the store says."""
+        """Restarts the instance with its new settings if it runs here; else tries to claim it."""
         async with self._lock:
-            async with self.store.reader() as session:
-                try:
-                    inst = await catalog.get_instance(session, instance_id)
-                except errors.NotFound:
-                    inst = None
-                plugin = await catalog.get_plugin(session, inst.plugin_id) if inst else None
-            await self._stop_runner(instance_id)
-            if inst is not None and plugin is not None:
-                await self._start_runner(inst, plugin)
+            if instance_id in self.runners:
+                await self._stop_runner(instance_id)
+                await self._start_owned(instance_id, None)
+        if instance_id not in self.runners:
+            await self.lease_cycle()
 
     async def remove_instance(self, instance_id: str) -> None:
         async with self._lock:
             await self._stop_runner(instance_id)
+
+    def kick(self, instance_id: str) -> bool:
+        """An operator changed the instance's state: its runner re-reads it now."""
+        runner = self.runners.get(instance_id)
+        if runner is None:
+            return False
+        runner.kick()
+        return True
 
     async def _stop_runner(self, instance_id: str) -> None:
         runner = self.runners.pop(instance_id, None)
         if runner is not None:
             await runner.stop()
 
-    async def _start_runner(self, inst: ListenerInstance, plugin: Plugin) -> None:
+    async def _start_owned(self, instance_id: str, fence: int | None) -> None:
+        """Starts a runner for an instance this server holds the lease of."""
+        async with self.store.reader() as session:
+            inst = await catalog.get_instance(session, instance_id)
+            plugin = await catalog.get_plugin(session, inst.plugin_id)
+            if fence is None:
+                delivery = await session.get(Delivery, instance_id)
+                fence = delivery.fence if delivery is not None else 0
+        await self._start_runner(inst, plugin, fence)
+
+    async def _start_runner(self, inst: ListenerInstance, plugin: Plugin, fence: int) -> None:
         loaded = await self._activate(plugin.id, plugin.sha256)
         form = json.loads(plugin.params_json)
         config = sdk_params.typed_config(form, json.loads(inst.params_json))
@@ -153,33 +181,83 @@ class PluginHost:
             loaded,
             config,
             types,
-            inst.desired_state == "PAUSED",
+            FailurePolicy(inst.failure_policy, inst.park_after),
             self.store,
             self.signal,
             self.settings,
+            self.server_id,
+            fence,
         )
         self.runners[inst.id] = runner
         runner.start()
 
     async def reconcile(self) -> None:
-        """Converges to the store: loads every plugin and runs every instance."""
+        """Converges to the store at start: loads every plugin, then claims instances."""
         async with self._lock:
             async with self.store.reader() as session:
-                plugins = {p.id: p for p in await catalog.all_plugins(session)}
-                rows = await catalog.instances_with_delivery(session)
-            for plugin in plugins.values():
+                plugins = list(await catalog.all_plugins(session))
+            for plugin in plugins:
                 try:
                     await self._activate(plugin.id, plugin.sha256)
                 except Exception as exc:
                     self.load_errors[plugin.id] = str(exc)
                     log.error("plugin %s failed to load: %s", plugin.id, exc)
-            for inst, _ in rows:
-                if inst.id in self.runners or inst.plugin_id in self.load_errors:
-                    continue
-                try:
-                    await self._start_runner(inst, plugins[inst.plugin_id])
-                except Exception as exc:
-                    log.error("instance %s failed to start: %s", inst.id, exc)
+        await self.lease_cycle()
+
+    async def lease_cycle(self) -> None:
+        """Heartbeat, renew leases, drop lost instances, and take or give a fair share."""
+        now = utcnow()
+        until = now + timedelta(seconds=self.lease_ttl)
+        async with self._lock:
+            async with self.store.transaction() as session:
+                await leases.heartbeat(session, self.server_id, self.address)
+                owned = await leases.renew(session, self.server_id, until)
+                servers = await leases.live_servers(session, self.lease_ttl)
+                total = await leases.total_instances(session)
+            for iid, runner in list(self.runners.items()):
+                if iid not in owned or runner.stopped:
+                    await self._stop_runner(iid)
+                elif runner.fence != owned[iid]:
+                    runner.kick()
+            share = math.ceil(total / servers)
+            for iid in list(owned)[share:] if len(owned) > share else []:
+                await self._stop_runner(iid)  # hand over: another server is short
+                async with self.store.transaction() as session:
+                    await leases.release(session, iid, self.server_id)
+                owned.pop(iid)
+            for iid in owned:
+                if iid not in self.runners:
+                    await self._try_start(iid, None)
+            if len(owned) < share:
+                async with self.store.reader() as session:
+                    candidates = await leases.claimable(session, share - len(owned))
+                for iid in candidates:
+                    async with self.store.transaction() as session:
+                        fence = await leases.claim(session, iid, self.server_id, until)
+                    if fence is not None:
+                        await self._try_start(iid, fence)
+
+    async def _try_start(self, instance_id: str, fence: int | None) -> None:
+        try:
+            await self._start_owned(instance_id, fence)
+        except Exception as exc:
+            log.error("instance %s failed to start: %s", instance_id, exc)
+
+    async def run_leases(self) -> None:
+        """The lease loop: a cycle every third of the lease time."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                await self.lease_cycle()
+            except Exception as exc:  # the store may be down: keep trying, leases lapse
+                log.warning("lease cycle failed: %s", exc)
+
+    async def leave(self) -> None:
+        async with self._lock:
+            for iid in list(self.runners):
+                await self._stop_runner(iid)
+        async with self.store.transaction() as session:
+            await leases.leave(session, self.server_id)
 
     async def close(self) -> None:
         async with self._lock:

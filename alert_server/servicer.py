@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC
+
 from google.protobuf import struct_pb2
 
 from alert_server.host import PluginHost
 from alert_server.loader import LoadedPackage
 from alert_server.package_cache import sha256_of
+from event_store.events import StoredEvent
 from listener.alert.v1 import plugin_host_pb2 as pb
 from listener.alert.v1 import plugin_host_pb2_grpc
+from listener.v1 import event_pb2
 from listener_core import errors
 from listener_core.server import Context
 
@@ -99,4 +104,25 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
                 )
                 for v in self.host.instance_views()
             ],
+        )
+
+    async def KickInstance(
+        self, request: pb.KickInstanceRequest, context: Context
+    ) -> pb.KickInstanceResponse:
+        return pb.KickInstanceResponse(running=self.host.kick(request.instance_id))
+
+    async def SendTestEvent(
+        self, request: pb.SendTestEventRequest, context: Context
+    ) -> pb.SendTestEventResponse:
+        runner = self.host.runners.get(request.instance_id)
+        if runner is None:
+            return pb.SendTestEventResponse(running=False)
+        msg = event_pb2.ListenerEvent.FromString(request.event)
+        stored = StoredEvent(
+            msg.sequence, msg.id, int(msg.type), msg.publish_time.ToDatetime(UTC), request.event
+        )
+        started = time.monotonic()
+        error = await runner.deliver_test(stored)
+        return pb.SendTestEventResponse(
+            running=True, error=error, duration_ms=(time.monotonic() - started) * 1000
         )

@@ -50,3 +50,34 @@ async def poll_forever(signal: SequenceSignal, store: Store, interval: float) ->
         except Exception as exc:  # the store may be briefly down; keep polling
             log.warning("polling the event counter failed: %s", exc)
         await asyncio.sleep(interval)
+
+
+async def listen_postgres(signal: SequenceSignal, store: Store) -> None:
+    """PostgreSQL LISTEN/NOTIFY: publishers' commits wake this server even when the API
+    server's Notify call does not reach it. Reconnects after a lost connection."""
+    import asyncpg
+
+    url = store.engine.url.set(drivername="postgresql")
+    dsn = url.render_as_string(hide_password=False)
+
+    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            signal.bump(int(payload))
+
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(dsn)
+            await conn.add_listener(events.NOTIFY_CHANNEL, on_notify)
+            while True:  # a cheap liveness probe: a dead connection raises here
+                await asyncio.sleep(5)
+                await conn.execute("SELECT 1")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("LISTEN connection lost: %s; reconnecting", exc)
+            await asyncio.sleep(1)
+        finally:
+            if conn is not None and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await conn.close()

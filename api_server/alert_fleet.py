@@ -153,3 +153,24 @@ class AlertFleet:
                 continue
             sent = self._notify_seq
             await self._each(partial(_notify, pb.NotifyRequest(max_sequence=sent)))
+
+    async def kick(self, instance_id: str) -> None:
+        """Has the instance's runner re-read its state now (best effort: the lease loop
+        notices the change within a third of the lease time anyway)."""
+        request = pb.KickInstanceRequest(instance_id=instance_id)
+        await self._each(lambda s: s.KickInstance(request, timeout=self.timeout))
+
+    async def send_test(self, instance_id: str, event: bytes) -> pb.SendTestEventResponse:
+        request = pb.SendTestEventRequest(instance_id=instance_id, event=event)
+        for target, stub in zip(self.targets, self._stubs, strict=True):
+            try:
+                reply = await stub.SendTestEvent(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("alert server %s: SendTestEvent failed: %s", target, exc.details())
+                continue
+            if reply.running:
+                return reply  # type: ignore[no-any-return]
+        raise errors.FailedPrecondition(
+            f"no reachable alert server runs listenerInstances/{instance_id} right now",
+            reason="INSTANCE_NOT_RUNNING",
+        )

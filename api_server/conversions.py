@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
 from api_server import names
-from event_store import models
+from event_store import deliveries, models
 from event_store.events import StoredEvent
 from listener.v1 import event_pb2, listener_instance_pb2, plugin_pb2
 from listener_common import params as sdk_params
@@ -72,12 +72,29 @@ def event_types(stored: str) -> list[int]:
     return [int(t) for t in stored.split(",") if t]
 
 
+_POLICY = listener_instance_pb2.FailurePolicy
+POLICY_MODES = {"block": _POLICY.MODE_BLOCK, "park": _POLICY.MODE_PARK}
+
+
+def _attempt(item: Mapping[str, Any]) -> listener_instance_pb2.DeliveryAttempt:
+    attempt = listener_instance_pb2.DeliveryAttempt(
+        duration_ms=float(item.get("duration_ms", 0)),
+        sequence=int(item.get("sequence", 0)),
+        event_id=str(item.get("event_id", "")),
+        count=int(item.get("count", 0)),
+        error=str(item.get("error", "")),
+    )
+    if item.get("time"):
+        attempt.time.FromJsonString(str(item["time"]))
+    return attempt
+
+
 def instance_message(
     row: models.ListenerInstance,
     form: list[dict[str, Any]],
-    delivery: models.Delivery | None,
-    pending: int,
+    st: deliveries.Status,
 ) -> listener_instance_pb2.ListenerInstance:
+    delivery, pending = st.delivery, st.pending
     state = listener_instance_pb2.ListenerInstance.State
     if row.desired_state == "PAUSED":
         current = state.STATE_PAUSED
@@ -85,8 +102,12 @@ def instance_message(
         current = state.STATE_BLOCKED
     else:
         current = state.STATE_ACTIVE
-    status = listener_instance_pb2.DeliveryStatus(pending_count=pending)
+    status = listener_instance_pb2.DeliveryStatus(pending_count=pending, parked_count=st.parked)
+    if st.oldest_pending is not None:
+        status.lag_seconds = max(0.0, (datetime.now(UTC) - st.oldest_pending).total_seconds())
     if delivery is not None:
+        status.owner = delivery.owner
+        status.recent_attempts.extend(_attempt(a) for a in json.loads(delivery.recent_attempts))
         status.delivered_sequence = delivery.delivered_seq
         status.last_error = delivery.last_error
         status.attempts = delivery.attempts
@@ -105,6 +126,7 @@ def instance_message(
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         etag=str(row.revision),
+        failure_policy=_POLICY(mode=POLICY_MODES[row.failure_policy], park_after=row.park_after),
     )
 
 

@@ -11,7 +11,8 @@ from sqlalchemy import exc as sa_exc
 
 from api_server import conversions, names, paging, validation
 from api_server.alert_fleet import AlertFleet
-from event_store import catalog, events
+from api_server.instance_operations import InstanceOperations
+from event_store import catalog, deliveries, events
 from event_store.models import Delivery, ListenerInstance, Plugin, utcnow
 from event_store.store import Store
 from listener.v1 import event_pb2, listener_instance_pb2, listener_instance_pb2_grpc
@@ -20,7 +21,7 @@ from listener_core import errors
 from listener_core.server import Context
 
 pb = listener_instance_pb2
-_UPDATABLE = {"display_name", "params", "event_types"}
+_UPDATABLE = {"display_name", "params", "event_types", "failure_policy"}
 _VALID_TYPES = {v.number for v in event_pb2.EventType.DESCRIPTOR.values} - {0}
 
 
@@ -40,6 +41,27 @@ def _types(values: Iterable[int], field: str) -> str:
     return ",".join(str(v) for v in sorted(set(chosen)))
 
 
+def _policy(policy: pb.FailurePolicy, field: str) -> tuple[str, int]:
+    mode = policy.mode or pb.FailurePolicy.MODE_BLOCK
+    if mode == pb.FailurePolicy.MODE_BLOCK:
+        if policy.park_after:
+            raise errors.InvalidArgument(
+                f"{field}.park_after applies to MODE_PARK only",
+                field_violations=[(f"{field}.park_after", "only with MODE_PARK")],
+            )
+        return "block", 0
+    if mode == pb.FailurePolicy.MODE_PARK:
+        if not 1 <= policy.park_after <= 1000:
+            raise errors.InvalidArgument(
+                f"{field}.park_after must be between 1 and 1000 with MODE_PARK",
+                field_violations=[(f"{field}.park_after", "must be 1..1000")],
+            )
+        return "park", policy.park_after
+    raise errors.InvalidArgument(
+        f"{field}.mode {mode} is unknown", field_violations=[(f"{field}.mode", "unknown")]
+    )
+
+
 def _params(form: list[dict[str, Any]], given: Mapping[str, str], old: Mapping[str, str]) -> str:
     """Validates params; a masked secret sent back unchanged keeps the stored value."""
     secret = sdk_params.secret_fields(form)
@@ -50,20 +72,18 @@ def _params(form: list[dict[str, Any]], given: Mapping[str, str], old: Mapping[s
     return json.dumps(sdk_params.validate_params(form, merged), sort_keys=True)
 
 
-class ListenerInstanceService(listener_instance_pb2_grpc.ListenerInstanceServiceServicer):
+class ListenerInstanceService(
+    InstanceOperations, listener_instance_pb2_grpc.ListenerInstanceServiceServicer
+):
     def __init__(self, store: Store, fleet: AlertFleet) -> None:
         self.store = store
         self.fleet = fleet
 
     async def _message(self, session: Any, row: ListenerInstance) -> pb.ListenerInstance:
         plugin = await session.get(Plugin, row.plugin_id)
-        delivery = await session.get(Delivery, row.id)
-        types = conversions.event_types(row.event_types)
-        pending = await events.count_after(
-            session, delivery.delivered_seq if delivery else 0, types
-        )
+        st = await deliveries.status(session, row.id, conversions.event_types(row.event_types))
         form = json.loads(plugin.params_json) if plugin else []
-        return conversions.instance_message(row, form, delivery, pending)
+        return conversions.instance_message(row, form, st)
 
     async def CreateListenerInstance(
         self, request: pb.CreateListenerInstanceRequest, context: Context
@@ -76,6 +96,7 @@ class ListenerInstanceService(listener_instance_pb2_grpc.ListenerInstanceService
         )
         plugin_id = names.parse(li.plugin, names.PLUGINS, "listener_instance.plugin")
         types = _types(li.event_types, "listener_instance.event_types")
+        policy, park_after = _policy(li.failure_policy, "listener_instance.failure_policy")
         try:
             async with self.store.transaction() as session:
                 if await session.get(ListenerInstance, instance_id) is not None:
@@ -91,6 +112,8 @@ class ListenerInstanceService(listener_instance_pb2_grpc.ListenerInstanceService
                     plugin_id=plugin_id,
                     params_json=params_json,
                     event_types=types,
+                    failure_policy=policy,
+                    park_after=park_after,
                     desired_state="ACTIVE",
                     revision=1,
                     create_time=now,
@@ -149,6 +172,10 @@ class ListenerInstanceService(listener_instance_pb2_grpc.ListenerInstanceService
             catalog.check_etag("listener instance", li.name, row.revision, li.etag)
             if "display_name" in paths:
                 row.display_name = li.display_name or instance_id
+            if "failure_policy" in paths:
+                row.failure_policy, row.park_after = _policy(
+                    li.failure_policy, "listener_instance.failure_policy"
+                )
             if "event_types" in paths:
                 row.event_types = _types(li.event_types, "listener_instance.event_types")
             if "params" in paths:

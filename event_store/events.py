@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store.models import Counter, Event, PublishRequest, utcnow
+
+NOTIFY_CHANNEL = "listener_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,13 @@ async def append(
     if request_id:
         session.add(PublishRequest(request_id=request_id, first_sequence=first, count=len(items)))
         await session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered by PostgreSQL at commit, to every alert server LISTENing (a second
+        # wake-up path next to the API server's Notify call).
+        await session.execute(
+            text("SELECT pg_notify(:channel, :seq)"),
+            {"channel": NOTIFY_CHANNEL, "seq": str(stored[-1].sequence)},
+        )
     return stored
 
 

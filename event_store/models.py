@@ -103,6 +103,10 @@ class ListenerInstance(Base):
     event_types: Mapped[str] = mapped_column(String(64))
     # Desired state: ACTIVE or PAUSED.
     desired_state: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    # "block": retry the head event until it succeeds; "park": after park_after failed
+    # attempts, move it to the dead-letter list and go on.
+    failure_policy: Mapped[str] = mapped_column(String(16), default="block")
+    park_after: Mapped[int] = mapped_column(Integer, default=0)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -123,6 +127,41 @@ class Delivery(Base):
     next_attempt_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_delivery_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The alert server running the instance, and until when its lease holds.
+    owner: Mapped[str] = mapped_column(String(128), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Bumped by every takeover and every operator change of the cursor: a runner's writes
+    # carry the fence it started with and are refused once it moved (a stale owner).
+    fence: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The last attempts' outcomes, newest first, as JSON (see event_store.deliveries).
+    recent_attempts: Mapped[str] = mapped_column(Text, default="[]")
+
+
+class ParkedEvent(Base):
+    """The dead-letter list: events an instance gave up on, kept for redelivery."""
+
+    __tablename__ = "parked_events"
+
+    instance_id: Mapped[str] = mapped_column(
+        String(63), ForeignKey("listener_instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(String(36))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    park_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set by an operator: the owning runner delivers it again, out of order.
+    redeliver: Mapped[int] = mapped_column(SmallInteger, default=0)
+
+
+class AlertServerRow(Base):
+    """Alert servers alive recently: each takes a fair share of the instances."""
+
+    __tablename__ = "alert_servers"
+
+    server_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    address: Mapped[str] = mapped_column(String(255), default="")
+    heartbeat_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Event(Base):

@@ -47,7 +47,48 @@ class Config:
     retry_max: float = 300.0
     # Seconds the API server waits for an alert server's answer.
     alert_timeout: float = 30.0
+    # Seconds an alert server's lease on an instance lasts without renewal: after a crash,
+    # another alert server takes its instances over within about this time.
+    lease_ttl: float = 15.0
+    # This alert server's name in leases; a random one per start when empty.
+    server_id: str = ""
+    # Delivered events stay this long for replay before they are purged (seconds).
+    retention_seconds: float = 86_400.0
+    # How often an alert server purges delivered events (seconds).
+    purge_interval: float = 60.0
     log_level: str = "INFO"
+    # -- security; SECURITY.md says what each protects against ---------------------------------
+    # Bearer tokens of the public API, each "role:token" or "role:sha256:<hex sha256 of token>"
+    # (role admin, publisher or viewer); in TOML also a table {admin = ["…"], viewer = "…"}.
+    # None at all: the API is open, which the server allows only on a loopback address.
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Serve unauthenticated on a non-loopback address anyway (--insecure): trusted networks only.
+    insecure: bool = False
+    # Shared secret the API server presents to the alert servers, which require it. Unset: the
+    # alert server is open, allowed only on loopback (or with insecure, or with mTLS below).
+    internal_token: str = field(default="", repr=False)
+    # TLS on this server's port (PEM files); with tls_client_ca, clients must present a
+    # certificate signed by that CA (mTLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # TLS from the API server to the alert servers: the CA that signed their certificates, a
+    # client certificate and key for mTLS, and the name to expect in their certificates when it
+    # differs from the host in alert_targets.
+    alert_tls_ca: str = ""
+    alert_tls_cert: str = ""
+    alert_tls_key: str = ""
+    alert_tls_server_name: str = ""
+    # Fernet key(s) encrypting password params at rest, comma separated: the first encrypts,
+    # all decrypt (rotation). Unset: generated once into <data_dir>/secret.key (mode 0600), which
+    # only works when every server reads that same file; several hosts must set one key.
+    secret_key: str = field(default="", repr=False)
+    # Zip-bomb limits of a plugin package: total unpacked bytes, number of entries.
+    max_package_uncompressed_bytes: int = 200 * 2**20
+    max_package_files: int = 2000
+    # PublishEvent(s) calls one caller (token, or peer host when open) may have in flight;
+    # beyond it a call gets RESOURCE_EXHAUSTED at once. 0 turns the limit off.
+    publish_concurrency_per_caller: int = 16
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,8 +104,26 @@ class ConfigError(ValueError):
     pass
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
 def _convert(name: str, kind: Any, raw: Any) -> Any:
     try:
+        if name == "tokens" and isinstance(raw, Mapping):
+            # {role = "token"} or {role = ["token", …]}: the same as "role:token" entries.
+            entries = []
+            for role, given in raw.items():
+                for token in [given] if isinstance(given, str) else list(given):
+                    entries.append(f"{role}:{token}")
+            raw = entries
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError(f"expected true or false, got {raw!r}")
         if kind == tuple[str, ...]:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(s.strip() for s in items if str(s).strip())

@@ -81,6 +81,7 @@ class ListenerInstance(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    FAILURE_POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"listenerInstances/{listener_instance_id}"."""
     display_name: _builtins.str
@@ -105,6 +106,10 @@ class ListenerInstance(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def failure_policy(self) -> Global___FailurePolicy:
+        """What a failing event does to the instance; block by default."""
+
     def __init__(
         self,
         *,
@@ -118,14 +123,96 @@ class ListenerInstance(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        failure_policy: Global___FailurePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "failure_policy", b"failure_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "display_name", b"display_name", "etag", b"etag", "event_types", b"event_types", "name", b"name", "params", b"params", "plugin", b"plugin", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "display_name", b"display_name", "etag", b"etag", "event_types", b"event_types", "failure_policy", b"failure_policy", "name", b"name", "params", b"params", "plugin", b"plugin", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListenerInstance: _TypeAlias = ListenerInstance  # noqa: Y015
+
+@_typing.final
+class FailurePolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Mode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[FailurePolicy._Mode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MODE_UNSPECIFIED: FailurePolicy._Mode.ValueType  # 0
+        MODE_BLOCK: FailurePolicy._Mode.ValueType  # 1
+        """Retry the head event with backoff until it succeeds; later events wait."""
+        MODE_PARK: FailurePolicy._Mode.ValueType  # 2
+        """After park_after failed attempts (or a permanent failure), park the event and go on."""
+
+    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
+    MODE_UNSPECIFIED: FailurePolicy.Mode.ValueType  # 0
+    MODE_BLOCK: FailurePolicy.Mode.ValueType  # 1
+    """Retry the head event with backoff until it succeeds; later events wait."""
+    MODE_PARK: FailurePolicy.Mode.ValueType  # 2
+    """After park_after failed attempts (or a permanent failure), park the event and go on."""
+
+    MODE_FIELD_NUMBER: _builtins.int
+    PARK_AFTER_FIELD_NUMBER: _builtins.int
+    mode: Global___FailurePolicy.Mode.ValueType
+    park_after: _builtins.int
+    def __init__(
+        self,
+        *,
+        mode: Global___FailurePolicy.Mode.ValueType = ...,
+        park_after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "park_after", b"park_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailurePolicy: _TypeAlias = FailurePolicy  # noqa: Y015
+
+@_typing.final
+class DeliveryAttempt(_message.Message):
+    """The outcome of one delivery attempt (a batch or a single event)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    duration_ms: _builtins.float
+    sequence: _builtins.int
+    """The last delivered sequence, or the failed event's."""
+    event_id: _builtins.str
+    count: _builtins.int
+    """Events delivered, or the failed attempt's number."""
+    error: _builtins.str
+    """Empty for a success."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        duration_ms: _builtins.float = ...,
+        sequence: _builtins.int = ...,
+        event_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "duration_ms", b"duration_ms", "error", b"error", "event_id", b"event_id", "sequence", b"sequence", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryAttempt: _TypeAlias = DeliveryAttempt  # noqa: Y015
 
 @_typing.final
 class DeliveryStatus(_message.Message):
@@ -139,6 +226,10 @@ class DeliveryStatus(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     LAST_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    RECENT_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    PARKED_COUNT_FIELD_NUMBER: _builtins.int
     pending_count: _builtins.int
     """Subscribed events stored but not yet delivered."""
     delivered_sequence: _builtins.int
@@ -147,10 +238,20 @@ class DeliveryStatus(_message.Message):
     """The head event's last failure, empty after a success."""
     attempts: _builtins.int
     """Failed attempts at the head event."""
+    lag_seconds: _builtins.float
+    """Age of the oldest pending event."""
+    owner: _builtins.str
+    """The alert server running the instance, empty when none holds its lease."""
+    parked_count: _builtins.int
+    """Events in the dead-letter list."""
     @_builtins.property
     def next_attempt_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_delivery_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recent_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryAttempt]:
+        """Newest first."""
+
     def __init__(
         self,
         *,
@@ -160,10 +261,14 @@ class DeliveryStatus(_message.Message):
         attempts: _builtins.int = ...,
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
         last_delivery_time: _timestamp_pb2.Timestamp | None = ...,
+        lag_seconds: _builtins.float = ...,
+        recent_attempts: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
+        owner: _builtins.str = ...,
+        parked_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_delivery_time", b"last_delivery_time", "next_attempt_time", b"next_attempt_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered_sequence", b"delivered_sequence", "last_delivery_time", b"last_delivery_time", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "pending_count", b"pending_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered_sequence", b"delivered_sequence", "lag_seconds", b"lag_seconds", "last_delivery_time", b"last_delivery_time", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "owner", b"owner", "parked_count", b"parked_count", "pending_count", b"pending_count", "recent_attempts", b"recent_attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -306,3 +411,285 @@ class DeleteListenerInstanceRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteListenerInstanceRequest: _TypeAlias = DeleteListenerInstanceRequest  # noqa: Y015
+
+@_typing.final
+class RetryListenerInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryListenerInstanceRequest: _TypeAlias = RetryListenerInstanceRequest  # noqa: Y015
+
+@_typing.final
+class SkipListenerInstanceEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkipListenerInstanceEventRequest: _TypeAlias = SkipListenerInstanceEventRequest  # noqa: Y015
+
+@_typing.final
+class PauseListenerInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseListenerInstanceRequest: _TypeAlias = PauseListenerInstanceRequest  # noqa: Y015
+
+@_typing.final
+class ResumeListenerInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeListenerInstanceRequest: _TypeAlias = ResumeListenerInstanceRequest  # noqa: Y015
+
+@_typing.final
+class ReplayListenerInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FROM_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    from_sequence: _builtins.int
+    """Deliver again from this sequence on."""
+    @_builtins.property
+    def from_time(self) -> _timestamp_pb2.Timestamp:
+        """Deliver again the events published at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        from_sequence: _builtins.int = ...,
+        from_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence", "from_time", b"from_time", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence", "from_time", b"from_time", "name", b"name", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["from_sequence", "from_time"]  # noqa: Y015
+    _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_start) -> _WhichOneofReturnType_start | None: ...
+
+Global___ReplayListenerInstanceRequest: _TypeAlias = ReplayListenerInstanceRequest  # noqa: Y015
+
+@_typing.final
+class ParkedEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    PARK_TIME_FIELD_NUMBER: _builtins.int
+    REDELIVERY_PENDING_FIELD_NUMBER: _builtins.int
+    attempts: _builtins.int
+    last_error: _builtins.str
+    redelivery_pending: _builtins.bool
+    """An operator asked for a redelivery that has not happened yet."""
+    @_builtins.property
+    def event(self) -> _event_pb2.ListenerEvent: ...
+    @_builtins.property
+    def park_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event: _event_pb2.ListenerEvent | None = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        park_time: _timestamp_pb2.Timestamp | None = ...,
+        redelivery_pending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "park_time", b"park_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "event", b"event", "last_error", b"last_error", "park_time", b"park_time", "redelivery_pending", b"redelivery_pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParkedEvent: _TypeAlias = ParkedEvent  # noqa: Y015
+
+@_typing.final
+class ListParkedEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"listenerInstances/{id}"."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListParkedEventsRequest: _TypeAlias = ListParkedEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListParkedEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARKED_EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def parked_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParkedEvent]: ...
+    def __init__(
+        self,
+        *,
+        parked_events: _abc.Iterable[Global___ParkedEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "parked_events", b"parked_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListParkedEventsResponse: _TypeAlias = ListParkedEventsResponse  # noqa: Y015
+
+@_typing.final
+class RedeliverParkedEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    SEQUENCES_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    @_builtins.property
+    def sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Sequences to redeliver; all parked events when empty."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        sequences: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "sequences", b"sequences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeliverParkedEventsRequest: _TypeAlias = RedeliverParkedEventsRequest  # noqa: Y015
+
+@_typing.final
+class RedeliverParkedEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeliverParkedEventsResponse: _TypeAlias = RedeliverParkedEventsResponse  # noqa: Y015
+
+@_typing.final
+class SendTestEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    event_type: _event_pb2.EventType.ValueType
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        event_type: _event_pb2.EventType.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_type", b"event_type", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendTestEventRequest: _TypeAlias = SendTestEventRequest  # noqa: Y015
+
+@_typing.final
+class SendTestEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    delivered: _builtins.bool
+    """False when the plugin failed (error says why)."""
+    error: _builtins.str
+    duration_ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        delivered: _builtins.bool = ...,
+        error: _builtins.str = ...,
+        duration_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "duration_ms", b"duration_ms", "error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendTestEventResponse: _TypeAlias = SendTestEventResponse  # noqa: Y015

@@ -61,6 +61,46 @@ class ListenerInstanceServiceStub:
                 request_serializer=listener_dot_v1_dot_listener__instance__pb2.DeleteListenerInstanceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.RetryListenerInstance = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/RetryListenerInstance',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.RetryListenerInstanceRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+                _registered_method=True)
+        self.SkipListenerInstanceEvent = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/SkipListenerInstanceEvent',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.SkipListenerInstanceEventRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+                _registered_method=True)
+        self.PauseListenerInstance = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/PauseListenerInstance',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.PauseListenerInstanceRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+                _registered_method=True)
+        self.ResumeListenerInstance = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/ResumeListenerInstance',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.ResumeListenerInstanceRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+                _registered_method=True)
+        self.ReplayListenerInstance = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/ReplayListenerInstance',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.ReplayListenerInstanceRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+                _registered_method=True)
+        self.ListParkedEvents = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/ListParkedEvents',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.ListParkedEventsRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.ListParkedEventsResponse.FromString,
+                _registered_method=True)
+        self.RedeliverParkedEvents = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/RedeliverParkedEvents',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.RedeliverParkedEventsRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.RedeliverParkedEventsResponse.FromString,
+                _registered_method=True)
+        self.SendTestEvent = channel.unary_unary(
+                '/listener.v1.ListenerInstanceService/SendTestEvent',
+                request_serializer=listener_dot_v1_dot_listener__instance__pb2.SendTestEventRequest.SerializeToString,
+                response_deserializer=listener_dot_v1_dot_listener__instance__pb2.SendTestEventResponse.FromString,
+                _registered_method=True)
 
 
 class ListenerInstanceServiceServicer:
@@ -97,6 +137,63 @@ class ListenerInstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryListenerInstance(self, request, context):
+        """Operator actions (AIP-136 custom methods).
+
+        Retries the failed head event now instead of at the next backoff time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SkipListenerInstanceEvent(self, request, context):
+        """Moves the head event to the dead-letter list and goes on with the next one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseListenerInstance(self, request, context):
+        """Stops delivery; events keep queueing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeListenerInstance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayListenerInstance(self, request, context):
+        """Delivers again every subscribed event from a sequence or a time on (while retained).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListParkedEvents(self, request, context):
+        """The instance's dead-letter list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverParkedEvents(self, request, context):
+        """Delivers parked events again (all when no sequence is given); delivered ones leave the list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendTestEvent(self, request, context):
+        """Hands a sample event of the given type to the plugin now, without storing it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ListenerInstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +221,46 @@ def add_ListenerInstanceServiceServicer_to_server(servicer, server):
                     servicer.DeleteListenerInstance,
                     request_deserializer=listener_dot_v1_dot_listener__instance__pb2.DeleteListenerInstanceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RetryListenerInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryListenerInstance,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.RetryListenerInstanceRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.SerializeToString,
+            ),
+            'SkipListenerInstanceEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SkipListenerInstanceEvent,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.SkipListenerInstanceEventRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.SerializeToString,
+            ),
+            'PauseListenerInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseListenerInstance,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.PauseListenerInstanceRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.SerializeToString,
+            ),
+            'ResumeListenerInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeListenerInstance,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.ResumeListenerInstanceRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.SerializeToString,
+            ),
+            'ReplayListenerInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayListenerInstance,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.ReplayListenerInstanceRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.SerializeToString,
+            ),
+            'ListParkedEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListParkedEvents,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.ListParkedEventsRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.ListParkedEventsResponse.SerializeToString,
+            ),
+            'RedeliverParkedEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverParkedEvents,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.RedeliverParkedEventsRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.RedeliverParkedEventsResponse.SerializeToString,
+            ),
+            'SendTestEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestEvent,
+                    request_deserializer=listener_dot_v1_dot_listener__instance__pb2.SendTestEventRequest.FromString,
+                    response_serializer=listener_dot_v1_dot_listener__instance__pb2.SendTestEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +399,222 @@ class ListenerInstanceService:
             '/listener.v1.ListenerInstanceService/DeleteListenerInstance',
             listener_dot_v1_dot_listener__instance__pb2.DeleteListenerInstanceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryListenerInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/RetryListenerInstance',
+            listener_dot_v1_dot_listener__instance__pb2.RetryListenerInstanceRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SkipListenerInstanceEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/SkipListenerInstanceEvent',
+            listener_dot_v1_dot_listener__instance__pb2.SkipListenerInstanceEventRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseListenerInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/PauseListenerInstance',
+            listener_dot_v1_dot_listener__instance__pb2.PauseListenerInstanceRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeListenerInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/ResumeListenerInstance',
+            listener_dot_v1_dot_listener__instance__pb2.ResumeListenerInstanceRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayListenerInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/ReplayListenerInstance',
+            listener_dot_v1_dot_listener__instance__pb2.ReplayListenerInstanceRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.ListenerInstance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListParkedEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/ListParkedEvents',
+            listener_dot_v1_dot_listener__instance__pb2.ListParkedEventsRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.ListParkedEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverParkedEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/RedeliverParkedEvents',
+            listener_dot_v1_dot_listener__instance__pb2.RedeliverParkedEventsRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.RedeliverParkedEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTestEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.v1.ListenerInstanceService/SendTestEvent',
+            listener_dot_v1_dot_listener__instance__pb2.SendTestEventRequest.SerializeToString,
+            listener_dot_v1_dot_listener__instance__pb2.SendTestEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

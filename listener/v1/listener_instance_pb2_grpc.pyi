@@ -39,6 +39,24 @@ class ListenerInstanceServiceStub:
     ListListenerInstances: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.ListListenerInstancesRequest, _listener_instance_pb2.ListListenerInstancesResponse]
     UpdateListenerInstance: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.UpdateListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]
     DeleteListenerInstance: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.DeleteListenerInstanceRequest, _empty_pb2.Empty]
+    RetryListenerInstance: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.RetryListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]
+    """Operator actions (AIP-136 custom methods).
+
+    Retries the failed head event now instead of at the next backoff time.
+    """
+    SkipListenerInstanceEvent: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.SkipListenerInstanceEventRequest, _listener_instance_pb2.ListenerInstance]
+    """Moves the head event to the dead-letter list and goes on with the next one."""
+    PauseListenerInstance: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.PauseListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]
+    """Stops delivery; events keep queueing."""
+    ResumeListenerInstance: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.ResumeListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]
+    ReplayListenerInstance: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.ReplayListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]
+    """Delivers again every subscribed event from a sequence or a time on (while retained)."""
+    ListParkedEvents: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.ListParkedEventsRequest, _listener_instance_pb2.ListParkedEventsResponse]
+    """The instance's dead-letter list."""
+    RedeliverParkedEvents: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.RedeliverParkedEventsRequest, _listener_instance_pb2.RedeliverParkedEventsResponse]
+    """Delivers parked events again (all when no sequence is given); delivered ones leave the list."""
+    SendTestEvent: _grpc.UnaryUnaryMultiCallable[_listener_instance_pb2.SendTestEventRequest, _listener_instance_pb2.SendTestEventResponse]
+    """Hands a sample event of the given type to the plugin now, without storing it."""
 
 @_typing.type_check_only
 class ListenerInstanceServiceAsyncStub(ListenerInstanceServiceStub):
@@ -50,6 +68,24 @@ class ListenerInstanceServiceAsyncStub(ListenerInstanceServiceStub):
     ListListenerInstances: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.ListListenerInstancesRequest, _listener_instance_pb2.ListListenerInstancesResponse]  # type: ignore[assignment]
     UpdateListenerInstance: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.UpdateListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]  # type: ignore[assignment]
     DeleteListenerInstance: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.DeleteListenerInstanceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    RetryListenerInstance: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.RetryListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]  # type: ignore[assignment]
+    """Operator actions (AIP-136 custom methods).
+
+    Retries the failed head event now instead of at the next backoff time.
+    """
+    SkipListenerInstanceEvent: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.SkipListenerInstanceEventRequest, _listener_instance_pb2.ListenerInstance]  # type: ignore[assignment]
+    """Moves the head event to the dead-letter list and goes on with the next one."""
+    PauseListenerInstance: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.PauseListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]  # type: ignore[assignment]
+    """Stops delivery; events keep queueing."""
+    ResumeListenerInstance: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.ResumeListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]  # type: ignore[assignment]
+    ReplayListenerInstance: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.ReplayListenerInstanceRequest, _listener_instance_pb2.ListenerInstance]  # type: ignore[assignment]
+    """Delivers again every subscribed event from a sequence or a time on (while retained)."""
+    ListParkedEvents: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.ListParkedEventsRequest, _listener_instance_pb2.ListParkedEventsResponse]  # type: ignore[assignment]
+    """The instance's dead-letter list."""
+    RedeliverParkedEvents: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.RedeliverParkedEventsRequest, _listener_instance_pb2.RedeliverParkedEventsResponse]  # type: ignore[assignment]
+    """Delivers parked events again (all when no sequence is given); delivered ones leave the list."""
+    SendTestEvent: _aio.UnaryUnaryMultiCallable[_listener_instance_pb2.SendTestEventRequest, _listener_instance_pb2.SendTestEventResponse]  # type: ignore[assignment]
+    """Hands a sample event of the given type to the plugin now, without storing it."""
 
 class ListenerInstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Creates and manages listener instances: a plugin, its params and the events it takes."""
@@ -88,5 +124,71 @@ class ListenerInstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _listener_instance_pb2.DeleteListenerInstanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def RetryListenerInstance(
+        self,
+        request: _listener_instance_pb2.RetryListenerInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.ListenerInstance, _abc.Awaitable[_listener_instance_pb2.ListenerInstance]]:
+        """Operator actions (AIP-136 custom methods).
+
+        Retries the failed head event now instead of at the next backoff time.
+        """
+
+    @_abc_1.abstractmethod
+    def SkipListenerInstanceEvent(
+        self,
+        request: _listener_instance_pb2.SkipListenerInstanceEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.ListenerInstance, _abc.Awaitable[_listener_instance_pb2.ListenerInstance]]:
+        """Moves the head event to the dead-letter list and goes on with the next one."""
+
+    @_abc_1.abstractmethod
+    def PauseListenerInstance(
+        self,
+        request: _listener_instance_pb2.PauseListenerInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.ListenerInstance, _abc.Awaitable[_listener_instance_pb2.ListenerInstance]]:
+        """Stops delivery; events keep queueing."""
+
+    @_abc_1.abstractmethod
+    def ResumeListenerInstance(
+        self,
+        request: _listener_instance_pb2.ResumeListenerInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.ListenerInstance, _abc.Awaitable[_listener_instance_pb2.ListenerInstance]]: ...
+
+    @_abc_1.abstractmethod
+    def ReplayListenerInstance(
+        self,
+        request: _listener_instance_pb2.ReplayListenerInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.ListenerInstance, _abc.Awaitable[_listener_instance_pb2.ListenerInstance]]:
+        """Delivers again every subscribed event from a sequence or a time on (while retained)."""
+
+    @_abc_1.abstractmethod
+    def ListParkedEvents(
+        self,
+        request: _listener_instance_pb2.ListParkedEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.ListParkedEventsResponse, _abc.Awaitable[_listener_instance_pb2.ListParkedEventsResponse]]:
+        """The instance's dead-letter list."""
+
+    @_abc_1.abstractmethod
+    def RedeliverParkedEvents(
+        self,
+        request: _listener_instance_pb2.RedeliverParkedEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.RedeliverParkedEventsResponse, _abc.Awaitable[_listener_instance_pb2.RedeliverParkedEventsResponse]]:
+        """Delivers parked events again (all when no sequence is given); delivered ones leave the list."""
+
+    @_abc_1.abstractmethod
+    def SendTestEvent(
+        self,
+        request: _listener_instance_pb2.SendTestEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_listener_instance_pb2.SendTestEventResponse, _abc.Awaitable[_listener_instance_pb2.SendTestEventResponse]]:
+        """Hands a sample event of the given type to the plugin now, without storing it."""
 
 def add_ListenerInstanceServiceServicer_to_server(servicer: ListenerInstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -66,6 +66,16 @@ class PluginHostServiceStub:
                 request_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.KickInstance = channel.unary_unary(
+                '/listener.alert.v1.PluginHostService/KickInstance',
+                request_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.KickInstanceRequest.SerializeToString,
+                response_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.KickInstanceResponse.FromString,
+                _registered_method=True)
+        self.SendTestEvent = channel.unary_unary(
+                '/listener.alert.v1.PluginHostService/SendTestEvent',
+                request_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.SendTestEventRequest.SerializeToString,
+                response_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.SendTestEventResponse.FromString,
+                _registered_method=True)
 
 
 class PluginHostServiceServicer:
@@ -113,6 +123,20 @@ class PluginHostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KickInstance(self, request, context):
+        """An operator changed an instance's delivery state: its runner re-reads it now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendTestEvent(self, request, context):
+        """Hands one event to an instance's plugin directly (not stored), and reports the outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PluginHostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +169,16 @@ def add_PluginHostServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.GetStatusRequest.FromString,
                     response_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'KickInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.KickInstance,
+                    request_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.KickInstanceRequest.FromString,
+                    response_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.KickInstanceResponse.SerializeToString,
+            ),
+            'SendTestEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestEvent,
+                    request_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.SendTestEventRequest.FromString,
+                    response_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.SendTestEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +345,60 @@ class PluginHostService:
             '/listener.alert.v1.PluginHostService/GetStatus',
             listener_dot_alert_dot_v1_dot_plugin__host__pb2.GetStatusRequest.SerializeToString,
             listener_dot_alert_dot_v1_dot_plugin__host__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KickInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.alert.v1.PluginHostService/KickInstance',
+            listener_dot_alert_dot_v1_dot_plugin__host__pb2.KickInstanceRequest.SerializeToString,
+            listener_dot_alert_dot_v1_dot_plugin__host__pb2.KickInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTestEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listener.alert.v1.PluginHostService/SendTestEvent',
+            listener_dot_alert_dot_v1_dot_plugin__host__pb2.SendTestEventRequest.SerializeToString,
+            listener_dot_alert_dot_v1_dot_plugin__host__pb2.SendTestEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

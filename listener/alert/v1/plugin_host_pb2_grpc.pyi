@@ -46,6 +46,10 @@ class PluginHostServiceStub:
     Notify: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.NotifyRequest, _plugin_host_pb2.NotifyResponse]
     """Wakes the delivery loops: events up to max_sequence are committed."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.GetStatusRequest, _plugin_host_pb2.GetStatusResponse]
+    KickInstance: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.KickInstanceRequest, _plugin_host_pb2.KickInstanceResponse]
+    """An operator changed an instance's delivery state: its runner re-reads it now."""
+    SendTestEvent: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.SendTestEventRequest, _plugin_host_pb2.SendTestEventResponse]
+    """Hands one event to an instance's plugin directly (not stored), and reports the outcome."""
 
 @_typing.type_check_only
 class PluginHostServiceAsyncStub(PluginHostServiceStub):
@@ -65,6 +69,10 @@ class PluginHostServiceAsyncStub(PluginHostServiceStub):
     Notify: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.NotifyRequest, _plugin_host_pb2.NotifyResponse]  # type: ignore[assignment]
     """Wakes the delivery loops: events up to max_sequence are committed."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.GetStatusRequest, _plugin_host_pb2.GetStatusResponse]  # type: ignore[assignment]
+    KickInstance: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.KickInstanceRequest, _plugin_host_pb2.KickInstanceResponse]  # type: ignore[assignment]
+    """An operator changed an instance's delivery state: its runner re-reads it now."""
+    SendTestEvent: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.SendTestEventRequest, _plugin_host_pb2.SendTestEventResponse]  # type: ignore[assignment]
+    """Hands one event to an instance's plugin directly (not stored), and reports the outcome."""
 
 class PluginHostServiceServicer(metaclass=_abc_1.ABCMeta):
     """The alert server's internal API, called by API servers only. Desired state lives in
@@ -117,5 +125,21 @@ class PluginHostServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _plugin_host_pb2.GetStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_plugin_host_pb2.GetStatusResponse, _abc.Awaitable[_plugin_host_pb2.GetStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def KickInstance(
+        self,
+        request: _plugin_host_pb2.KickInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_host_pb2.KickInstanceResponse, _abc.Awaitable[_plugin_host_pb2.KickInstanceResponse]]:
+        """An operator changed an instance's delivery state: its runner re-reads it now."""
+
+    @_abc_1.abstractmethod
+    def SendTestEvent(
+        self,
+        request: _plugin_host_pb2.SendTestEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_host_pb2.SendTestEventResponse, _abc.Awaitable[_plugin_host_pb2.SendTestEventResponse]]:
+        """Hands one event to an instance's plugin directly (not stored), and reports the outcome."""
 
 def add_PluginHostServiceServicer_to_server(servicer: PluginHostServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
