@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import socket
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +16,16 @@ import grpc
 
 from alert_server.delivery import DeliverySettings
 from alert_server.host import PluginHost
+from alert_server.process_plugin import ProcessSettings
 from alert_server.servicer import PluginHostServicer
 from alert_server.wakeup import SequenceSignal, listen_postgres, poll_forever
 from event_store import events, retention
 from event_store.store import Store
 from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
+from listener_core import auth, tls
 from listener_core import server as grpc_server
-from listener_core.config import Config, load_config
+from listener_core.config import Config, ConfigError, load_config
+from listener_core.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,23 @@ class AlertServer:
 
 
 async def start(config: Config) -> AlertServer:
-    """Opens the store, converges to it, and serves; returns once ready."""
+    """Checks the security settings, opens the store, converges to it, and serves; returns
+    once ready. Configuration mistakes raise ConfigError before anything is opened."""
+    internal = (
+        auth.TokenTable([(auth.INTERNAL, auth.token_digest(config.internal_token))])
+        if config.internal_token
+        else auth.TokenTable()
+    )
+    grpc_server.check_exposure(
+        config.alert_addr,
+        # A client certificate signed by tls_client_ca authenticates the API server too.
+        authenticated=bool(internal) or bool(config.tls_client_ca),
+        insecure=config.insecure,
+        what="the alert server",
+    )
+    credentials = tls.server_credentials(config)
+    secret_box = SecretBox.from_config(config)
+    config = dataclasses.replace(config, internal_token="")  # the table keeps its digest
     store = await Store.open(config.database_url)
     async with store.reader() as session:
         signal = SequenceSignal(await events.max_sequence(session))
@@ -66,12 +88,29 @@ async def start(config: Config) -> AlertServer:
         settings,
         server_id=config.server_id,
         lease_ttl=config.lease_ttl,
+        process=ProcessSettings(
+            memory_mb=config.process_memory_mb,
+            max_files=config.process_max_files,
+            call_timeout=config.handler_timeout,
+        ),
     )
-    server = grpc_server.create_server(max_message_bytes=config.max_message_bytes)
+    host.secrets = secret_box
+    host.package_limits = {
+        "max_files": config.max_package_files,
+        "max_uncompressed": config.max_package_uncompressed_bytes,
+    }
+    server = grpc_server.create_server(
+        max_message_bytes=config.max_message_bytes,
+        interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
+    )
     plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
     grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
-    port = grpc_server.bind(server, config.alert_addr)
+    port = grpc_server.bind(server, config.alert_addr, credentials)
     host.address = f"{config.alert_addr.rpartition(':')[0]}:{port}"
+    if not config.server_id:
+        # Stable across restarts on the same address: a restarted server takes its own
+        # instances back at once instead of waiting for their leases to lapse.
+        host.server_id = f"{socket.gethostname()}:{port}"
     await host.reconcile()
     await server.start()
     tasks = [
@@ -107,6 +146,9 @@ async def serve(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = grpc_server.parse_args(argv, "alert_server")
-    config = load_config(args.config)
-    grpc_server.configure_logging(config.log_level)
-    asyncio.run(serve(config))
+    try:
+        config = load_config(args.config, insecure=args.insecure)
+        grpc_server.configure_logging(config.log_level)
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        sys.exit(f"alert_server: {exc}")

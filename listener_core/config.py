@@ -47,10 +47,15 @@ class Config:
     retry_max: float = 300.0
     # Seconds the API server waits for an alert server's answer.
     alert_timeout: float = 30.0
+    # Address-space limit (RLIMIT_AS) of each child process of a process-isolated plugin,
+    # MiB; 0 for none. A runaway allocation then fails in the child, not the alert server.
+    process_memory_mb: int = 1024
+    # Open-file limit (RLIMIT_NOFILE) of each such child; 0 inherits the alert server's.
+    process_max_files: int = 256
     # Seconds an alert server's lease on an instance lasts without renewal: after a crash,
     # another alert server takes its instances over within about this time.
     lease_ttl: float = 15.0
-    # This alert server's name in leases; a random one per start when empty.
+    # This alert server's name in leases; "<hostname>:<port>" when empty.
     server_id: str = ""
     # Delivered events stay this long for replay before they are purged (seconds).
     retention_seconds: float = 86_400.0

@@ -192,3 +192,43 @@ def slow_package(version: str = "1.0.0") -> bytes:
     return make_zip(
         {"slow_listener.py": SLOW_PLUGIN}, manifest("slow", "slow_listener:SlowListener", version)
     )
+
+
+# Records every attempt and fails the first ``failCount`` attempts (counted across events),
+# or every attempt of an event whose task_name is in ``failTasks``: for backoff, park and
+# replay tests.
+FLAKY_PLUGIN = """
+import json, os, time
+from listener_common import ListenerPlugin, params
+
+class FlakyListener(ListenerPlugin):
+    @classmethod
+    def params(cls):
+        return [params.Input("logFile", title="Log file", required=True),
+                params.InputNumber("failCount", title="Fail this many attempts first", value=0),
+                params.Input("failTasks", title="Always fail these task names", value="")]
+
+    async def open(self, config):
+        self.path = config["logFile"]
+        self.fail_count = int(config.get("failCount") or 0)
+        self.fail_tasks = set(filter(None, (config.get("failTasks") or "").split(",")))
+
+    async def on_event(self, event):
+        with open(self.path + ".attempts", "a") as fh:
+            fh.write(json.dumps({"id": event.id, "t": time.time()}) + "\\n")
+        with open(self.path + ".attempts") as fh:
+            attempts = sum(1 for _ in fh)
+        if attempts <= self.fail_count:
+            raise RuntimeError(f"planned failure {attempts} of {self.fail_count}")
+        if getattr(event, "task_name", "") in self.fail_tasks:
+            raise RuntimeError(f"task {event.task_name} always fails")
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(event.to_dict()) + "\\n")
+"""
+
+
+def flaky_package(version: str = "1.0.0") -> bytes:
+    return make_zip(
+        {"flaky_listener.py": FLAKY_PLUGIN},
+        manifest("flaky", "flaky_listener:FlakyListener", version),
+    )

@@ -136,12 +136,22 @@ class ServerPair:
         return env
 
     def start(self, which: str) -> None:
-        log = open(self.data_dir / f"{which}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", which], cwd=REPO, env=self.env(), stdout=log, stderr=log
-        )
-        self.procs[which] = proc
         addr = self.api_addr if which == "api_server" else self.alert_addr
+        self.spawn(which, which, addr)
+
+    def spawn(self, name: str, module: str, addr: str, **env: str) -> None:
+        """Starts ``python -m module`` as ``name`` and waits until ``addr`` serves."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=REPO,
+            env={**self.env(), **env},
+            stdout=log,
+            stderr=log,
+        )
+        self.procs[name] = proc
+        which = name
         try:
             wait_serving(addr, proc=proc)
         except Exception:

@@ -1,0 +1,49 @@
+"""Shared steps of the delivery tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from listener.v1 import listener_instance_pb2 as li_pb2
+from listener.v1 import plugin_pb2
+from tests.support.samples import event_type
+from tests.support.servers import Clients
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def install(clients: Clients, package: bytes) -> plugin_pb2.Plugin:
+    return await clients.plugins.CreatePlugin(plugin_pb2.CreatePluginRequest(package=package))
+
+
+async def create_instance(
+    clients: Clients,
+    instance_id: str,
+    plugin: str,
+    params: dict[str, str],
+    types: list[str],
+    policy: li_pb2.FailurePolicy | None = None,
+) -> li_pb2.ListenerInstance:
+    return await clients.instances.CreateListenerInstance(
+        li_pb2.CreateListenerInstanceRequest(
+            listener_instance_id=instance_id,
+            listener_instance=li_pb2.ListenerInstance(
+                plugin=plugin,
+                params=params,
+                event_types=[event_type(t) for t in types],
+                failure_policy=policy,
+            ),
+        )
+    )
+
+
+async def get_instance(clients: Clients, instance_id: str) -> li_pb2.ListenerInstance:
+    return await clients.instances.GetListenerInstance(
+        li_pb2.GetListenerInstanceRequest(name=f"listenerInstances/{instance_id}")
+    )

@@ -1,0 +1,216 @@
+"""Backoff, the park policy, dead letters, replay, skip, pause and test events, through the API."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from listener.v1 import event_service_pb2
+from listener.v1 import listener_instance_pb2 as li_pb2
+from tests.delivery.helpers import create_instance, get_instance, install, read_jsonl
+from tests.support.databases import database
+from tests.support.samples import event_type, flaky_package, sample_event
+from tests.support.servers import eventually, running_pair
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+PARK = li_pb2.FailurePolicy(mode=li_pb2.FailurePolicy.MODE_PARK, park_after=3)
+
+
+def task_event(n: int, name: str | None = None):  # type: ignore[no-untyped-def]
+    event = sample_event("task_fail", n)
+    if name:
+        event.task_fail.task_name = name
+    return event
+
+
+async def publish(pair, events):  # type: ignore[no-untyped-def]
+    reply = await pair.clients.events.PublishEvents(
+        event_service_pb2.PublishEventsRequest(events=events)
+    )
+    return [e.id for e in reply.events]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_failing_plugin_is_retried_on_the_backoff_schedule(
+    backend: str, tmp_path: Path
+) -> None:
+    async with (
+        database(backend, tmp_path) as url,
+        running_pair(url, tmp_path, retry_base=0.2, retry_max=1.0) as pair,
+    ):
+        await install(pair.clients, flaky_package())
+        out = tmp_path / "out.jsonl"
+        await create_instance(
+            pair.clients,
+            "flaky",
+            "plugins/flaky",
+            {"logFile": str(out), "failCount": "5"},
+            ["TASK_FAIL"],
+        )
+        [first] = await publish(pair, [task_event(1)])
+
+        blocked = await eventually(lambda: _blocked(pair, "flaky"), timeout=10)
+        assert blocked.state == li_pb2.ListenerInstance.STATE_BLOCKED
+        assert "planned failure" in blocked.delivery.last_error
+        assert blocked.delivery.next_attempt_time.seconds > 0
+
+        lines = await eventually(lambda: read_jsonl(out), timeout=20)
+        assert [x["id"] for x in lines] == [first]
+        attempts = [json.loads(x) for x in read_lines(Path(str(out) + ".attempts"))]
+        assert len(attempts) == 6 and {a["id"] for a in attempts} == {first}
+        gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(attempts)]
+        # base 0.2 s doubling, jitter in the top half, capped at 1 s:
+        # 0.1-0.2, 0.2-0.4, 0.4-0.8, 0.5-1, 0.5-1
+        lows = [0.1, 0.2, 0.4, 0.5, 0.5]
+        highs = [0.2, 0.4, 0.8, 1.0, 1.0]
+        for gap, low, high in zip(gaps, lows, highs, strict=True):
+            assert low * 0.9 <= gap <= high + 0.5, gaps
+        done = await get_instance(pair.clients, "flaky")
+        assert done.state == li_pb2.ListenerInstance.STATE_ACTIVE
+        assert done.delivery.attempts == 0 and not done.delivery.last_error
+        history = list(done.delivery.recent_attempts)
+        assert not history[0].error and history[0].event_id == first
+        assert "planned failure 5 of 5" in history[1].error
+
+
+async def _blocked(pair, instance_id):  # type: ignore[no-untyped-def]
+    inst = await get_instance(pair.clients, instance_id)
+    return inst if inst.delivery.attempts >= 2 else None
+
+
+async def test_park_policy_skip_replay_redeliver_pause_and_test_event(tmp_path: Path) -> None:
+    async with running_pair(
+        f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path, retry_base=0.05, retry_max=0.1
+    ) as pair:
+        await install(pair.clients, flaky_package())
+        out = tmp_path / "out.jsonl"
+        await create_instance(
+            pair.clients,
+            "parky",
+            "plugins/flaky",
+            {"logFile": str(out), "failTasks": "poison"},
+            ["TASK_FAIL"],
+            PARK,
+        )
+        ids = await publish(pair, [task_event(1), task_event(2, "poison"), task_event(3)])
+
+        # The poison event is parked after 3 attempts and the later one still flows.
+        lines = await eventually(lambda: (got := read_jsonl(out)) and len(got) >= 2 and got)
+        assert [x["id"] for x in lines] == [ids[0], ids[2]]
+        parked = await pair.clients.instances.ListParkedEvents(
+            li_pb2.ListParkedEventsRequest(parent="listenerInstances/parky")
+        )
+        [item] = parked.parked_events
+        assert item.event.id == ids[1] and item.attempts == 3
+        assert "always fails" in item.last_error
+        assert item.event.task_fail.task_name == "poison"
+        inst = await get_instance(pair.clients, "parky")
+        assert inst.delivery.parked_count == 1 and inst.delivery.pending_count == 0
+
+        # Redelivery after the "fix": the event leaves the dead-letter list.
+        await pair.clients.instances.UpdateListenerInstance(
+            li_pb2.UpdateListenerInstanceRequest(
+                listener_instance=li_pb2.ListenerInstance(
+                    name="listenerInstances/parky", params={"logFile": str(out), "failTasks": ""}
+                ),
+                update_mask={"paths": ["params"]},
+            )
+        )
+        redo = await pair.clients.instances.RedeliverParkedEvents(
+            li_pb2.RedeliverParkedEventsRequest(parent="listenerInstances/parky")
+        )
+        assert redo.count == 1
+        await eventually(lambda: len(read_jsonl(out)) == 3)
+        assert read_jsonl(out)[-1]["id"] == ids[1]
+        await eventually(lambda: _parked_count(pair, "parky", 0))
+
+        # Replay from the first sequence delivers all three again, in order.
+        first_seq = read_jsonl(out)[0]["sequence"]
+        await pair.clients.instances.ReplayListenerInstance(
+            li_pb2.ReplayListenerInstanceRequest(
+                name="listenerInstances/parky", from_sequence=first_seq
+            )
+        )
+        await eventually(lambda: len(read_jsonl(out)) == 6)
+        assert [x["id"] for x in read_jsonl(out)[3:]] == ids
+
+        # Pause: events queue up; resume: they flow.
+        paused = await pair.clients.instances.PauseListenerInstance(
+            li_pb2.PauseListenerInstanceRequest(name="listenerInstances/parky")
+        )
+        assert paused.state == li_pb2.ListenerInstance.STATE_PAUSED
+        more = await publish(pair, [task_event(4)])
+        await eventually(lambda: _pending(pair, "parky", 1))
+        assert len(read_jsonl(out)) == 6
+        await pair.clients.instances.ResumeListenerInstance(
+            li_pb2.ResumeListenerInstanceRequest(name="listenerInstances/parky")
+        )
+        await eventually(lambda: len(read_jsonl(out)) == 7)
+        assert read_jsonl(out)[-1]["id"] == more[0]
+
+        # A test event reaches the plugin now and is not stored.
+        reply = await pair.clients.instances.SendTestEvent(
+            li_pb2.SendTestEventRequest(
+                name="listenerInstances/parky", event_type=event_type("TASK_FAIL")
+            )
+        )
+        assert reply.delivered and not reply.error
+        assert read_jsonl(out)[-1]["source"] == "listener-test"
+
+
+async def test_skip_and_retry_now_on_a_blocked_instance(tmp_path: Path) -> None:
+    async with running_pair(
+        f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path, retry_base=30.0, retry_max=60.0
+    ) as pair:
+        await install(pair.clients, flaky_package())
+        out = tmp_path / "out.jsonl"
+        await create_instance(
+            pair.clients,
+            "stuck",
+            "plugins/flaky",
+            {"logFile": str(out), "failTasks": "poison"},
+            ["TASK_FAIL"],
+        )
+        ids = await publish(pair, [task_event(1, "poison"), task_event(2)])
+        blocked = await eventually(lambda: _attempts(pair, "stuck", 1))
+        assert blocked.state == li_pb2.ListenerInstance.STATE_BLOCKED
+        assert read_jsonl(out) == []
+
+        # Retry now runs the attempt at once instead of in 15-30 s.
+        await pair.clients.instances.RetryListenerInstance(
+            li_pb2.RetryListenerInstanceRequest(name="listenerInstances/stuck")
+        )
+        await eventually(lambda: _attempts(pair, "stuck", 2), timeout=5)
+
+        skipped = await pair.clients.instances.SkipListenerInstanceEvent(
+            li_pb2.SkipListenerInstanceEventRequest(name="listenerInstances/stuck")
+        )
+        assert skipped.delivery.parked_count == 1
+        await eventually(lambda: [x["id"] for x in read_jsonl(out)] == [ids[1]], timeout=5)
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await pair.clients.instances.SkipListenerInstanceEvent(
+                li_pb2.SkipListenerInstanceEventRequest(name="listenerInstances/stuck")
+            )
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def _attempts(pair, instance_id, n):  # type: ignore[no-untyped-def]
+    inst = await get_instance(pair.clients, instance_id)
+    return inst if inst.delivery.attempts >= n else None
+
+
+async def _parked_count(pair, instance_id, n):  # type: ignore[no-untyped-def]
+    return (await get_instance(pair.clients, instance_id)).delivery.parked_count == n
+
+
+async def _pending(pair, instance_id, n):  # type: ignore[no-untyped-def]
+    return (await get_instance(pair.clients, instance_id)).delivery.pending_count == n
