@@ -78,7 +78,7 @@ class Stopped(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
+    if type(exc) is TimeoutError and not exc.args:  # asyncio.wait_for's, not a plugin's own
         return "handler timed out"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -154,13 +154,24 @@ class InstanceRunner:
             self._task = None
         await self._close_plugin()
 
-    async def swap(self, package: LoadedPackage) -> None:
-        """Switches to another package between two batches; on failure the old one stays."""
+    @property
+    def plugin_open(self) -> bool:
+        """Whether a plugin object is open (a hot swap opens its successor beforehand)."""
+        return self._plugin is not None
+
+    async def open_plugin(self, package: LoadedPackage) -> ListenerPlugin:
+        """An opened object of ``package`` with this instance's params, not yet in use: the
+        first half of a hot swap, run while the current object keeps delivering."""
+        return await self._open(package)
+
+    async def swap(self, package: LoadedPackage, plugin: ListenerPlugin | None = None) -> None:
+        """Switches to ``package`` between two batches (waits for the one in flight), to
+        ``plugin`` from ``open_plugin`` or, without one, to an object the next batch opens;
+        then closes the old object. The switch itself cannot fail, so it needs no rollback."""
         async with self._lock:
-            fresh = await self._open(package)
-            old, self._plugin, self.package = self._plugin, fresh, package
-            if old is not None:
-                await self._close(old)
+            old, self._plugin, self.package = self._plugin, plugin, package
+        if old is not None:
+            await self._close(old)
 
     def kick(self, reload: bool = True) -> None:
         """Wakes the loop now (an operator's retry), re-reading the state first if asked."""

@@ -8,6 +8,7 @@ from sqlalchemy import exc as sa_exc
 
 from api_server import conversions, paging
 from api_server.alert_fleet import AlertFleet
+from api_server.group_commit import GroupCommitter
 from event_store import events
 from event_store.store import Store
 from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
@@ -78,6 +79,7 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         self.store = store
         self.fleet = fleet
         self.max_batch = config.max_batch_events
+        self.committer = GroupCommitter(store, fleet.notify)
 
     async def _publish(
         self, items: Sequence[tuple[int, bytes]], request_id: str
@@ -87,14 +89,8 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
                 f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters",
                 field_violations=[("request_id", "too long")],
             )
-        if request_id:
-            async with self.store.reader() as session:
-                earlier = await events.find_request(session, request_id)
-            if earlier is not None:
-                return earlier
         try:
-            async with self.store.transaction() as session:
-                stored = await events.append(session, items, request_id)
+            return await self.committer.publish(items, request_id)
         except sa_exc.IntegrityError:
             if not request_id:
                 raise
@@ -103,8 +99,6 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
             if earlier is None:
                 raise
             return earlier
-        self.fleet.notify(stored[-1].sequence)
-        return stored
 
     async def PublishEvent(
         self, request: event_service_pb2.PublishEventRequest, context: Context

@@ -171,6 +171,18 @@ async def redeliveries(session: AsyncSession, instance_id: str) -> list[int]:
     return list((await session.execute(query)).scalars().all())
 
 
+async def note_start_failure(
+    session: AsyncSession, instance_id: str, owner: str, error: str
+) -> None:
+    """The instance could not even start here (its plugin does not load, its params do not
+    decrypt): say so in its status, since no runner exists to record anything."""
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.instance_id == instance_id, Delivery.owner == owner)
+        .values(last_error=error[:MAX_ERROR_CHARS], attempts=Delivery.attempts + 1)
+    )
+
+
 # -- operator actions (API server) ---------------------------------------------------------
 
 

@@ -52,17 +52,42 @@ async def find_request(session: AsyncSession, request_id: str) -> list[StoredEve
     return await events_between(session, req.first_sequence, req.first_sequence + req.count - 1)
 
 
+async def find_requests(session: AsyncSession, request_ids: Sequence[str]) -> set[str]:
+    """Which of these request ids were published before."""
+    if not request_ids:
+        return set()
+    query = select(PublishRequest.request_id).where(PublishRequest.request_id.in_(request_ids))
+    return set((await session.execute(query)).scalars().all())
+
+
 async def append(
     session: AsyncSession, items: Sequence[tuple[int, bytes]], request_id: str = ""
 ) -> list[StoredEvent]:
     """Appends events (type number, serialized body) in order, inside the caller's
     transaction. The caller must commit before acknowledging the publisher."""
-    first = await _allocate(session, len(items))
+    [stored] = await append_groups(session, [(items, request_id)])
+    return stored
+
+
+async def append_groups(
+    session: AsyncSession, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]]
+) -> list[list[StoredEvent]]:
+    """Appends several publishes in one transaction (group commit): one counter update and
+    one multi-row insert for all of them; each keeps its own request_id."""
+    total = sum(len(items) for items, _ in groups)
+    first = await _allocate(session, total)
     now = utcnow()
-    stored = [
-        StoredEvent(first + i, str(uuid.uuid4()), etype, now, body)
-        for i, (etype, body) in enumerate(items)
-    ]
+    results: list[list[StoredEvent]] = []
+    offset = first
+    for items, _ in groups:
+        results.append(
+            [
+                StoredEvent(offset + i, str(uuid.uuid4()), etype, now, body)
+                for i, (etype, body) in enumerate(items)
+            ]
+        )
+        offset += len(items)
+    stored = [event for group in results for event in group]
     await session.execute(
         insert(Event),
         [
@@ -76,8 +101,13 @@ async def append(
             for e in stored
         ],
     )
-    if request_id:
-        session.add(PublishRequest(request_id=request_id, first_sequence=first, count=len(items)))
+    requests = [
+        PublishRequest(request_id=rid, first_sequence=group[0].sequence, count=len(group))
+        for (_, rid), group in zip(groups, results, strict=True)
+        if rid
+    ]
+    if requests:
+        session.add_all(requests)
         await session.flush()
     if session.get_bind().dialect.name == "postgresql":
         # Delivered by PostgreSQL at commit, to every alert server LISTENing (a second
@@ -86,7 +116,7 @@ async def append(
             text("SELECT pg_notify(:channel, :seq)"),
             {"channel": NOTIFY_CHANNEL, "seq": str(stored[-1].sequence)},
         )
-    return stored
+    return results
 
 
 _COLUMNS = (Event.sequence, Event.id, Event.type, Event.publish_time, Event.body)
