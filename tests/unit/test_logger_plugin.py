@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from listener_common import ListenerPlugin, events, params
+from listener_common.errors import ParamValidationError
 from listener_common.package import build_package, inspect_package
 from listener_common.plugin import deliver_batch, supports_batch
 
@@ -64,8 +65,18 @@ def test_params_form(logger_module: ModuleType) -> None:
     assert [(f["field"], f["type"], f["validate"]["required"]) for f in form] == [
         ("logFile", "input", True),
         ("fsync", "switch", False),
+        ("maxBytes", "input-number", False),
+        ("backupCount", "input-number", False),
     ]
-    assert params.typed_config(form, {"logFile": "/x"}) == {"logFile": "/x", "fsync": False}
+    assert params.typed_config(form, {"logFile": "/x"}) == {
+        "logFile": "/x",
+        "fsync": False,
+        "maxBytes": 0,
+        "backupCount": 5,
+    }
+    with pytest.raises(ParamValidationError) as err:
+        params.validate_params(form, {"logFile": "/x", "maxBytes": "-1", "backupCount": "0"})
+    assert [field for field, _ in err.value.violations] == ["maxBytes", "backupCount"]
     assert issubclass(logger_module.LoggerListener, ListenerPlugin)
 
 
@@ -150,3 +161,105 @@ def test_package_builds_and_inspects(tmp_path: Path) -> None:
     assert info.manifest.entry == "logger_listener:LoggerListener"
     assert info.manifest.display_name == "Logger" and str(info.manifest.sdk) == "<2,>=1"
     assert info.top_level_names == frozenset({"logger_listener"})
+
+
+def file_sizes(directory: Path) -> dict[str, int]:
+    return {f.name: f.stat().st_size for f in directory.iterdir()}
+
+
+def rotated_lines(log_file: Path, backups: int) -> list[list[str]]:
+    """Each file's lines, oldest file first: logFile.N … logFile.1, logFile."""
+    files = [log_file.with_name(f"{log_file.name}.{n}") for n in range(backups, 0, -1)]
+    files.append(log_file)
+    return [f.read_text().splitlines(keepends=True) for f in files if f.exists()]
+
+
+async def test_rotates_by_size_between_lines(tmp_path: Path, logger_module: ModuleType) -> None:
+    log_file = tmp_path / "rot.jsonl"
+    one = len(expected_line(make_event(1)))  # every line of these events has the same length
+    plugin = await opened(
+        logger_module, {"logFile": log_file, "maxBytes": 2 * one + 1, "backupCount": 3}
+    )
+    await plugin.on_event(make_event(1))
+    await plugin.on_events([make_event(n) for n in (2, 3, 4, 5)])  # a batch is cut in files
+    await plugin.on_event(make_event(6))
+    await plugin.close()
+    files = rotated_lines(log_file, 3)
+    assert files == [
+        [expected_line(make_event(n)) for n in (1, 2)],
+        [expected_line(make_event(n)) for n in (3, 4)],
+        [expected_line(make_event(n)) for n in (5, 6)],
+    ]
+    assert max(file_sizes(tmp_path).values()) <= 2 * one + 1
+
+
+async def test_rotation_keeps_backup_count_and_order(
+    tmp_path: Path, logger_module: ModuleType
+) -> None:
+    log_file = tmp_path / "keep.jsonl"
+    one = len(expected_line(make_event(1)))
+    plugin = await opened(logger_module, {"logFile": log_file, "maxBytes": one, "backupCount": 2})
+    for n in range(1, 6):
+        await plugin.on_event(make_event(n))
+    await plugin.close()
+    # One line per file; only the current file and two backups remain: events 3, 4, 5.
+    assert sorted(file_sizes(tmp_path)) == [
+        "keep.jsonl",
+        "keep.jsonl.1",
+        "keep.jsonl.2",
+    ]
+    assert rotated_lines(log_file, 2) == [[expected_line(make_event(n))] for n in (3, 4, 5)]
+
+
+async def test_rotation_counts_an_existing_file(tmp_path: Path, logger_module: ModuleType) -> None:
+    log_file = tmp_path / "old.jsonl"
+    log_file.write_text("x" * 100 + "\n")
+    plugin = await opened(logger_module, {"logFile": log_file, "maxBytes": 120})
+    await plugin.on_event(make_event(1))  # 101 bytes on disk + a ~300-byte line: rotate first
+    await plugin.close()
+    assert log_file.with_name("old.jsonl.1").read_text() == "x" * 100 + "\n"
+    assert log_file.read_text() == expected_line(make_event(1))  # a long line gets its own file
+
+
+async def test_rotation_with_fsync_syncs_each_file(
+    tmp_path: Path, logger_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    one = len(expected_line(make_event(1)))
+    plugin = await opened(
+        logger_module, {"logFile": tmp_path / "f.jsonl", "fsync": True, "maxBytes": one}
+    )
+    await plugin.on_events([make_event(1), make_event(2)])
+    await plugin.close()
+    assert len(synced) == 2  # the rotated file before it was renamed, then the new one
+
+
+async def test_failed_rotation_is_retried(
+    tmp_path: Path, logger_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_file = tmp_path / "retry.jsonl"
+    one = len(expected_line(make_event(1)))
+    plugin = await opened(logger_module, {"logFile": log_file, "maxBytes": one})
+    await plugin.on_event(make_event(1))
+    real_replace = os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        raise PermissionError("read-only directory")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(PermissionError):
+        await plugin.on_event(make_event(2))
+    monkeypatch.setattr(os, "replace", real_replace)
+    await plugin.on_event(make_event(2))  # the redelivery rotates and writes
+    await plugin.close()
+    assert rotated_lines(log_file, 5) == [
+        [expected_line(make_event(1))],
+        [expected_line(make_event(2))],
+    ]
