@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from event_store import retention
 from event_store.models import Delivery, Event, ListenerInstance, ParkedEvent, utcnow
 from listener_core import errors
 
@@ -258,11 +259,11 @@ async def replay(
         raise errors.InvalidArgument(
             "from_sequence must be 1 or more", field_violations=[("from_sequence", "< 1")]
         )
-    oldest = await session.scalar(select(func.min(Event.sequence)))
-    if oldest is not None and from_sequence < oldest and from_sequence <= row.delivered_seq:
+    purged = await retention.purged_up_to(session)
+    if from_sequence <= purged and from_sequence <= row.delivered_seq:
         raise errors.FailedPrecondition(
-            f"events before sequence {oldest} were purged by retention; replay from {oldest} "
-            "or later",
+            f"events up to sequence {purged} were purged by retention; replay from "
+            f"{purged + 1} or later (parked events stay: redeliver them instead)",
             reason="EVENTS_PURGED",
         )
     row.delivered_seq = min(row.delivered_seq, from_sequence - 1)

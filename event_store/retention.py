@@ -8,12 +8,26 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from event_store.models import Delivery, Event, ParkedEvent, PublishRequest, utcnow
+from event_store.models import Counter, Delivery, Event, ParkedEvent, PublishRequest, utcnow
 from event_store.store import Store
 
 BATCH = 5_000
+PURGED = "purged"  # counters row: the highest sequence purged so far
+
+
+async def mark_purged(session: AsyncSession, sequence: int) -> None:
+    row = await session.get(Counter, PURGED)
+    if row is None:
+        session.add(Counter(name=PURGED, value=sequence))
+    elif row.value < sequence:
+        await session.execute(update(Counter).where(Counter.name == PURGED).values(value=sequence))
+
+
+async def purged_up_to(session: AsyncSession) -> int:
+    return int(await session.scalar(select(Counter.value).where(Counter.name == PURGED)) or 0)
 
 
 async def purge(store: Store, retention_seconds: float, now: datetime | None = None) -> int:
@@ -43,6 +57,7 @@ async def purge(store: Store, retention_seconds: float, now: datetime | None = N
             )
             if victims:
                 await session.execute(delete(Event).where(Event.sequence.in_(victims)))
+                await mark_purged(session, max(victims))
             await session.execute(delete(PublishRequest).where(PublishRequest.create_time < cutoff))
         total += len(victims)
         if len(victims) < BATCH:
