@@ -25,6 +25,7 @@ from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
 from listener_core import auth, tls
 from listener_core import server as grpc_server
 from listener_core.config import Config, ConfigError, load_config
+from listener_core.metrics import AlertMetrics, InstanceSample, MetricsEndpoint, start_endpoint
 from listener_core.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,12 @@ class AlertServer:
     server: grpc.aio.Server
     port: int
     _tasks: list[asyncio.Task[None]]
+    metrics: AlertMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.close()
         await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()
@@ -74,7 +79,9 @@ async def start(config: Config) -> AlertServer:
     store = await Store.open(config.database_url)
     async with store.reader() as session:
         signal = SequenceSignal(await events.max_sequence(session))
+    metrics = AlertMetrics()
     settings = DeliverySettings(
+        metrics=metrics,
         handler_timeout=config.handler_timeout,
         batch_size=config.delivery_batch,
         poll_interval=config.poll_interval,
@@ -95,12 +102,20 @@ async def start(config: Config) -> AlertServer:
         ),
     )
     host.secrets = secret_box
+    host.metrics = metrics
+    metrics.watch_instances(
+        lambda: [
+            InstanceSample(v.instance_id, v.state, max(0, signal.latest - v.cursor), v.attempts)
+            for v in host.instance_views()
+        ]
+    )
     host.package_limits = {
         "max_files": config.max_package_files,
         "max_uncompressed": config.max_package_uncompressed_bytes,
     }
     server = grpc_server.create_server(
         max_message_bytes=config.max_message_bytes,
+        metrics=metrics,
         interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
     )
     plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
@@ -113,6 +128,7 @@ async def start(config: Config) -> AlertServer:
         host.server_id = f"{socket.gethostname()}:{port}"
     await host.reconcile()
     await server.start()
+    endpoint = await start_endpoint(config.alert_metrics_addr, metrics)
     tasks = [
         asyncio.create_task(poll_forever(signal, store, config.poll_interval)),
         asyncio.create_task(host.run_leases()),
@@ -123,7 +139,7 @@ async def start(config: Config) -> AlertServer:
     log.info(
         "alert server %s listening on %s (store %s)", host.server_id, host.address, store.backend
     )
-    return AlertServer(config, store, host, server, port, tasks)
+    return AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
 
 
 async def purge_forever(store: Store, retention_seconds: float, interval: float) -> None:
@@ -148,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = grpc_server.parse_args(argv, "alert_server")
     try:
         config = load_config(args.config, insecure=args.insecure)
-        grpc_server.configure_logging(config.log_level)
+        grpc_server.configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
     except ConfigError as exc:
         sys.exit(f"alert_server: {exc}")

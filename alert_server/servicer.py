@@ -30,7 +30,7 @@ def _describe(loaded: LoadedPackage) -> pb.LoadPluginResponse:
         version=str(manifest.version),
         entry=manifest.entry,
         sdk=str(manifest.sdk),
-        isolation=manifest.isolation,
+        isolation=loaded.isolation,
         params=forms,
     )
 
@@ -50,11 +50,17 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
             if sha256_of(request.package) != request.sha256:
                 raise errors.InvalidArgument("package bytes do not match sha256")
             return _describe(
-                await self.host.probe(request.plugin_id, request.package, request.sha256)
+                await self.host.probe(
+                    request.plugin_id, request.package, request.sha256, request.isolation or None
+                )
             )
         if request.package:
             self.host.cache.put(request.sha256, request.package)
-        return _describe(await self.host.load_plugin(request.plugin_id, request.sha256))
+        return _describe(
+            await self.host.load_plugin(
+                request.plugin_id, request.sha256, request.isolation or None
+            )
+        )
 
     async def UnloadPlugin(
         self, request: pb.UnloadPluginRequest, context: Context
@@ -89,8 +95,19 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
                     sha256=p.sha256,
                     version=p.version,
                     module_prefix=p.prefix,
+                    isolation=p.isolation,
                 )
                 for p in self.host.plugins.values()
+            ],
+            leaked_plugins=[
+                pb.LeakedPlugin(
+                    plugin_id=leak.plugin_id,
+                    sha256=leak.sha256,
+                    version=leak.version,
+                    module_prefix=leak.prefix,
+                    leaks=leak.leaks,
+                )
+                for leak in self.host.leaks.values()
             ],
             instances=[
                 pb.InstanceStatus(

@@ -18,6 +18,7 @@ import grpc
 from listener.alert.v1 import plugin_host_pb2 as pb
 from listener.alert.v1 import plugin_host_pb2_grpc
 from listener_core import errors
+from listener_core.auth import BearerToken
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,34 @@ async def _notify(request: pb.NotifyRequest, stub: Stub) -> None:
 
 
 class AlertFleet:
-    def __init__(self, targets: Sequence[str], *, timeout: float, max_message_bytes: int) -> None:
-        options = [
+    def __init__(
+        self,
+        targets: Sequence[str],
+        *,
+        timeout: float,
+        max_message_bytes: int,
+        credentials: grpc.ChannelCredentials | None = None,
+        internal_token: str = "",
+        server_name: str = "",
+    ) -> None:
+        """``credentials`` make the channels TLS (mTLS with a client certificate);
+        ``internal_token`` goes with every call; ``server_name`` is the name to expect in the
+        alert servers' certificates when it is not the host in ``targets``."""
+        options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        interceptors = [BearerToken(internal_token)] if internal_token else None
         self.targets = list(targets)
         self.timeout = timeout
-        self._channels = [grpc.aio.insecure_channel(t, options=options) for t in self.targets]
+        self._channels = [
+            grpc.aio.secure_channel(t, credentials, options=options, interceptors=interceptors)
+            if credentials is not None
+            else grpc.aio.insecure_channel(t, options=options, interceptors=interceptors)
+            for t in self.targets
+        ]
         self._stubs = [plugin_host_pb2_grpc.PluginHostServiceStub(c) for c in self._channels]
         self._notify_seq = 0
         self._notify_wake = asyncio.Event()
@@ -53,10 +74,13 @@ class AlertFleet:
         for channel in self._channels:
             await channel.close()
 
-    async def probe(self, plugin_id: str, sha256: str, package: bytes) -> pb.LoadPluginResponse:
-        """Has an alert server load the package and describe it, without keeping it."""
+    async def probe(
+        self, plugin_id: str, sha256: str, package: bytes, isolation: str = ""
+    ) -> pb.LoadPluginResponse:
+        """Has an alert server load the package and describe it, without keeping it
+        (a package meant for process isolation is checked in a child process)."""
         request = pb.LoadPluginRequest(
-            plugin_id=plugin_id, sha256=sha256, package=package, dry_run=True
+            plugin_id=plugin_id, sha256=sha256, package=package, dry_run=True, isolation=isolation
         )
         last: grpc.aio.AioRpcError | None = None
         for target, stub in zip(self.targets, self._stubs, strict=True):
@@ -108,9 +132,10 @@ class AlertFleet:
             )
         )
 
-    async def activate_plugin(self, plugin_id: str, sha256: str) -> None:
-        """Loads (or hot-swaps to) the stored package; a rejection is the admin's error."""
-        request = pb.LoadPluginRequest(plugin_id=plugin_id, sha256=sha256)
+    async def activate_plugin(self, plugin_id: str, sha256: str, isolation: str = "") -> None:
+        """Loads (or hot-swaps to) the stored package in the given isolation mode; a
+        rejection is the admin's error."""
+        request = pb.LoadPluginRequest(plugin_id=plugin_id, sha256=sha256, isolation=isolation)
         results = await self._each(lambda s: s.LoadPlugin(request, timeout=self.timeout))
         for result in results:
             if isinstance(result, errors.ServiceError) and not isinstance(

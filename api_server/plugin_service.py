@@ -31,6 +31,11 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         self.store = store
         self.fleet = fleet
         self.max_package = config.max_package_bytes
+        # Zip-bomb limits: checked from the zip's directory before anything is unpacked.
+        self.limits = {
+            "max_files": config.max_package_files,
+            "max_uncompressed": config.max_package_uncompressed_bytes,
+        }
 
     async def _package(self, request: Any) -> tuple[PackageInfo, bytes]:
         source = request.WhichOneof("package_source")
@@ -50,12 +55,12 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
                 reason="PACKAGE_TOO_LARGE",
                 field_violations=[("package", "too large")],
             )
-        return inspect_package(data), data
+        return inspect_package(data, **self.limits), data
 
     async def _describe(
-        self, plugin_id: str, info: PackageInfo, data: bytes
+        self, plugin_id: str, info: PackageInfo, data: bytes, isolation: str
     ) -> list[dict[str, Any]]:
-        described = await self.fleet.probe(plugin_id, info.sha256, data)
+        described = await self.fleet.probe(plugin_id, info.sha256, data, isolation)
         return [json_format.MessageToDict(s) for s in described.params]
 
     @staticmethod
@@ -77,8 +82,8 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         async with self.store.reader() as session:
             if await session.get(Plugin, plugin_id) is not None:
                 raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists")
-        form = await self._describe(plugin_id, info, data)
         isolation = self._isolation(request.plugin.isolation, manifest.isolation)
+        form = await self._describe(plugin_id, info, data, isolation)
         now = utcnow()
         row = Plugin(
             id=plugin_id,
@@ -100,7 +105,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
                 session.add(row)
         except sa_exc.IntegrityError:
             raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists") from None
-        await self.fleet.activate_plugin(plugin_id, info.sha256)
+        await self.fleet.activate_plugin(plugin_id, info.sha256, isolation)
         return conversions.plugin_message(row)
 
     async def UploadPluginPackage(
@@ -129,7 +134,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
                 reason="SHA256_MISMATCH",
             )
         data = b"".join(chunks)
-        inspect_package(data)
+        inspect_package(data, **self.limits)
         async with self.store.transaction() as session:
             await catalog.put_package(session, sha256, data)
         return plugin_pb2.UploadPluginPackageResponse(sha256=sha256, size=size)
@@ -164,7 +169,12 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         info, data, form = None, b"", None
         if new_package:
             info, data = await self._package(request)
-            form = await self._describe(plugin_id, info, data)
+            async with self.store.reader() as session:
+                current = await catalog.get_plugin(session, plugin_id)
+            isolation = current.isolation
+            if "isolation" in paths:
+                isolation = self._isolation(request.plugin.isolation, isolation)
+            form = await self._describe(plugin_id, info, data, isolation)
         async with self.store.transaction() as session:
             row = await catalog.get_plugin(session, plugin_id, for_update=True)
             catalog.check_etag("plugin", request.plugin.name, row.revision, request.plugin.etag)
@@ -194,18 +204,21 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
                 row.params_json = json.dumps(form)
             row.revision += 1
             row.update_time = utcnow()
-        if info is not None and info.sha256 != before["sha256"]:
-            try:
-                await self.fleet.activate_plugin(plugin_id, info.sha256)
+        if row.sha256 != before["sha256"] or row.isolation != before["isolation"]:
+            try:  # hot swap to the new package or isolation mode
+                await self.fleet.activate_plugin(plugin_id, row.sha256, row.isolation)
             except errors.ServiceError:
                 async with self.store.transaction() as session:  # roll back to the old package
                     old = await catalog.get_plugin(session, plugin_id, for_update=True)
                     for column, value in before.items():
                         setattr(old, column, value)
-                    await catalog.drop_package_if_unused(session, info.sha256)
+                    if row.sha256 != before["sha256"]:
+                        await session.flush()
+                        await catalog.drop_package_if_unused(session, row.sha256)
                 raise
-            async with self.store.transaction() as session:
-                await catalog.drop_package_if_unused(session, str(before["sha256"]))
+            if row.sha256 != before["sha256"]:
+                async with self.store.transaction() as session:
+                    await catalog.drop_package_if_unused(session, str(before["sha256"]))
         return conversions.plugin_message(row)
 
     async def _check_instances(

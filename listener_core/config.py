@@ -62,6 +62,13 @@ class Config:
     # How often an alert server purges delivered events (seconds).
     purge_interval: float = 60.0
     log_level: str = "INFO"
+    # "text" (classic lines) or "json" (one object per line, with fields such as instance,
+    # event_id, action and resource).
+    log_format: str = "text"
+    # Prometheus /metrics of the API server and of the alert server, "host:port"; empty: off.
+    # Two keys, so one config file can describe both servers of a host.
+    api_metrics_addr: str = ""
+    alert_metrics_addr: str = ""
     # -- security; SECURITY.md says what each protects against ---------------------------------
     # Bearer tokens of the public API, each "role:token" or "role:sha256:<hex sha256 of token>"
     # (role admin, publisher or viewer); in TOML also a table {admin = ["…"], viewer = "…"}.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#listener/alert/v1/plugin_host.proto\x12\x11listener.alert.v1\x1a\x1cgoogle/protobuf/struct.proto\"*\n\x13KickInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\'\n\x14KickInstanceResponse\x12\x0f\n\x07running\x18\x01 \x01(\x08\":\n\x14SendTestEventRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\x0c\"L\n\x15SendTestEventResponse\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\"X\n\x11LoadPluginRequest\x12\x11\n\tplugin_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0f\n\x07package\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"\x8b\x01\n\x12LoadPluginResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x65ntry\x18\x03 \x01(\t\x12\x0b\n\x03sdk\x18\x04 \x01(\t\x12\x11\n\tisolation\x18\x05 \x01(\t\x12\'\n\x06params\x18\x06 \x03(\x0b\x32\x17.google.protobuf.Struct\"(\n\x13UnloadPluginRequest\x12\x11\n\tplugin_id\x18\x01 \x01(\t\"\x16\n\x14UnloadPluginResponse\"+\n\x14\x41pplyInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x17\n\x15\x41pplyInstanceResponse\",\n\x15RemoveInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16RemoveInstanceResponse\"%\n\rNotifyRequest\x12\x14\n\x0cmax_sequence\x18\x01 \x01(\x03\"\x10\n\x0eNotifyResponse\"\x12\n\x10GetStatusRequest\"{\n\x11GetStatusResponse\x12\x30\n\x07plugins\x18\x01 \x03(\x0b\x32\x1f.listener.alert.v1.LoadedPlugin\x12\x34\n\tinstances\x18\x02 \x03(\x0b\x32!.listener.alert.v1.InstanceStatus\"Y\n\x0cLoadedPlugin\x12\x11\n\tplugin_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rmodule_prefix\x18\x04 \x01(\t\"\x96\x01\n\x0eInstanceStatus\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tplugin_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x1a\n\x12\x64\x65livered_sequence\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x32\x86\x06\n\x11PluginHostService\x12Y\n\nLoadPlugin\x12$.listener.alert.v1.LoadPluginRequest\x1a%.listener.alert.v1.LoadPluginResponse\x12_\n\x0cUnloadPlugin\x12&.listener.alert.v1.UnloadPluginRequest\x1a\'.listener.alert.v1.UnloadPluginResponse\x12\x62\n\rApplyInstance\x12\'.listener.alert.v1.ApplyInstanceRequest\x1a(.listener.alert.v1.ApplyInstanceResponse\x12\x65\n\x0eRemoveInstance\x12(.listener.alert.v1.RemoveInstanceRequest\x1a).listener.alert.v1.RemoveInstanceResponse\x12M\n\x06Notify\x12 .listener.alert.v1.NotifyRequest\x1a!.listener.alert.v1.NotifyResponse\x12V\n\tGetStatus\x12#.listener.alert.v1.GetStatusRequest\x1a$.listener.alert.v1.GetStatusResponse\x12_\n\x0cKickInstance\x12&.listener.alert.v1.KickInstanceRequest\x1a\'.listener.alert.v1.KickInstanceResponse\x12\x62\n\rSendTestEvent\x12\'.listener.alert.v1.SendTestEventRequest\x1a(.listener.alert.v1.SendTestEventResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#listener/alert/v1/plugin_host.proto\x12\x11listener.alert.v1\x1a\x1cgoogle/protobuf/struct.proto\"*\n\x13KickInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\'\n\x14KickInstanceResponse\x12\x0f\n\x07running\x18\x01 \x01(\x08\":\n\x14SendTestEventRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\x0c\"L\n\x15SendTestEventResponse\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\"k\n\x11LoadPluginRequest\x12\x11\n\tplugin_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0f\n\x07package\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x11\n\tisolation\x18\x05 \x01(\t\"\x8b\x01\n\x12LoadPluginResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x65ntry\x18\x03 \x01(\t\x12\x0b\n\x03sdk\x18\x04 \x01(\t\x12\x11\n\tisolation\x18\x05 \x01(\t\x12\'\n\x06params\x18\x06 \x03(\x0b\x32\x17.google.protobuf.Struct\"(\n\x13UnloadPluginRequest\x12\x11\n\tplugin_id\x18\x01 \x01(\t\"\x16\n\x14UnloadPluginResponse\"+\n\x14\x41pplyInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x17\n\x15\x41pplyInstanceResponse\",\n\x15RemoveInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16RemoveInstanceResponse\"%\n\rNotifyRequest\x12\x14\n\x0cmax_sequence\x18\x01 \x01(\x03\"\x10\n\x0eNotifyResponse\"\x12\n\x10GetStatusRequest\"\xb4\x01\n\x11GetStatusResponse\x12\x30\n\x07plugins\x18\x01 \x03(\x0b\x32\x1f.listener.alert.v1.LoadedPlugin\x12\x34\n\tinstances\x18\x02 \x03(\x0b\x32!.listener.alert.v1.InstanceStatus\x12\x37\n\x0eleaked_plugins\x18\x03 \x03(\x0b\x32\x1f.listener.alert.v1.LeakedPlugin\"l\n\x0cLoadedPlugin\x12\x11\n\tplugin_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rmodule_prefix\x18\x04 \x01(\t\x12\x11\n\tisolation\x18\x05 \x01(\t\"h\n\x0cLeakedPlugin\x12\x11\n\tplugin_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rmodule_prefix\x18\x04 \x01(\t\x12\r\n\x05leaks\x18\x05 \x03(\t\"\x96\x01\n\x0eInstanceStatus\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tplugin_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x1a\n\x12\x64\x65livered_sequence\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x32\x86\x06\n\x11PluginHostService\x12Y\n\nLoadPlugin\x12$.listener.alert.v1.LoadPluginRequest\x1a%.listener.alert.v1.LoadPluginResponse\x12_\n\x0cUnloadPlugin\x12&.listener.alert.v1.UnloadPluginRequest\x1a\'.listener.alert.v1.UnloadPluginResponse\x12\x62\n\rApplyInstance\x12\'.listener.alert.v1.ApplyInstanceRequest\x1a(.listener.alert.v1.ApplyInstanceResponse\x12\x65\n\x0eRemoveInstance\x12(.listener.alert.v1.RemoveInstanceRequest\x1a).listener.alert.v1.RemoveInstanceResponse\x12M\n\x06Notify\x12 .listener.alert.v1.NotifyRequest\x1a!.listener.alert.v1.NotifyResponse\x12V\n\tGetStatus\x12#.listener.alert.v1.GetStatusRequest\x1a$.listener.alert.v1.GetStatusResponse\x12_\n\x0cKickInstance\x12&.listener.alert.v1.KickInstanceRequest\x1a\'.listener.alert.v1.KickInstanceResponse\x12\x62\n\rSendTestEvent\x12\'.listener.alert.v1.SendTestEventRequest\x1a(.listener.alert.v1.SendTestEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,33 +41,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDTESTEVENTRESPONSE']._serialized_start=233
   _globals['_SENDTESTEVENTRESPONSE']._serialized_end=309
   _globals['_LOADPLUGINREQUEST']._serialized_start=311
-  _globals['_LOADPLUGINREQUEST']._serialized_end=399
-  _globals['_LOADPLUGINRESPONSE']._serialized_start=402
-  _globals['_LOADPLUGINRESPONSE']._serialized_end=541
-  _globals['_UNLOADPLUGINREQUEST']._serialized_start=543
-  _globals['_UNLOADPLUGINREQUEST']._serialized_end=583
-  _globals['_UNLOADPLUGINRESPONSE']._serialized_start=585
-  _globals['_UNLOADPLUGINRESPONSE']._serialized_end=607
-  _globals['_APPLYINSTANCEREQUEST']._serialized_start=609
-  _globals['_APPLYINSTANCEREQUEST']._serialized_end=652
-  _globals['_APPLYINSTANCERESPONSE']._serialized_start=654
-  _globals['_APPLYINSTANCERESPONSE']._serialized_end=677
-  _globals['_REMOVEINSTANCEREQUEST']._serialized_start=679
-  _globals['_REMOVEINSTANCEREQUEST']._serialized_end=723
-  _globals['_REMOVEINSTANCERESPONSE']._serialized_start=725
-  _globals['_REMOVEINSTANCERESPONSE']._serialized_end=749
-  _globals['_NOTIFYREQUEST']._serialized_start=751
-  _globals['_NOTIFYREQUEST']._serialized_end=788
-  _globals['_NOTIFYRESPONSE']._serialized_start=790
-  _globals['_NOTIFYRESPONSE']._serialized_end=806
-  _globals['_GETSTATUSREQUEST']._serialized_start=808
-  _globals['_GETSTATUSREQUEST']._serialized_end=826
-  _globals['_GETSTATUSRESPONSE']._serialized_start=828
-  _globals['_GETSTATUSRESPONSE']._serialized_end=951
-  _globals['_LOADEDPLUGIN']._serialized_start=953
-  _globals['_LOADEDPLUGIN']._serialized_end=1042
-  _globals['_INSTANCESTATUS']._serialized_start=1045
-  _globals['_INSTANCESTATUS']._serialized_end=1195
-  _globals['_PLUGINHOSTSERVICE']._serialized_start=1198
-  _globals['_PLUGINHOSTSERVICE']._serialized_end=1972
+  _globals['_LOADPLUGINREQUEST']._serialized_end=418
+  _globals['_LOADPLUGINRESPONSE']._serialized_start=421
+  _globals['_LOADPLUGINRESPONSE']._serialized_end=560
+  _globals['_UNLOADPLUGINREQUEST']._serialized_start=562
+  _globals['_UNLOADPLUGINREQUEST']._serialized_end=602
+  _globals['_UNLOADPLUGINRESPONSE']._serialized_start=604
+  _globals['_UNLOADPLUGINRESPONSE']._serialized_end=626
+  _globals['_APPLYINSTANCEREQUEST']._serialized_start=628
+  _globals['_APPLYINSTANCEREQUEST']._serialized_end=671
+  _globals['_APPLYINSTANCERESPONSE']._serialized_start=673
+  _globals['_APPLYINSTANCERESPONSE']._serialized_end=696
+  _globals['_REMOVEINSTANCEREQUEST']._serialized_start=698
+  _globals['_REMOVEINSTANCEREQUEST']._serialized_end=742
+  _globals['_REMOVEINSTANCERESPONSE']._serialized_start=744
+  _globals['_REMOVEINSTANCERESPONSE']._serialized_end=768
+  _globals['_NOTIFYREQUEST']._serialized_start=770
+  _globals['_NOTIFYREQUEST']._serialized_end=807
+  _globals['_NOTIFYRESPONSE']._serialized_start=809
+  _globals['_NOTIFYRESPONSE']._serialized_end=825
+  _globals['_GETSTATUSREQUEST']._serialized_start=827
+  _globals['_GETSTATUSREQUEST']._serialized_end=845
+  _globals['_GETSTATUSRESPONSE']._serialized_start=848
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1028
+  _globals['_LOADEDPLUGIN']._serialized_start=1030
+  _globals['_LOADEDPLUGIN']._serialized_end=1138
+  _globals['_LEAKEDPLUGIN']._serialized_start=1140
+  _globals['_LEAKEDPLUGIN']._serialized_end=1244
+  _globals['_INSTANCESTATUS']._serialized_start=1247
+  _globals['_INSTANCESTATUS']._serialized_end=1397
+  _globals['_PLUGINHOSTSERVICE']._serialized_start=1400
+  _globals['_PLUGINHOSTSERVICE']._serialized_end=2174
 # @@protoc_insertion_point(module_scope)

@@ -116,11 +116,17 @@ class LoadPluginRequest(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     PACKAGE_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
     plugin_id: _builtins.str
     sha256: _builtins.str
     package: _builtins.bytes
     """The package; when empty, the alert server reads it from the store by sha256."""
     dry_run: _builtins.bool
+    isolation: _builtins.str
+    """"namespace" or "process"; empty: the plugin row's (set by the admin), else the
+    manifest's. A dry run honours it too, so a package meant for process isolation is
+    never imported into the alert server to be checked.
+    """
     def __init__(
         self,
         *,
@@ -128,10 +134,11 @@ class LoadPluginRequest(_message.Message):
         sha256: _builtins.str = ...,
         package: _builtins.bytes = ...,
         dry_run: _builtins.bool = ...,
+        isolation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "package", b"package", "plugin_id", b"plugin_id", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "isolation", b"isolation", "package", b"package", "plugin_id", b"plugin_id", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -331,19 +338,27 @@ class GetStatusResponse(_message.Message):
 
     PLUGINS_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
+    LEAKED_PLUGINS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def plugins(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadedPlugin]: ...
     @_builtins.property
     def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceStatus]: ...
+    @_builtins.property
+    def leaked_plugins(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeakedPlugin]:
+        """Plugin versions that were unloaded (uninstalled, replaced by an update, or only
+        probed) but are still alive in this alert server: reported, never silently kept.
+        """
+
     def __init__(
         self,
         *,
         plugins: _abc.Iterable[Global___LoadedPlugin] | None = ...,
         instances: _abc.Iterable[Global___InstanceStatus] | None = ...,
+        leaked_plugins: _abc.Iterable[Global___LeakedPlugin] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances", "plugins", b"plugins"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances", "leaked_plugins", b"leaked_plugins", "plugins", b"plugins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,10 +372,13 @@ class LoadedPlugin(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     MODULE_PREFIX_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
     plugin_id: _builtins.str
     sha256: _builtins.str
     version: _builtins.str
     module_prefix: _builtins.str
+    isolation: _builtins.str
+    """"namespace" (imported into the alert server) or "process" (a child per instance)."""
     def __init__(
         self,
         *,
@@ -368,14 +386,51 @@ class LoadedPlugin(_message.Message):
         sha256: _builtins.str = ...,
         version: _builtins.str = ...,
         module_prefix: _builtins.str = ...,
+        isolation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["module_prefix", b"module_prefix", "plugin_id", b"plugin_id", "sha256", b"sha256", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["isolation", b"isolation", "module_prefix", b"module_prefix", "plugin_id", b"plugin_id", "sha256", b"sha256", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LoadedPlugin: _TypeAlias = LoadedPlugin  # noqa: Y015
+
+@_typing.final
+class LeakedPlugin(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_ID_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MODULE_PREFIX_FIELD_NUMBER: _builtins.int
+    LEAKS_FIELD_NUMBER: _builtins.int
+    plugin_id: _builtins.str
+    sha256: _builtins.str
+    version: _builtins.str
+    module_prefix: _builtins.str
+    @_builtins.property
+    def leaks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What keeps it alive, one finding each: a thread or task still running its code, or
+        the host module global that holds one of its objects.
+        """
+
+    def __init__(
+        self,
+        *,
+        plugin_id: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        version: _builtins.str = ...,
+        module_prefix: _builtins.str = ...,
+        leaks: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaks", b"leaks", "module_prefix", b"module_prefix", "plugin_id", b"plugin_id", "sha256", b"sha256", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeakedPlugin: _TypeAlias = LeakedPlugin  # noqa: Y015
 
 @_typing.final
 class InstanceStatus(_message.Message):

@@ -1,0 +1,1 @@
+"""Plugin isolation: namespaces, hot swap, clean unload, faults, process mode, concurrency."""
