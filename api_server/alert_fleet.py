@@ -105,6 +105,12 @@ class AlertFleet:
                 f"the alert server rejected the package: {exc.details()}",
                 reason="PLUGIN_LOAD_FAILED",
             )
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return errors.FailedPrecondition(
+                f"the alert server refused this API server ({exc.code().name}: "
+                f"{exc.details()}): check internal_token and the TLS settings on both",
+                reason="ALERT_AUTH_FAILED",
+            )
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
             return errors.FailedPrecondition(exc.details() or "", reason="PLUGIN_LOAD_FAILED")
         return errors.Internal(

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 
+from api_server import validation
 from api_server.alert_fleet import AlertFleet
 from api_server.event_service import EventService
 from api_server.instance_service import ListenerInstanceService
+from api_server.limits import PublishLimiter
 from api_server.plugin_service import PluginService
 from event_store.store import Store
 from listener.v1 import (
@@ -22,8 +26,11 @@ from listener.v1 import (
     plugin_pb2,
     plugin_pb2_grpc,
 )
+from listener_core import auth, tls
 from listener_core import server as grpc_server
-from listener_core.config import Config, load_config
+from listener_core.config import Config, ConfigError, load_config
+from listener_core.metrics import ApiMetrics, MetricsEndpoint, start_endpoint
+from listener_core.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +48,73 @@ class ApiServer:
     fleet: AlertFleet
     server: grpc.aio.Server
     port: int
+    events: EventService
+    metrics: ApiMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.close()
         await self.server.stop(grace)
+        await self.events.committer.close()
         await self.fleet.close()
         await self.store.close()
 
 
 async def start(config: Config) -> ApiServer:
+    """Checks the security settings, opens the store, and serves; returns once ready.
+
+    Every configuration mistake (a bad token entry, an unreadable certificate, an open API on a
+    public address) raises ConfigError before anything is opened.
+    """
+    tokens = auth.TokenTable.parse(config.tokens)
+    grpc_server.check_exposure(
+        config.api_addr, authenticated=bool(tokens), insecure=config.insecure, what="the API server"
+    )
+    credentials = tls.server_credentials(config)
+    if tokens and credentials is None and not grpc_server.is_loopback(config.api_addr):
+        log.warning("tokens travel in clear on %s: configure tls_cert and tls_key", config.api_addr)
+    alert_credentials = tls.alert_channel_credentials(config)
+    secret_box = SecretBox.from_config(config)
+    config = dataclasses.replace(config, tokens=tokens.redacted())  # keep digests only
     store = await Store.open(config.database_url)
     fleet = AlertFleet(
         config.alert_target_list,
         timeout=config.alert_timeout,
         max_message_bytes=config.max_message_bytes,
+        credentials=alert_credentials,
+        internal_token=config.internal_token,
+        server_name=config.alert_tls_server_name,
     )
-    server = grpc_server.create_server(max_message_bytes=config.max_message_bytes)
+    metrics = ApiMetrics()
+    server = grpc_server.create_server(
+        max_message_bytes=config.max_message_bytes,
+        metrics=metrics,
+        interceptors=[
+            auth.AuthInterceptor(tokens, auth.PUBLIC_METHOD_ROLES),
+            validation.RequestValidator(),
+            PublishLimiter(config.publish_concurrency_per_caller),
+        ],
+    )
     plugin_pb2_grpc.add_PluginServiceServicer_to_server(PluginService(store, fleet, config), server)
     listener_instance_pb2_grpc.add_ListenerInstanceServiceServicer_to_server(
-        ListenerInstanceService(store, fleet), server
+        ListenerInstanceService(store, fleet, secrets=secret_box), server
     )
-    event_service_pb2_grpc.add_EventServiceServicer_to_server(
-        EventService(store, fleet, config), server
-    )
+    event_service = EventService(store, fleet, config, metrics)
+    event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, server)
     grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
-    port = grpc_server.bind(server, config.api_addr)
+    port = grpc_server.bind(server, config.api_addr, credentials)
     await server.start()
+    endpoint = await start_endpoint(config.api_metrics_addr, metrics)
     log.info(
-        "API server listening on %s (store %s, alert servers %s)",
+        "API server listening on %s (%s, %s; store %s, alert servers %s)",
         config.api_addr,
+        "TLS" if credentials is not None else "plaintext",
+        f"{len(tokens)} token(s)" if tokens else "no authentication",
         store.backend,
         ", ".join(config.alert_target_list),
     )
-    return ApiServer(config, store, fleet, server, port)
+    return ApiServer(config, store, fleet, server, port, event_service, metrics, endpoint)
 
 
 async def serve(config: Config) -> None:
@@ -84,6 +126,9 @@ async def serve(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = grpc_server.parse_args(argv, "api_server")
-    config = load_config(args.config)
-    grpc_server.configure_logging(config.log_level)
-    asyncio.run(serve(config))
+    try:
+        config = load_config(args.config, insecure=args.insecure)
+        grpc_server.configure_logging(config.log_level, config.log_format)
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        sys.exit(f"api_server: {exc}")

@@ -14,6 +14,7 @@ from event_store.store import Store
 from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from listener_core import errors
 from listener_core.config import Config
+from listener_core.metrics import NO_METRICS, ApiMetrics, NullMetrics
 from listener_core.server import Context
 
 _PAYLOAD_TYPES = {
@@ -75,11 +76,17 @@ def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
 
 
 class EventService(event_service_pb2_grpc.EventServiceServicer):
-    def __init__(self, store: Store, fleet: AlertFleet, config: Config) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fleet: AlertFleet,
+        config: Config,
+        metrics: ApiMetrics | NullMetrics = NO_METRICS,
+    ) -> None:
         self.store = store
         self.fleet = fleet
         self.max_batch = config.max_batch_events
-        self.committer = GroupCommitter(store, fleet.notify)
+        self.committer = GroupCommitter(store, fleet.notify, on_stored=metrics.published)
 
     async def _publish(
         self, items: Sequence[tuple[int, bytes]], request_id: str

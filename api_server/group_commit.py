@@ -43,10 +43,17 @@ class _Pending:
 
 class GroupCommitter:
     def __init__(
-        self, store: Store, on_commit: Callable[[int], None], max_group_events: int = 20_000
+        self,
+        store: Store,
+        on_commit: Callable[[int], None],
+        max_group_events: int = 20_000,
+        on_stored: Callable[[Sequence[tuple[int, bytes]]], None] = lambda items: None,
     ) -> None:
+        """``on_stored`` sees each newly committed publish's items (not a request_id's
+        repeat), for the published-events metric."""
         self.store = store
         self.on_commit = on_commit
+        self.on_stored = on_stored
         self.max_group_events = max_group_events
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -119,6 +126,7 @@ class GroupCommitter:
             else:
                 for item, result in zip(fresh, results, strict=True):
                     item.resolve(result)
+                    self.on_stored(item.items)
                 self.on_commit(results[-1][-1].sequence)
         for item in repeats:
             async with self.store.reader() as session:

@@ -18,6 +18,7 @@ from event_store.store import Store
 from listener.v1 import event_pb2, listener_instance_pb2, listener_instance_pb2_grpc
 from listener_common import params as sdk_params
 from listener_core import errors
+from listener_core.secrets import SecretBox
 from listener_core.server import Context
 
 pb = listener_instance_pb2
@@ -62,22 +63,31 @@ def _policy(policy: pb.FailurePolicy, field: str) -> tuple[str, int]:
     )
 
 
-def _params(form: list[dict[str, Any]], given: Mapping[str, str], old: Mapping[str, str]) -> str:
-    """Validates params; a masked secret sent back unchanged keeps the stored value."""
+def _params(
+    form: list[dict[str, Any]], given: Mapping[str, str], old: Mapping[str, str], box: SecretBox
+) -> str:
+    """Validates params and seals the secret ones for the store.
+
+    A secret sent back masked, or left out, keeps its stored value (callers never see it, so
+    they cannot send it back); an empty string clears it.
+    """
     secret = sdk_params.secret_fields(form)
     merged = {
         k: (old.get(k, "") if k in secret and v == conversions.MASK else v)
         for k, v in given.items()
     }
-    return json.dumps(sdk_params.validate_params(form, merged), sort_keys=True)
+    merged.update({k: old[k] for k in secret if k not in given and k in old})
+    checked = sdk_params.validate_params(form, merged)
+    return json.dumps(box.seal_params(form, checked), sort_keys=True)
 
 
 class ListenerInstanceService(
     InstanceOperations, listener_instance_pb2_grpc.ListenerInstanceServiceServicer
 ):
-    def __init__(self, store: Store, fleet: AlertFleet) -> None:
+    def __init__(self, store: Store, fleet: AlertFleet, *, secrets: SecretBox) -> None:
         self.store = store
         self.fleet = fleet
+        self.secrets = secrets
 
     async def _message(self, session: Any, row: ListenerInstance) -> pb.ListenerInstance:
         plugin = await session.get(Plugin, row.plugin_id)
@@ -104,7 +114,7 @@ class ListenerInstanceService(
                         f"listener instance {names.instance_name(instance_id)} already exists"
                     )
                 plugin = await catalog.get_plugin(session, plugin_id)
-                params_json = _params(json.loads(plugin.params_json), li.params, {})
+                params_json = _params(json.loads(plugin.params_json), li.params, {}, self.secrets)
                 now = utcnow()
                 row = ListenerInstance(
                     id=instance_id,
@@ -181,7 +191,10 @@ class ListenerInstanceService(
             if "params" in paths:
                 plugin = await catalog.get_plugin(session, row.plugin_id)
                 row.params_json = _params(
-                    json.loads(plugin.params_json), li.params, json.loads(row.params_json)
+                    json.loads(plugin.params_json),
+                    li.params,
+                    json.loads(row.params_json),
+                    self.secrets,
                 )
             row.revision += 1
             row.update_time = utcnow()

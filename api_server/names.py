@@ -12,10 +12,16 @@ PLUGINS = "plugins"
 INSTANCES = "listenerInstances"
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """``value`` quoted for an error message, cut short: a client's text is echoed bounded."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
 def check_id(value: str, field: str) -> str:
-    if not ID_PATTERN.match(value):
+    # fullmatch: "$" would also accept a trailing newline.
+    if not ID_PATTERN.fullmatch(value):
         raise errors.InvalidArgument(
-            f"{field} {value!r} is not a valid id: 1-63 characters of a-z, 0-9 and '-', "
+            f"{field} {shown(value)} is not a valid id: 1-63 characters of a-z, 0-9 and '-', "
             "starting with a letter and not ending with '-'",
             field_violations=[(field, "must match ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")],
         )
@@ -26,7 +32,7 @@ def parse(name: str, collection: str, field: str = "name") -> str:
     prefix = collection + "/"
     if not name.startswith(prefix):
         raise errors.InvalidArgument(
-            f"{field} {name!r} must look like {prefix}{{id}}",
+            f"{field} {shown(name)} must look like {prefix}{{id}}",
             field_violations=[(field, f"must look like {prefix}{{id}}")],
         )
     return check_id(name[len(prefix) :], field)

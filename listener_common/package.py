@@ -74,7 +74,14 @@ def inspect_package(
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        ValueError,
+        EOFError,
+        OSError,
+        NotImplementedError,  # e.g. a directory claiming to span several disks (fuzzing)
+    ) as exc:
         raise PackageError(f"package is not a valid zip file: {exc}") from exc
     with archive:
         entries = archive.infolist()
@@ -99,7 +106,17 @@ def inspect_package(
             raise PackageError(f"package has no {MANIFEST_NAME} at its root")
         try:
             manifest = parse_manifest(archive.read(MANIFEST_NAME))
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
+        # ValueError: a corrupt header offset ("negative seek value"); NotImplementedError:
+        # an unsupported compression method. Both are the zip's fault, found by fuzzing.
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            RuntimeError,
+            ValueError,
+            NotImplementedError,
+        ) as exc:
             raise PackageError(f"cannot read {MANIFEST_NAME} from the package: {exc}") from exc
 
     roots: set[str] = set()

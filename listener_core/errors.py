@@ -6,11 +6,13 @@ fault, a ``BadRequest``. Nothing else maps errors to status codes.
 
     ServiceError
     ├── InvalidArgument        INVALID_ARGUMENT    (field_violations for BadRequest)
+    ├── Unauthenticated        UNAUTHENTICATED     (no bearer token, or one nobody was given)
+    ├── PermissionDenied       PERMISSION_DENIED   (a known caller whose role may not call this)
     ├── NotFound               NOT_FOUND
     ├── AlreadyExists          ALREADY_EXISTS
     ├── FailedPrecondition     FAILED_PRECONDITION
     ├── Aborted                ABORTED             (etag mismatch, lost race)
-    ├── ResourceExhausted      RESOURCE_EXHAUSTED  (size limits)
+    ├── ResourceExhausted      RESOURCE_EXHAUSTED  (size limits, per-caller concurrency)
     ├── Unavailable            UNAVAILABLE         (store or alert server unreachable)
     └── Internal               INTERNAL
 """
@@ -46,6 +48,24 @@ class ServiceError(Exception):
 class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     default_reason = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(ServiceError):
+    """The caller did not prove who it is: no credentials, or ones the server does not know.
+
+    The message never repeats what was presented, so a mistyped token is not echoed into
+    client logs.
+    """
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServiceError):
+    """A known caller whose role does not allow the method (e.g. a viewer deleting a plugin)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
 
 
 class NotFound(ServiceError):

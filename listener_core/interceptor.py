@@ -1,10 +1,16 @@
-"""The one place where exceptions become gRPC statuses."""
+"""The one place where exceptions become gRPC statuses.
+
+Other interceptors (authentication, limits, request checks) never build statuses themselves:
+they raise domain errors inside the behaviour they wrap, which :class:`ErrorInterceptor` maps,
+or — when a call must be refused before any behaviour runs — hand back
+:func:`rejecting_handler`, which aborts with the same rich status.
+"""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -34,6 +40,12 @@ def to_service_error(exc: BaseException) -> errors.ServiceError:
         return errors.InvalidArgument(str(exc), reason="INVALID_MANIFEST")
     if isinstance(exc, sdk_errors.PackageError):
         return errors.InvalidArgument(str(exc), reason="INVALID_PACKAGE")
+    if isinstance(exc, sa_exc.DataError):
+        # A value the request carried does not fit a column (PostgreSQL and MySQL enforce
+        # VARCHAR lengths and integer ranges; SQLite does not): the caller's fault, not ours.
+        return errors.InvalidArgument(
+            f"a value does not fit the store: {_first_line(exc)}", reason="VALUE_OUT_OF_RANGE"
+        )
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
         isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
     ):
@@ -86,9 +98,53 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException)
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-def _wrap(behavior: Behavior) -> Behavior:
+class _Malformed:
+    """Stands for a request whose bytes did not parse, so the call fails as INVALID_ARGUMENT.
+
+    grpcio answers a deserializer's exception with INTERNAL ("Exception deserializing
+    request!"), which would blame the server for a client's garbage.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Malformed(type(exc).__name__)
+
+    return parse
+
+
+def _malformed(marker: _Malformed) -> errors.InvalidArgument:
+    return errors.InvalidArgument(
+        f"the request is not a valid message of this method ({marker.error})",
+        reason="MALFORMED_REQUEST",
+    )
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            raise _malformed(request)
+        yield request
+
+
+def _wrap(behavior: Behavior, *, streaming_request: bool = False) -> Behavior:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if streaming_request:
+                request = _checked_stream(request)
+            elif isinstance(request, _Malformed):
+                raise _malformed(request)
             result = behavior(request, context)
             # Our servicers are async; the stock health servicer answers synchronously.
             return await result if inspect.isawaitable(result) else result
@@ -114,13 +170,61 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                _wrap(handler.stream_unary, streaming_request=True),
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+def rejecting_handler(handler: grpc.RpcMethodHandler, exc: BaseException) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s shape that answers every call with ``exc``'s status.
+
+    For interceptors that decide from the call's metadata alone (authentication), before any
+    request is read; the status is built here, like every other one.
+    """
+
+    async def reject(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await abort(context, exc)
+
+    async def reject_streaming(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        await abort(context, exc)
+        yield None  # never reached: makes this an async generator, as the shape requires
+
+    kwargs: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(reject_streaming, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(reject_streaming, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(reject, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(reject, **kwargs)
+
+
+def wrap_unary_response(
+    handler: grpc.RpcMethodHandler, wrapper: Callable[[Behavior], Behavior]
+) -> grpc.RpcMethodHandler:
+    """``handler`` with its behaviour passed through ``wrapper`` (unary-response shapes only).
+
+    What the wrapper raises reaches :class:`ErrorInterceptor`, which must come first in the
+    server's interceptor list. Response-streaming handlers are returned unchanged.
+    """
+    kwargs: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrapper(handler.unary_unary), **kwargs)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(wrapper(handler.stream_unary), **kwargs)
+    return handler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from listener_core import logs
+from listener_core.config import ConfigError
 from listener_core.interceptor import ErrorInterceptor
+from listener_core.metrics import ServerMetrics
+from listener_core.metrics_interceptor import ObservabilityInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +26,16 @@ Context: TypeAlias = Any
 
 
 def create_server(
-    *, max_message_bytes: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    *,
+    max_message_bytes: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    metrics: ServerMetrics | None = None,
 ) -> grpc.aio.Server:
+    """``metrics`` puts the RPC metrics and audit interceptor outermost, so it sees every
+    call's final status."""
+    observe = [ObservabilityInterceptor(metrics)] if metrics is not None else []
     return grpc.aio.server(
-        interceptors=[ErrorInterceptor(), *interceptors],
+        interceptors=[*observe, ErrorInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -53,12 +64,52 @@ def add_health_and_reflection(
     return servicer
 
 
-def bind(server: grpc.aio.Server, addr: str) -> int:
-    """Binds an insecure port; raises if the address is taken (no silent port 0)."""
-    port = int(server.add_insecure_port(addr))
+def bind(
+    server: grpc.aio.Server, addr: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
+    """Binds a TLS port when ``credentials`` are given, else a plaintext one; raises if the
+    address is taken (no silent port 0)."""
+    if credentials is not None:
+        port = int(server.add_secure_port(addr, credentials))
+    else:
+        port = int(server.add_insecure_port(addr))
     if port == 0:
         raise OSError(f"cannot listen on {addr}")
     return port
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether ``addr`` (``host:port``, ``[v6]:port`` or ``unix:path``) is reachable only from
+    this machine. Names other than ``localhost`` count as not loopback: they may resolve to
+    anything."""
+    if addr.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = addr.rsplit(":", 1)[0] if ":" in addr else addr
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(addr: str, *, authenticated: bool, insecure: bool, what: str) -> None:
+    """Refuses to serve an unauthenticated API on a non-loopback address unless told to.
+
+    Open is the right default on loopback (development, tests, a sidecar); elsewhere it means
+    anyone on the network can install code into the alert server, so it takes ``--insecure``.
+    """
+    if authenticated or is_loopback(addr):
+        return
+    if insecure:
+        log.warning("%s on %s accepts calls from anyone (--insecure)", what, addr)
+        return
+    raise ConfigError(
+        f"{what} would listen on {addr} without authentication: configure tokens "
+        "(see SECURITY.md), bind to a loopback address, or pass --insecure "
+        "(LISTENER_INSECURE=true) on a network you trust"
+    )
 
 
 async def wait_for_signal() -> None:
@@ -76,10 +127,10 @@ def set_not_serving(servicer: health.HealthServicer) -> None:
     servicer.enter_graceful_shutdown()
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Logs to stderr as text lines or JSON objects (``log_format``)."""
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=getattr(logging, level.upper(), logging.INFO), handlers=[logs.handler(fmt)]
     )
 
 
@@ -88,4 +139,10 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> Any:
 
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--config", help="TOML config file (LISTENER_* variables override it)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve without authentication on a non-loopback address (trusted networks only)",
+    )
     return parser.parse_args(argv)

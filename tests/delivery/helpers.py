@@ -13,9 +13,12 @@ from tests.support.servers import Clients
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON-lines file a plugin may be writing right now."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 async def install(clients: Clients, package: bytes) -> plugin_pb2.Plugin:

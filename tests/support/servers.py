@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography.fernet import Fernet
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from alert_server import app as alert_app
@@ -62,8 +63,9 @@ class Pair:
 
 @asynccontextmanager
 async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIterator[Pair]:
-    """Both servers in this process, on free ports, against ``db_url``."""
-    base = {**FAST, **settings}
+    """Both servers in this process, on free ports, against ``db_url``. They share one
+    secret key, as every server of a deployment must."""
+    base = {**FAST, "secret_key": Fernet.generate_key().decode(), **settings}
     alert_cfg = Config(
         db_url=db_url, data_dir=str(data_dir / "alert"), alert_addr="127.0.0.1:0", **base
     )
@@ -116,6 +118,7 @@ class ServerPair:
     api_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     alert_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     extra_env: dict[str, str] = field(default_factory=dict)
+    secret_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -130,6 +133,7 @@ class ServerPair:
                 "LISTENER_RETRY_BASE": str(FAST["retry_base"]),
                 "LISTENER_RETRY_MAX": str(FAST["retry_max"]),
                 "PYTHONUNBUFFERED": "1",
+                "LISTENER_SECRET_KEY": self.secret_key,
             }
         )
         env.update(self.extra_env)
