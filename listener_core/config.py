@@ -100,7 +100,7 @@ class Config:
     max_package_files: int = 2000
     # PublishEvent(s) calls one caller (token, or peer host when open) may have in flight;
     # beyond it a call gets RESOURCE_EXHAUSTED at once. 0 turns the limit off.
-    publish_concurrency_per_caller: int = 16
+    publish_concurrency_per_caller: int = 256
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
