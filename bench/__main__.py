@@ -1,0 +1,5 @@
+"""``python -m bench [--quick] [--db URL]``."""
+
+from bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""``python -m bench --quick`` still runs every scenario: the CI guard of the benchmark suite.
+
+It checks that the bench runs, never its figures (a shared CI box says nothing about speed).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.scenarios import SCENARIOS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_runs_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick"
+    assert set(results["scenarios"]) == set(SCENARIOS)
+    for key, scenario in results["scenarios"].items():
+        assert scenario["ran"], f"scenario {key}: {scenario['error']}"
+        assert scenario["rows"], f"scenario {key} has no figures"
+    for name in ("echo_calls_per_s", "sqlite_insert_rows_per_s", "sqlite_read_rows_per_s"):
+        assert results["limits"][name] > 0
