@@ -25,6 +25,7 @@ from typing import Any
 from alert_server.backoff import retry_delay
 from alert_server.convert import to_sdk_event
 from alert_server.loader import LoadedPackage
+from alert_server.progress import ProgressWriter
 from alert_server.wakeup import SequenceSignal
 from event_store import deliveries, events
 from event_store.deliveries import Attempt, LeaseLost
@@ -32,6 +33,7 @@ from event_store.models import Delivery, ListenerInstance, utcnow
 from event_store.store import Store
 from listener_common import DeliveryError, ListenerPlugin
 from listener_common.plugin import deliver_batch, supports_batch
+from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class DeliverySettings:
     poll_interval: float = 2.0
     retry_base: float = 1.0
     retry_max: float = 300.0
+    # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
+    metrics: AlertMetrics | NullMetrics = NO_METRICS
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class InstanceRunner:
         settings: DeliverySettings,
         owner: str,
         fence: int,
+        progress: ProgressWriter,
     ) -> None:
         self.instance_id = instance_id
         self.package = package
@@ -134,6 +139,11 @@ class InstanceRunner:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._reload = True
+        # The newest sequence known at the last read that found nothing: no new read until
+        # a wake-up brings a newer one, so idle instances cost no queries.
+        self._idle_at = -1
+        self.progress = progress
+        self._progress: asyncio.Future[None] | None = None
 
     @property
     def state(self) -> str:
@@ -152,6 +162,8 @@ class InstanceRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        with contextlib.suppress(Exception):
+            await self._flush_progress()
         await self._close_plugin()
 
     @property
@@ -215,6 +227,7 @@ class InstanceRunner:
     # -- state ----------------------------------------------------------------------------
 
     async def _load_state(self) -> None:
+        await self._flush_progress()
         async with self.store.reader() as session:
             row = await session.get(Delivery, self.instance_id)
             inst = await session.get(ListenerInstance, self.instance_id)
@@ -228,6 +241,7 @@ class InstanceRunner:
         self.next_attempt = row.next_attempt_time
         self.paused = inst.desired_state == "PAUSED"
         self._history = json.loads(row.recent_attempts or "[]")
+        self._idle_at = -1
         self._reload = False
 
     async def _run(self) -> None:
@@ -282,11 +296,15 @@ class InstanceRunner:
             await self._redeliver_parked()
             return
         high = self.signal.latest
-        async with self.store.reader() as session:
-            batch = await events.read_after(
-                session, self.cursor, self.types, self.settings.batch_size
-            )
+        if high > self._idle_at:
+            async with self.store.reader() as session:
+                batch = await events.read_after(
+                    session, self.cursor, self.types, self.settings.batch_size
+                )
+        else:
+            batch = []  # nothing committed since the last empty read: no query
         if not batch:
+            self._idle_at = high
             waiter = asyncio.create_task(self.signal.wait_above(high, self.settings.poll_interval))
             kicked = asyncio.create_task(self._wake.wait())
             try:
@@ -296,6 +314,7 @@ class InstanceRunner:
                 kicked.cancel()
             self._wake.clear()
             return
+        self._idle_at = -1
         started = time.monotonic()
         delivered, failure = await self._deliver(batch)
         if delivered > self.cursor:
@@ -306,10 +325,12 @@ class InstanceRunner:
                 self._history,
                 Attempt(_now_iso(), _ms(started), delivered, last.id, 1 + batch.index(last)),
             )
-            async with self.store.transaction() as session:
-                await deliveries.record_progress(
-                    session, self.instance_id, self.owner, self.fence, delivered, history
-                )
+            self._progress = self.progress.submit(
+                self.instance_id, self.owner, self.fence, delivered, history, self._lost
+            )
+            self.settings.metrics.delivered(
+                self.instance_id, (e.publish_time for e in batch[: 1 + batch.index(last)])
+            )
         if failure is not None:
             raise failure
 
@@ -372,7 +393,18 @@ class InstanceRunner:
                 await deliveries.finish_redelivery(session, self.instance_id, sequence, error)
             self._redeliver.remove(sequence)
 
+    def _lost(self) -> None:
+        """The progress writer's write was refused: re-read the state (or stop)."""
+        self._reload = True
+        self._wake.set()
+
+    async def _flush_progress(self) -> None:
+        """Waits for this runner's pending cursor write, before a write of its own."""
+        if self._progress is not None and not self._progress.done():
+            await asyncio.shield(self._progress)
+
     async def _failed(self, exc: PluginCallError) -> None:
+        await self._flush_progress()
         self.attempts += 1
         self.last_error = str(exc)
         event = exc.event
@@ -385,6 +417,8 @@ class InstanceRunner:
             self.last_error,
         )
         history = deliveries.push_attempt(self._history, attempt)
+        self.settings.metrics.failed(self.instance_id)
+        ids = {"instance": self.instance_id, "event_id": attempt.event_id, "attempt": self.attempts}
         if event is not None and self.policy.parks(self.attempts, exc.permanent):
             log.warning(
                 "instance %s: parking event %s after %d attempt(s): %s",
@@ -392,6 +426,7 @@ class InstanceRunner:
                 event.id,
                 self.attempts,
                 self.last_error,
+                extra=ids,
             )
             async with self.store.transaction() as session:
                 await deliveries.park(
@@ -405,6 +440,7 @@ class InstanceRunner:
                     self.last_error,
                     history,
                 )
+            self.settings.metrics.parked(self.instance_id)
             self.cursor = event.sequence
             self.attempts, self.last_error, self.next_attempt = 0, "", None
             return
@@ -418,6 +454,7 @@ class InstanceRunner:
             self.attempts,
             self.last_error,
             delay,
+            extra=ids,
         )
         async with self.store.transaction() as session:
             await deliveries.record_failure(

@@ -25,6 +25,7 @@ from alert_server.delivery import DeliverySettings, FailurePolicy, InstanceRunne
 from alert_server.loader import LoadedPackage, PackageLoader, Residue
 from alert_server.package_cache import PackageCache
 from alert_server.process_plugin import ProcessSettings
+from alert_server.progress import ProgressWriter
 from alert_server.wakeup import SequenceSignal
 from event_store import catalog, deliveries, leases
 from event_store.models import Delivery, ListenerInstance, Plugin, utcnow
@@ -94,6 +95,7 @@ class PluginHost:
         self.cache = PackageCache(cache_dir, store)
         self.signal = signal
         self.settings = settings
+        self.progress = ProgressWriter(store)
         self.loader = PackageLoader(
             process or ProcessSettings(call_timeout=settings.handler_timeout)
         )
@@ -374,6 +376,7 @@ class PluginHost:
             self.settings,
             self.server_id,
             fence,
+            self.progress,
         )
         self.runners[inst.id] = runner
         runner.start()
@@ -456,6 +459,7 @@ class PluginHost:
         async with self._lock:
             for iid in list(self.runners):
                 await self._stop_runner(iid)
+            await self.progress.close()
             for loaded in self.plugins.values():
                 self.loader.unload(loaded)
             self.plugins.clear()

@@ -273,7 +273,7 @@ async def test_servers_with_different_keys_say_so(
 ) -> None:
     """Without secret_key each server of the pair generates its own (their data_dir differ):
     the alert server cannot open the secret, and says why without showing it."""
-    async with running_pair(sqlite_url(tmp_path), tmp_path) as pair:
+    async with running_pair(sqlite_url(tmp_path), tmp_path, secret_key="") as pair:
         for which in (pair.api, pair.alert):
             key_file = Path(which.config.data_dir) / "secret.key"
             assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

@@ -1,0 +1,1 @@
+"""Operator experience: client, CLI, metrics, logs, docs and deployment files."""
