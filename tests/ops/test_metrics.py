@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import httpx
@@ -12,7 +14,7 @@ from listener_core.metrics import AlertMetrics, ApiMetrics
 from tests.ops.helpers import Samples, samples, value
 from tests.support.databases import sqlite_url
 from tests.support.samples import flaky_package
-from tests.support.servers import eventually, running_pair
+from tests.support.servers import REPO, eventually, running_pair
 
 
 async def scrape(port: int) -> Samples:
@@ -132,3 +134,42 @@ def test_registries_are_per_server() -> None:
     alert = AlertMetrics()  # an alert server next to them registers its names without clash
     alert.failed("x")
     assert b"listener_delivery_failures_total" in alert.exposition()
+
+
+async def test_the_sample_dashboard_queries_only_exposed_metrics(tmp_path: Path) -> None:
+    """deploy/grafana-dashboard.json must not chart a metric the servers do not export."""
+    dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    wanted = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"listener_[a-z_]+", target["expr"])
+    }
+    metrics = {"api_metrics_addr": "127.0.0.1:0", "alert_metrics_addr": "127.0.0.1:0"}
+    async with (
+        running_pair(sqlite_url(tmp_path), tmp_path, **metrics) as pair,
+        ListenerClient(pair.api_addr) as client,
+        httpx.AsyncClient() as http,
+    ):
+        await client.install_plugin(flaky_package())
+        await client.create_instance(
+            "one",
+            "flaky",
+            params={"logFile": str(tmp_path / "x"), "failTasks": "bad"},
+            event_types=["TASK_FAIL"],
+            park_after=1,
+        )
+        # A delivery, a failure and a park: every labelled series then exists.
+        await client.publish({"task_fail": {"task_name": "a"}})
+        await client.publish({"task_fail": {"task_name": "bad"}})
+        assert pair.api.metrics_endpoint and pair.alert.metrics_endpoint
+        ports = (pair.api.metrics_endpoint.port, pair.alert.metrics_endpoint.port)
+
+        async def exposed() -> set[str]:
+            text = "".join(
+                [(await http.get(f"http://127.0.0.1:{port}/metrics")).text for port in ports]
+            )
+            found = set(re.findall(r"^(listener_[a-z_]+)", text, re.MULTILINE))
+            return found if wanted <= found else set()
+
+        assert wanted <= await eventually(exposed)
