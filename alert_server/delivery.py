@@ -305,7 +305,11 @@ class InstanceRunner:
             batch = []  # nothing committed since the last empty read: no query
         if not batch:
             self._idle_at = high
-            waiter = asyncio.create_task(self.signal.wait_above(high, self.settings.poll_interval))
+            # No timeout needed to find new events: the counter poll (wakeup.poll_forever)
+            # bumps the signal when a wake-up was lost. A long one keeps idle runners idle.
+            waiter = asyncio.create_task(
+                self.signal.wait_above(high, self.settings.poll_interval * 30)
+            )
             kicked = asyncio.create_task(self._wake.wait())
             try:
                 await asyncio.wait({waiter, kicked}, return_when=asyncio.FIRST_COMPLETED)

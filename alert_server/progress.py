@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from event_store import deliveries
-from event_store.deliveries import LeaseLost
 from event_store.store import Store
 
 log = logging.getLogger(__name__)
@@ -107,21 +106,12 @@ class ProgressWriter:
         return True
 
     async def _write(self, entries: list[_Entry]) -> set[_Entry]:
-        lost: set[_Entry] = set()
         async with self.store.transaction() as session:
-            for entry in entries:
-                try:
-                    await deliveries.record_progress(
-                        session,
-                        entry.instance_id,
-                        entry.owner,
-                        entry.fence,
-                        entry.sequence,
-                        entry.history,
-                    )
-                except LeaseLost:
-                    lost.add(entry)
-        return lost
+            refused = await deliveries.record_progress_many(
+                session,
+                [(e.instance_id, e.owner, e.fence, e.sequence, e.history) for e in entries],
+            )
+        return {e for e in entries if e.instance_id in refused}
 
 
 def _settler(future: asyncio.Future[None]) -> Callable[[asyncio.Future[None]], None]:

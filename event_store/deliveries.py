@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store import retention
@@ -83,6 +83,51 @@ async def record_progress(
             "recent_attempts": attempts_json,
         },
     )
+
+
+async def record_progress_many(
+    session: AsyncSession, entries: Sequence[tuple[str, str, int, int, str]]
+) -> set[str]:
+    """Moves many cursors in one statement (instance, owner, fence, sequence, attempts JSON);
+    returns the instances whose write was refused (owner or fence moved).
+
+    One executemany keeps the store's write lock for one driver call, however many
+    instances an alert server runs."""
+    now = utcnow()
+    table = cast(Table, Delivery.__table__)
+    stmt = (
+        update(table)
+        .where(
+            table.c.instance_id == bindparam("b_id"),
+            table.c.owner == bindparam("b_owner"),
+            table.c.fence == bindparam("b_fence"),
+            table.c.delivered_seq <= bindparam("b_seq"),
+        )
+        .values(
+            delivered_seq=bindparam("b_seq"),
+            attempts=0,
+            last_error="",
+            next_attempt_time=None,
+            last_delivery_time=now,
+            update_time=now,
+            recent_attempts=bindparam("b_hist"),
+        )
+    )
+    params = [
+        {"b_id": i, "b_owner": o, "b_fence": f, "b_seq": s, "b_hist": h}
+        for i, o, f, s, h in entries
+    ]
+    conn = await session.connection()
+    written = await conn.execute(stmt, params)
+    if written.rowcount == len(params):
+        return set()
+    rows = await conn.execute(
+        select(table.c.instance_id, table.c.owner, table.c.fence).where(
+            table.c.instance_id.in_([e[0] for e in entries])
+        )
+    )
+    current = {iid: (owner, int(fence)) for iid, owner, fence in rows.all()}
+    return {i for i, o, f, _s, _h in entries if current.get(i) != (o, f)}
 
 
 async def record_failure(
