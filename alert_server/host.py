@@ -421,10 +421,10 @@ class PluginHost:
             if len(owned) < share:
                 async with self.store.reader() as session:
                     candidates = await leases.claimable(session, share - len(owned))
-                for iid in candidates:
-                    async with self.store.transaction() as session:
-                        fence = await leases.claim(session, iid, self.server_id, until)
-                    if fence is not None:
+                async with self.store.transaction() as session:
+                    claimed = await leases.claim_many(session, candidates, self.server_id, until)
+                for iid, fence in claimed.items():
+                    if iid not in self.runners:
                         await self._try_start(iid, fence)
 
     async def _try_start(self, instance_id: str, fence: int | None) -> None:

@@ -71,24 +71,28 @@ async def claimable(session: AsyncSession, limit: int) -> list[str]:
     return list(rows.scalars().all())
 
 
-async def claim(
-    session: AsyncSession, instance_id: str, server_id: str, until: datetime
-) -> int | None:
-    """Takes the lease if it is free or lapsed; returns the new fence, or None if taken."""
+async def claim_many(
+    session: AsyncSession, instance_ids: list[str], server_id: str, until: datetime
+) -> dict[str, int]:
+    """Takes every free or lapsed lease among ``instance_ids`` in one statement; returns
+    the ones now held with their new fences (a start with 1,000 instances stays fast)."""
+    if not instance_ids:
+        return {}
     now = utcnow()
-    result = await session.execute(
+    await session.execute(
         update(Delivery)
         .where(
-            Delivery.instance_id == instance_id,
+            Delivery.instance_id.in_(instance_ids),
             or_(Delivery.owner == "", Delivery.lease_until < now),
         )
         .values(owner=server_id, lease_until=until, fence=Delivery.fence + 1)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return int(
-        await session.scalar(select(Delivery.fence).where(Delivery.instance_id == instance_id)) or 0
+    rows = await session.execute(
+        select(Delivery.instance_id, Delivery.fence).where(
+            Delivery.instance_id.in_(instance_ids), Delivery.owner == server_id
+        )
     )
+    return {iid: int(fence) for iid, fence in rows.all()}
 
 
 async def release(session: AsyncSession, instance_id: str, server_id: str) -> None:
