@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from event_store.models import Delivery, ListenerInstance, Package, Plugin, utcnow
+from event_store.models import ListenerInstance, Package, Plugin, utcnow
 from listener_core import errors
 
 
@@ -102,15 +102,3 @@ async def list_instances(
         .limit(limit)
     )
     return (await session.execute(query)).scalars().all()
-
-
-async def instances_with_delivery(
-    session: AsyncSession, instance_ids: Sequence[str] | None = None
-) -> list[tuple[ListenerInstance, Delivery]]:
-    query = select(ListenerInstance, Delivery).join(
-        Delivery, Delivery.instance_id == ListenerInstance.id
-    )
-    if instance_ids is not None:
-        query = query.where(ListenerInstance.id.in_(instance_ids))
-    rows = (await session.execute(query.order_by(ListenerInstance.id))).all()
-    return list(rows)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store import retention
@@ -338,10 +338,6 @@ async def list_parked(
         .limit(limit)
     )
     return [(p, e) for p, e in (await session.execute(query)).all()]
-
-
-async def drop_parked(session: AsyncSession, instance_id: str) -> None:
-    await session.execute(delete(ParkedEvent).where(ParkedEvent.instance_id == instance_id))
 
 
 @dataclass(frozen=True)

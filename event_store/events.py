@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store.models import Counter, Event, PublishRequest, utcnow
@@ -154,10 +154,3 @@ async def max_sequence(session: AsyncSession) -> int:
     # The counter may be ahead of what is visible only inside an open publishing
     # transaction; once read here (committed) it equals the newest committed sequence.
     return int(value or 0)
-
-
-async def count_after(session: AsyncSession, after: int, types: Sequence[int]) -> int:
-    result = await session.execute(
-        select(func.count()).select_from(Event).where(Event.sequence > after, Event.type.in_(types))
-    )
-    return int(result.scalar_one())

@@ -123,10 +123,6 @@ async def wait_for_signal() -> None:
         loop.remove_signal_handler(sig)
 
 
-def set_not_serving(servicer: health.HealthServicer) -> None:
-    servicer.enter_graceful_shutdown()
-
-
 def configure_logging(level: str, fmt: str = "text") -> None:
     """Logs to stderr as text lines or JSON objects (``log_format``)."""
     logging.basicConfig(
