@@ -73,12 +73,18 @@ async def test_failing_plugin_is_retried_on_the_backoff_schedule(
         highs = [0.2, 0.4, 0.8, 1.0, 1.0]
         for gap, low, high in zip(gaps, lows, highs, strict=True):
             assert low * 0.9 <= gap <= high + 0.5, gaps
-        done = await get_instance(pair.clients, "flaky")
+        # The cursor is written by the progress writer just after the plugin returned.
+        done = await eventually(lambda: _active(pair, "flaky"), timeout=5)
         assert done.state == li_pb2.ListenerInstance.STATE_ACTIVE
         assert done.delivery.attempts == 0 and not done.delivery.last_error
         history = list(done.delivery.recent_attempts)
         assert not history[0].error and history[0].event_id == first
         assert "planned failure 5 of 5" in history[1].error
+
+
+async def _active(pair, instance_id):  # type: ignore[no-untyped-def]
+    inst = await get_instance(pair.clients, instance_id)
+    return inst if inst.state == li_pb2.ListenerInstance.STATE_ACTIVE else None
 
 
 async def _blocked(pair, instance_id):  # type: ignore[no-untyped-def]
@@ -112,6 +118,7 @@ async def test_park_policy_skip_replay_redeliver_pause_and_test_event(tmp_path: 
         assert item.event.id == ids[1] and item.attempts == 3
         assert "always fails" in item.last_error
         assert item.event.task_fail.task_name == "poison"
+        await eventually(lambda: _pending(pair, "parky", 0), timeout=5)
         inst = await get_instance(pair.clients, "parky")
         assert inst.delivery.parked_count == 1 and inst.delivery.pending_count == 0
 

@@ -88,11 +88,16 @@ def test_install_subscribe_publish_deliver_with_grpcurl(tmp_path: Path) -> None:
 
         status = call(pair.alert_addr, "listener.alert.v1.PluginHostService/GetStatus", {})
         assert status["instances"][0]["instance_id"] == "audit"
-        got = call(
-            pair.api_addr,
-            "listener.v1.ListenerInstanceService/GetListenerInstance",
-            {"name": "listenerInstances/audit"},
-        )
+        deadline = time.monotonic() + 5  # the cursor is written just after delivery
+        while True:
+            got = call(
+                pair.api_addr,
+                "listener.v1.ListenerInstanceService/GetListenerInstance",
+                {"name": "listenerInstances/audit"},
+            )
+            if int(got["delivery"].get("pending_count", 0)) == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert int(got["delivery"].get("pending_count", 0)) == 0
         last_subscribed = max(seq for name, _, seq in published if name in SUBSCRIBED)
         assert int(got["delivery"]["delivered_sequence"]) == last_subscribed

@@ -63,9 +63,14 @@ async def test_flow_on_each_database(db_url: str, tmp_path: Path) -> None:
         added = next(x for x in lines if x["type"] == "WORKFLOW_ADDED")
         assert added["task_definitions"][0]["name"] == "extract"  # type: ignore[index]
 
-        got = await c.instances.GetListenerInstance(
-            listener_instance_pb2.GetListenerInstanceRequest(name="listenerInstances/ops")
-        )
+        async def caught_up() -> listener_instance_pb2.ListenerInstance | None:
+            # The cursor is written by the progress writer just after the plugin returned.
+            inst = await c.instances.GetListenerInstance(
+                listener_instance_pb2.GetListenerInstanceRequest(name="listenerInstances/ops")
+            )
+            return inst if inst.delivery.pending_count == 0 else None
+
+        got = await eventually(caught_up, timeout=5)
         assert got.delivery.pending_count == 0
         assert got.delivery.delivered_sequence == single.sequence
 
