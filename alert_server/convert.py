@@ -21,6 +21,8 @@ _TYPE_NAMES = {
     value.number: value.name.removeprefix("EVENT_TYPE_")
     for value in event_pb2.EventType.DESCRIPTOR.values
 }
+#: Every event type a publisher can send (0, UNSPECIFIED, is never stored).
+ALL_TYPES = frozenset(number for number in _TYPE_NAMES if number)
 _TIMESTAMP = "google.protobuf.Timestamp"
 _CACHE_SIZE = 20_000
 _cache: OrderedDict[str, events.ListenerEvent] = OrderedDict()

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alert_server.backoff import retry_delay
-from alert_server.convert import to_sdk_event
+from alert_server.convert import ALL_TYPES, to_sdk_event
 from alert_server.loader import LoadedPackage
 from alert_server.progress import ProgressWriter
 from alert_server.wakeup import SequenceSignal
@@ -119,7 +119,8 @@ class InstanceRunner:
         self.instance_id = instance_id
         self.package = package
         self.config = config
-        self.types = list(types)
+        # None reads every type: no "type IN (all thirteen)" filter for the common case.
+        self.types: list[int] | None = None if set(types) >= ALL_TYPES else list(types)
         self.policy = policy
         self.store = store
         self.signal = signal

@@ -27,7 +27,10 @@ MAX_REQUEST_ID_CHARS = 128
 
 
 def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
-    """Checks one published event; returns its type number and the body to store."""
+    """Checks one published event; returns its type number and the body to store.
+
+    Completes the event in place (type from the payload, event_time if unset): it belongs
+    to the request being handled, and copying it first cost a third of this function."""
     which = event.WhichOneof("payload")
     if which is None:
         raise errors.InvalidArgument(
@@ -67,12 +70,10 @@ def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
             f"{field}.source is longer than {MAX_SOURCE_CHARS} characters",
             field_violations=[(f"{field}.source", "too long")],
         )
-    body = event_pb2.ListenerEvent()
-    body.CopyFrom(event)
-    body.type = expected  # type: ignore[assignment]
-    if not body.HasField("event_time"):
-        body.event_time.GetCurrentTime()
-    return expected, body.SerializeToString()
+    event.type = expected  # type: ignore[assignment]
+    if not event.HasField("event_time"):
+        event.event_time.GetCurrentTime()
+    return expected, event.SerializeToString()
 
 
 class EventService(event_service_pb2_grpc.EventServiceServicer):
@@ -131,11 +132,11 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
             )
         items = [prepare(e, f"events[{i}]") for i, e in enumerate(request.events)]
         stored = await self._publish(items, request.request_id)
-        return event_service_pb2.PublishEventsResponse(
-            events=[
-                event_service_pb2.PublishEventResponse(id=s.id, sequence=s.sequence) for s in stored
-            ]
-        )
+        reply = event_service_pb2.PublishEventsResponse()
+        add = reply.events.add  # half the cost of building each message and then the list
+        for event in stored:
+            add(id=event.id, sequence=event.sequence)
+        return reply
 
     async def ListEvents(
         self, request: event_service_pb2.ListEventsRequest, context: Context

@@ -11,7 +11,7 @@ not the server's memory.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import grpc
@@ -19,13 +19,14 @@ import grpc
 from listener_core import errors
 from listener_core.auth import caller_key
 from listener_core.interceptor import Behavior, wrap_unary_response
+from listener_core.stages import Layer
 
 PUBLISH_METHODS = frozenset(
     {"/listener.v1.EventService/PublishEvent", "/listener.v1.EventService/PublishEvents"}
 )
 
 
-class PublishLimiter(grpc.aio.ServerInterceptor):
+class PublishLimiter(Layer):
     def __init__(self, limit: int, methods: Collection[str] = PUBLISH_METHODS) -> None:
         self.limit = limit
         self.methods = frozenset(methods)
@@ -34,38 +35,30 @@ class PublishLimiter(grpc.aio.ServerInterceptor):
     def in_flight(self, key: str) -> int:
         return self._in_flight.get(key, 0)
 
-    def _guard(self, metadata: Any) -> Callable[[Behavior], Behavior]:
-        def wrapper(behavior: Behavior) -> Behavior:
-            async def limited(request: Any, context: Any) -> Any:
-                key = caller_key(metadata, context.peer() or "")
-                if self._in_flight.get(key, 0) >= self.limit:
-                    raise errors.ResourceExhausted(
-                        f"this caller already has {self.limit} publishes in flight; "
-                        "retry when one completes",
-                        reason="PUBLISH_CONCURRENCY",
-                        metadata={"limit": str(self.limit)},
-                    )
-                self._in_flight[key] = self._in_flight.get(key, 0) + 1
-                try:
-                    result = behavior(request, context)
-                    return await result if inspect.isawaitable(result) else result
-                finally:
-                    left = self._in_flight[key] - 1
-                    if left:
-                        self._in_flight[key] = left
-                    else:
-                        del self._in_flight[key]
+    def _guard(self, behavior: Behavior) -> Behavior:
+        async def limited(request: Any, context: Any) -> Any:
+            key = caller_key(context.invocation_metadata(), context.peer() or "")
+            if self._in_flight.get(key, 0) >= self.limit:
+                raise errors.ResourceExhausted(
+                    f"this caller already has {self.limit} publishes in flight; "
+                    "retry when one completes",
+                    reason="PUBLISH_CONCURRENCY",
+                    metadata={"limit": str(self.limit)},
+                )
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            try:
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                left = self._in_flight[key] - 1
+                if left:
+                    self._in_flight[key] = left
+                else:
+                    del self._in_flight[key]
 
-            return limited
+        return limited
 
-        return wrapper
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or self.limit <= 0 or handler_call_details.method not in self.methods:
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if self.limit <= 0 or method not in self.methods:
             return handler
-        return wrap_unary_response(handler, self._guard(handler_call_details.invocation_metadata))
+        return wrap_unary_response(handler, self._guard)

@@ -8,7 +8,7 @@ covered by the generic limits at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from listener_core import errors
 from listener_core.interceptor import Behavior, wrap_unary_response
+from listener_core.stages import Layer
 
 
 def mask_paths(paths: Iterable[str], allowed: set[str], *, default_all: bool = False) -> set[str]:
@@ -231,13 +232,100 @@ def _walk(message: Message, path: str, in_event: bool, out: list[Violation]) -> 
                 _check(step, value, prefix + step.name, out)
 
 
+# -- the fast pass: the same plan, compiled to closures that only answer "all good?" --------
+#
+# Nearly every request is valid, and building field paths for a walk that finds nothing cost
+# about 15 us per published event. The fast pass checks the same rules with no paths and no
+# allocations; only when it finds something does the walk above run to say what and where.
+
+_Ok = Callable[[Any], bool]
+_FAST: dict[tuple[str, bool], _Ok] = {}
+
+
+def _timestamp_ok(value: Any) -> bool:
+    seconds: int = value.seconds
+    nanos: int = value.nanos
+    return MIN_SECONDS <= seconds <= MAX_SECONDS and 0 <= nanos <= 999_999_999
+
+
+def _map_ok(values: Mapping[str, str]) -> bool:
+    return len(values) <= MAX_PARAMS and all(
+        len(k) <= MAX_PARAM_KEY and len(v) <= MAX_PARAM_VALUE for k, v in values.items()
+    )
+
+
+def _value_ok(step: _Step) -> _Ok:
+    """Checks one value of the step's field (an item, for a repeated field)."""
+    if step.kind == "message":
+        in_event = step.in_event
+        return lambda value: _fast(value.DESCRIPTOR, in_event)(value)
+    if step.kind == "timestamp":
+        return _timestamp_ok
+    if step.kind == "enum":
+        allowed = step.enum_values
+        return lambda value: value in allowed
+    if step.kind == "string":
+        limit = step.max_chars
+        return lambda value: len(value) <= limit
+    return lambda value: True
+
+
+def _field_ok(step: _Step) -> _Ok:
+    name, ok = step.name, _value_ok(step)
+    if step.kind == "map":
+        return lambda message: _map_ok(getattr(message, name))
+    if step.repeated:
+        most = step.max_items if step.max_items is not None else -1
+        if step.kind == "count":
+            return lambda message: len(getattr(message, name)) <= most
+
+        def items_ok(message: Any) -> bool:
+            values = getattr(message, name)
+            if 0 <= most < len(values):
+                return False
+            return all(ok(item) for item in values)
+
+        return items_ok
+    if step.kind == "timestamp":  # an unset one reads as the epoch, which is valid
+        return lambda message: _timestamp_ok(getattr(message, name))
+    if step.kind == "message":
+        return lambda message: not message.HasField(name) or ok(getattr(message, name))
+    return lambda message: ok(getattr(message, name))
+
+
+def _fast(desc: Any, in_event: bool) -> _Ok:
+    key = (desc.full_name, in_event)
+    found = _FAST.get(key)
+    if found is not None:
+        return found
+    plan = _plan(desc, in_event)
+    checks = [_field_ok(step) for step in plan.steps]
+    oneofs = [
+        (oneof, {name: _value_ok(step) for name, step in members.items()})
+        for oneof, members in plan.oneofs.items()
+    ]
+
+    def ok(message: Any) -> bool:
+        for oneof, members in oneofs:
+            which = message.WhichOneof(oneof)
+            if which in members and not members[which](getattr(message, which)):
+                return False
+        for check in checks:  # noqa: SIM110 - a loop costs less than all() and a generator
+            if not check(message):
+                return False
+        return True
+
+    _FAST[key] = ok
+    return ok
+
+
 def request_violations(message: Message) -> list[Violation]:
     """What is wrong with a request's fields, whatever the method: lengths, counts, enum values
     the proto does not define (proto3 lets any number through), timestamps out of range."""
     out: list[Violation] = []
     if message.DESCRIPTOR.full_name == _TIMESTAMP:
         _timestamp(message, "", out)
-    else:
+    elif not _fast(message.DESCRIPTOR, False)(message):
         _walk(message, "", False, out)
     return out
 
@@ -276,19 +364,14 @@ def _checking(streaming_request: bool) -> Callable[[Behavior], Behavior]:
     return wrapper
 
 
-class RequestValidator(grpc.aio.ServerInterceptor):
+class RequestValidator(Layer):
     """Runs :func:`check_request` on every request of the public services (each message of a
     client stream too), so no service can forget a limit a column or a log line depends on."""
 
     def __init__(self, package_prefix: str = "/listener.v1.") -> None:
         self.prefix = package_prefix
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self.prefix):
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if not method.startswith(self.prefix):
             return handler
         return wrap_unary_response(handler, _checking(handler.request_streaming))

@@ -1,9 +1,10 @@
 """The machine's own limits, measured in the same run as the servers.
 
 A bare gRPC echo server (``bench.echo``) driven by the same load generator with the same
-messages and concurrency, and raw sqlite3 inserts and reads of the same rows into the same
-table shape the store uses. Dividing a server's figure by these says how far it is from what
-the hardware and the libraries allow, independently of how fast (or busy) this box is today.
+messages and concurrency, and raw sqlite3 inserts and reads of the same rows (ids from the
+store's own generator) into the same table shape the store uses. Dividing a server's figure
+by these says how far it is from what the hardware and the libraries allow, independently of
+how fast (or busy) this box is today.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from pathlib import Path
 from bench import echo
 from bench.load import LoadResult, LoadSpec
 from bench.procs import REPO, free_port
+from event_store.events import new_event_id
 
+# As migrations 0001 + 0003 leave it on SQLite: the sequence is the rowid.
 SCHEMA = """
 CREATE TABLE events (
-    sequence BIGINT NOT NULL PRIMARY KEY,
+    sequence INTEGER NOT NULL PRIMARY KEY,
     id VARCHAR(36) NOT NULL UNIQUE,
     type SMALLINT NOT NULL,
     publish_time DATETIME NOT NULL,
@@ -92,22 +95,22 @@ async def echo_limits(
 @dataclass(frozen=True)
 class SqliteFigures:
     commits_per_s: float  # one row per transaction (a publish without group commit)
-    insert_rows_per_s: float  # transactions of ``batch`` rows
+    insert_rows_per_s: float  # transactions of ``batch`` rows, the store's UUIDv7 ids
     read_rows_per_s: float  # reads of ``batch`` rows by sequence, as a delivery loop does
-    # The same inserts with time-ordered ids (UUIDv7-like): the unique index on ``id`` then
-    # grows at its end instead of at random pages, which shows what random uuid4 ids cost.
-    ordered_insert_rows_per_s: float = 0.0
+    # The same inserts with random uuid4 ids, as the store used before migration 0003: the
+    # unique index on ``id`` then takes every insert at a random page.
+    uuid4_insert_rows_per_s: float = 0.0
 
 
 Row = tuple[int, str, int, str, bytes]
 
 
 def _row(seq: int, body: bytes, stamp: str) -> Row:
+    return (seq, new_event_id(), 13, stamp, body)
+
+
+def _uuid4_row(seq: int, body: bytes, stamp: str) -> Row:
     return (seq, str(uuid.uuid4()), 13, stamp, body)
-
-
-def _ordered_row(seq: int, body: bytes, stamp: str) -> Row:
-    return (seq, f"{time.time_ns() // 1_000_000:012x}-{seq:023x}", 13, stamp, body)
 
 
 def _insert_rate(
@@ -169,10 +172,10 @@ def sqlite_limits(path: Path, body: bytes, rows: int, commits: int, batch: int) 
         conn.close()
     conn = _connect(path)
     try:
-        ordered_rate = _insert_rate(conn, _ordered_row, body, stamp, 0, rows, batch)
+        uuid4_rate = _insert_rate(conn, _uuid4_row, body, stamp, 0, rows, batch)
     finally:
         conn.close()
-    return SqliteFigures(commit_rate, insert_rate, read_rate, ordered_rate)
+    return SqliteFigures(commit_rate, insert_rate, read_rate, uuid4_rate)
 
 
 async def postgres_limits(url: str, body: bytes, rows: int, batch: int) -> SqliteFigures:
@@ -192,6 +195,7 @@ async def postgres_limits(url: str, body: bytes, rows: int, batch: int) -> Sqlit
         await conn.execute(
             SCHEMA.replace("events", "raw_events")
             .replace("ix_events", "ix_raw_events")
+            .replace("INTEGER NOT NULL PRIMARY KEY", "BIGINT NOT NULL PRIMARY KEY")
             .replace("DATETIME", "TIMESTAMP")
             .replace("BLOB", "BYTEA")
         )
@@ -200,7 +204,7 @@ async def postgres_limits(url: str, body: bytes, rows: int, batch: int) -> Sqlit
         commits = max(batch, rows // 50)
         started = time.perf_counter()
         for seq in range(1, commits + 1):
-            await conn.execute(insert, seq, str(uuid.uuid4()), 13, stamp, body)
+            await conn.execute(insert, seq, new_event_id(), 13, stamp, body)
         commit_rate = commits / (time.perf_counter() - started)
         seq = commits
         started = time.perf_counter()
@@ -208,7 +212,7 @@ async def postgres_limits(url: str, body: bytes, rows: int, batch: int) -> Sqlit
             async with conn.transaction():
                 await conn.executemany(
                     insert,
-                    [(seq + i + 1, str(uuid.uuid4()), 13, stamp, body) for i in range(batch)],
+                    [(seq + i + 1, new_event_id(), 13, stamp, body) for i in range(batch)],
                 )
             seq += batch
         insert_rate = (seq - commits) / (time.perf_counter() - started)

@@ -260,7 +260,7 @@ class Bench:
             sqlite_commits_per_s=raw.commits_per_s,
             sqlite_insert_rows_per_s=raw.insert_rows_per_s,
             sqlite_read_rows_per_s=raw.read_rows_per_s,
-            sqlite_ordered_id_insert_rows_per_s=raw.ordered_insert_rows_per_s,
+            sqlite_uuid4_insert_rows_per_s=raw.uuid4_insert_rows_per_s,
         )
         if self.db != "sqlite":
             async with database(self.db, self.workdir / "raw-pg") as url:

@@ -12,12 +12,14 @@ which batching (PublishEvents, and grouped single publishes) amortises.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import insert, select, text, update
+import uuid_utils
+from sqlalchemy import Dialect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store.models import Counter, Event, PublishRequest, utcnow
@@ -34,15 +36,47 @@ class StoredEvent:
     body: bytes
 
 
+def new_event_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so the unique index on ``events.id`` grows at its
+    right edge like the sequence does. Random uuid4 ids scattered every insert across the
+    whole index, which cost SQLite three quarters of its insert rate (BENCHMARKS.md)."""
+    return str(uuid_utils.uuid7())
+
+
 async def _allocate(session: AsyncSession, count: int) -> int:
     """Reserves ``count`` sequences; returns the first. Holds the counter row lock."""
-    await session.execute(
-        update(Counter).where(Counter.name == "events").values(value=Counter.value + count)
-    )
-    last = (
-        await session.execute(select(Counter.value).where(Counter.name == "events"))
-    ).scalar_one()
+    bump = update(Counter).where(Counter.name == "events").values(value=Counter.value + count)
+    if session.get_bind().dialect.update_returning:  # SQLite and PostgreSQL: one round trip
+        last = (await session.execute(bump.returning(Counter.value))).scalar_one()
+    else:
+        await session.execute(bump)
+        last = (
+            await session.execute(select(Counter.value).where(Counter.name == "events"))
+        ).scalar_one()
     return int(last) - count + 1
+
+
+def _marks(dialect: Dialect, count: int) -> list[str]:
+    """``count`` positional placeholders in the driver's own parameter style."""
+    style = dialect.paramstyle
+    if style == "numeric_dollar":
+        return [f"${i}" for i in range(1, count + 1)]
+    if style == "numeric":
+        return [f":{i}" for i in range(1, count + 1)]
+    return [{"qmark": "?", "format": "%s"}[style]] * count
+
+
+@cache
+def _insert_sql(dialect: Dialect) -> tuple[str, Callable[[Any], Any]]:
+    """The events INSERT in the driver's own parameter style, and the publish_time converter.
+
+    Publishing inserts thousands of rows a second; going to the driver's executemany with
+    plain tuples skips SQLAlchemy's per-row parameter processing, which cost more than the
+    insert itself (BENCHMARKS.md, profile of target 2).
+    """
+    sql = f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join(_marks(dialect, 5))})"
+    process = Event.__table__.c.publish_time.type.bind_processor(dialect)
+    return sql, process or (lambda value: value)
 
 
 async def find_request(session: AsyncSession, request_id: str) -> list[StoredEvent] | None:
@@ -82,24 +116,17 @@ async def append_groups(
     for items, _ in groups:
         results.append(
             [
-                StoredEvent(offset + i, str(uuid.uuid4()), etype, now, body)
+                StoredEvent(offset + i, new_event_id(), etype, now, body)
                 for i, (etype, body) in enumerate(items)
             ]
         )
         offset += len(items)
     stored = [event for group in results for event in group]
-    await session.execute(
-        insert(Event),
-        [
-            {
-                "sequence": e.sequence,
-                "id": e.id,
-                "type": e.type,
-                "publish_time": e.publish_time,
-                "body": e.body,
-            }
-            for e in stored
-        ],
+    connection = await session.connection()
+    sql, convert_time = _insert_sql(connection.dialect)
+    stamp = convert_time(now)  # one publish time for the whole group
+    await connection.exec_driver_sql(
+        sql, [(e.sequence, e.id, e.type, stamp, e.body) for e in stored]
     )
     requests = [
         PublishRequest(request_id=rid, first_sequence=group[0].sequence, count=len(group))
@@ -120,6 +147,7 @@ async def append_groups(
 
 
 _COLUMNS = (Event.sequence, Event.id, Event.type, Event.publish_time, Event.body)
+_COLUMN_LIST = ", ".join(c.key for c in _COLUMNS)
 
 
 def _rows(result: Sequence[tuple[int, str, int, datetime, bytes]]) -> list[StoredEvent]:
@@ -135,15 +163,41 @@ async def events_between(session: AsyncSession, first: int, last: int) -> list[S
     return _rows(result.all())
 
 
+@cache
+def _read_sql(dialect: Dialect, type_count: int) -> str:
+    marks = _marks(dialect, type_count + 2)
+    where = f"sequence > {marks[0]}"
+    if type_count:
+        where += f" AND type IN ({', '.join(marks[1:-1])})"
+    return (
+        f"SELECT {_COLUMN_LIST} FROM events WHERE {where} ORDER BY sequence LIMIT {marks[-1]}"
+    )
+
+
+def _aware(value: Any) -> datetime:
+    """publish_time as the driver returns it (text on SQLite) to an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
 async def read_after(
     session: AsyncSession, after: int, types: Sequence[int] | None, limit: int
 ) -> list[StoredEvent]:
-    """Events with a sequence above ``after``, of the given types (all when None)."""
-    query = select(*_COLUMNS).where(Event.sequence > after)
-    if types is not None:
-        query = query.where(Event.type.in_(types))
-    result = await session.execute(query.order_by(Event.sequence).limit(limit))
-    return _rows(result.all())
+    """Events with a sequence above ``after``, of the given types (all when None).
+
+    Every delivery loop runs this for each batch, so it goes to the driver with SQL built
+    once per shape: building, caching and processing a SQLAlchemy statement per call cost
+    more than the query itself on small batches.
+    """
+    if types is not None and not types:
+        return []
+    connection = await session.connection()
+    chosen = list(types) if types is not None else []
+    sql = _read_sql(connection.dialect, len(chosen))
+    result = await connection.exec_driver_sql(sql, (after, *chosen, limit))
+    rows: Sequence[Any] = result.all()
+    return [StoredEvent(r[0], r[1], r[2], _aware(r[3]), bytes(r[4])) for r in rows]
 
 
 async def max_sequence(session: AsyncSession) -> int:

@@ -170,7 +170,12 @@ class Event(Base):
 
     __tablename__ = "events"
 
-    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # On SQLite an INTEGER primary key is the rowid itself: the table is stored in sequence
+    # order with no separate primary key index to maintain on every insert (migration 0003).
+    sequence: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
+    # A UUIDv7 (time-ordered; see event_store.events.new_event_id).
     id: Mapped[str] = mapped_column(String(36), unique=True)
     type: Mapped[int] = mapped_column(SmallInteger)
     publish_time: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -34,7 +34,7 @@ import grpc
 
 from listener_core import errors
 from listener_core.config import ConfigError
-from listener_core.interceptor import rejecting_handler
+from listener_core.stages import Gate
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def _service(method: str) -> str:
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(Gate):
     """Refuses calls without a known token (UNAUTHENTICATED) or whose role may not call the
     method (PERMISSION_DENIED), before any request is read.
 
@@ -249,18 +249,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         return caller
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+    def refusal(self, details: grpc.HandlerCallDetails) -> BaseException | None:
+        if not self.tokens:
+            return None
         try:
-            self.check(handler_call_details.method, handler_call_details.invocation_metadata)
+            self.check(details.method, details.invocation_metadata)
         except errors.ServiceError as exc:
-            log.info("refused %s: %s", handler_call_details.method, exc.reason)
-            return rejecting_handler(handler, exc)
-        return handler
+            log.info("refused %s: %s", details.method, exc.reason)
+            return exc
+        return None
 
 
 class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 
 from listener_common import errors as sdk_errors
 from listener_core import errors
+from listener_core.stages import Layer
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +157,11 @@ def _wrap(behavior: Behavior, *, streaming_request: bool = False) -> Behavior:
     return wrapped
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(Layer):
     """Maps domain errors (and store outages) of unary-response methods to statuses."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.response_streaming:
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.response_streaming:
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

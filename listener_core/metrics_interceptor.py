@@ -15,13 +15,14 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from listener_core.auth import caller_key
 from listener_core.metrics import ServerMetrics
+from listener_core.stages import Layer
 
 log = logging.getLogger("listener.audit")
 
@@ -77,21 +78,15 @@ def resource_of(request: Any, response: Any) -> str:
     return ""
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(Layer):
     """RPC counts and latency by method and code; an audit line per admin action."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.response_streaming:
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.response_streaming:
             return handler  # streaming answers (health Watch, reflection) are not measured
-        method = handler_call_details.method
         wrap = self._wrapper(method, is_admin_action(method))
         kwargs: dict[str, Any] = {
             "request_deserializer": handler.request_deserializer,

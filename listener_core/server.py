@@ -18,6 +18,8 @@ from listener_core.config import ConfigError
 from listener_core.interceptor import ErrorInterceptor
 from listener_core.metrics import ServerMetrics
 from listener_core.metrics_interceptor import ObservabilityInterceptor
+from listener_core.pipeline import Pipeline
+from listener_core.stages import Gate, Layer
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,14 @@ Context: TypeAlias = Any
 def create_server(
     *,
     max_message_bytes: int,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    interceptors: Sequence[Layer | Gate] = (),
     metrics: ServerMetrics | None = None,
 ) -> grpc.aio.Server:
     """``metrics`` puts the RPC metrics and audit interceptor outermost, so it sees every
     call's final status."""
     observe = [ObservabilityInterceptor(metrics)] if metrics is not None else []
     return grpc.aio.server(
-        interceptors=[*observe, ErrorInterceptor(), *interceptors],
+        interceptors=[Pipeline([*observe, ErrorInterceptor(), *interceptors])],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

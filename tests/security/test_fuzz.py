@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api_server import validation
 from listener.v1 import event_pb2, event_service_pb2, listener_instance_pb2, plugin_pb2
 from tests.security.helpers import check_consistent, counts, details, secret_package, zip_of
 from tests.support.databases import sqlite_url
@@ -302,7 +303,15 @@ def _fill(draw: st.DrawFn, message: Message, depth: int) -> None:
                 continue
         elif not draw(st.booleans()):
             continue
-        if fd.type == fd.TYPE_MESSAGE:
+        if fd.type == fd.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
+            key, value = (
+                fd.message_type.fields_by_name["key"],
+                fd.message_type.fields_by_name["value"],
+            )
+            if value.type != fd.TYPE_MESSAGE:
+                entries = draw(st.dictionaries(_scalar(key), _scalar(value), max_size=3))
+                getattr(message, fd.name).update(entries)
+        elif fd.type == fd.TYPE_MESSAGE:
             if depth >= 3:
                 continue
             if fd.is_repeated:
@@ -532,3 +541,28 @@ def test_the_zip_strategies_produce_what_they_claim() -> None:
         zipfile.ZipFile(io.BytesIO(data))  # structured zips are zips; hostile only inside
 
     check()
+
+
+_REQUEST_TYPES = [
+    method.input_type
+    for file in (event_service_pb2, listener_instance_pb2, plugin_pb2)
+    for service in file.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+]
+
+
+def test_the_fast_check_agrees_with_the_walker() -> None:
+    """The validator's fast pass (no paths) must accept exactly what the walk finds clean."""
+    outcomes: Counter[bool] = Counter()
+
+    @fuzz(400)
+    @given(st.sampled_from(_REQUEST_TYPES).flatmap(random_messages))
+    def agree(request: Message) -> None:
+        walked: list[validation.Violation] = []
+        validation._walk(request, "", False, walked)
+        clean = validation._fast(request.DESCRIPTOR, False)(request)
+        assert clean == (not walked), walked
+        outcomes[clean] += 1
+
+    agree()
+    assert outcomes[True] > 20 and outcomes[False] > 20, outcomes  # both sides explored

@@ -344,10 +344,13 @@ class FakeContext:
     def peer(self) -> str:
         return "ipv4:10.1.2.3:4567"
 
+    def invocation_metadata(self) -> None:
+        return None  # an open server: the caller is its peer host
+
 
 async def test_the_limiter_gives_slots_back_even_when_a_publish_fails() -> None:
     limiter = PublishLimiter(1)
-    guard = limiter._guard(None)  # an open server: the caller is its peer host
+    guard = limiter._guard
     key = "peer:ipv4:10.1.2.3"
 
     async def ok(request: Any, context: Any) -> str:
