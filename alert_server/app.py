@@ -85,6 +85,7 @@ async def start(config: Config) -> AlertServer:
         handler_timeout=config.handler_timeout,
         batch_size=config.delivery_batch,
         poll_interval=config.poll_interval,
+        progress_interval=config.progress_interval,
         retry_base=config.retry_base,
         retry_max=config.retry_max,
     )

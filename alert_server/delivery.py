@@ -26,6 +26,7 @@ from alert_server.backoff import retry_delay
 from alert_server.convert import ALL_TYPES, to_sdk_event
 from alert_server.loader import LoadedPackage
 from alert_server.progress import ProgressWriter
+from alert_server.reads import SharedReads
 from alert_server.wakeup import SequenceSignal
 from event_store import deliveries, events
 from event_store.deliveries import Attempt, LeaseLost
@@ -43,6 +44,7 @@ class DeliverySettings:
     handler_timeout: float = 30.0
     batch_size: int = 500
     poll_interval: float = 2.0
+    progress_interval: float = 0.05
     retry_base: float = 1.0
     retry_max: float = 300.0
     # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
@@ -115,6 +117,7 @@ class InstanceRunner:
         owner: str,
         fence: int,
         progress: ProgressWriter,
+        reads: SharedReads,
     ) -> None:
         self.instance_id = instance_id
         self.package = package
@@ -144,6 +147,7 @@ class InstanceRunner:
         # a wake-up brings a newer one, so idle instances cost no queries.
         self._idle_at = -1
         self.progress = progress
+        self.reads = reads
         self._progress: asyncio.Future[None] | None = None
 
     @property
@@ -298,10 +302,7 @@ class InstanceRunner:
             return
         high = self.signal.latest
         if high > self._idle_at:
-            async with self.store.reader() as session:
-                batch = await events.read_after(
-                    session, self.cursor, self.types, self.settings.batch_size
-                )
+            batch = await self.reads.read_after(self.cursor, self.types, self.settings.batch_size)
         else:
             batch = []  # nothing committed since the last empty read: no query
         if not batch:

@@ -26,6 +26,7 @@ from alert_server.loader import LoadedPackage, PackageLoader, Residue
 from alert_server.package_cache import PackageCache
 from alert_server.process_plugin import ProcessSettings
 from alert_server.progress import ProgressWriter
+from alert_server.reads import SharedReads
 from alert_server.wakeup import SequenceSignal
 from event_store import catalog, deliveries, leases
 from event_store.models import Delivery, ListenerInstance, Plugin, utcnow
@@ -95,7 +96,8 @@ class PluginHost:
         self.cache = PackageCache(cache_dir, store)
         self.signal = signal
         self.settings = settings
-        self.progress = ProgressWriter(store)
+        self.progress = ProgressWriter(store, min_interval=settings.progress_interval)
+        self.reads = SharedReads(store)
         self.loader = PackageLoader(
             process or ProcessSettings(call_timeout=settings.handler_timeout)
         )
@@ -377,6 +379,7 @@ class PluginHost:
             self.server_id,
             fence,
             self.progress,
+            self.reads,
         )
         self.runners[inst.id] = runner
         runner.start()

@@ -7,6 +7,10 @@ and carry on; one task writes all changed cursors together as soon as the previo
 ended. At least once still holds: a crash redelivers at most the events of one unwritten
 cursor. Before any other write of its own (a failure, a park), a runner waits for its
 pending progress, so the two never overwrite each other out of order.
+
+Writes are at least ``min_interval`` apart: writing again the moment the last write ended
+kept the store's write lock busy while events flowed, and publishers (who need that lock
+for every commit) waited on it.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ class _Entry:
 
 
 class ProgressWriter:
-    def __init__(self, store: Store, retry_delay: float = 0.5) -> None:
+    def __init__(self, store: Store, retry_delay: float = 0.5, min_interval: float = 0.0) -> None:
         self.store = store
         self.retry_delay = retry_delay
+        self.min_interval = min_interval
         self._pending: dict[str, _Entry] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -83,6 +88,8 @@ class ProgressWriter:
             if self._pending and not await self._flush():
                 await asyncio.sleep(self.retry_delay)
                 self._wake.set()
+            elif self.min_interval > 0:
+                await asyncio.sleep(self.min_interval)
 
     async def _flush(self) -> bool:
         """One write of everything pending. A method of its own, so that no entry (and

@@ -169,9 +169,7 @@ def _read_sql(dialect: Dialect, type_count: int) -> str:
     where = f"sequence > {marks[0]}"
     if type_count:
         where += f" AND type IN ({', '.join(marks[1:-1])})"
-    return (
-        f"SELECT {_COLUMN_LIST} FROM events WHERE {where} ORDER BY sequence LIMIT {marks[-1]}"
-    )
+    return f"SELECT {_COLUMN_LIST} FROM events WHERE {where} ORDER BY sequence LIMIT {marks[-1]}"
 
 
 def _aware(value: Any) -> datetime:

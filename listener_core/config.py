@@ -42,6 +42,9 @@ class Config:
     delivery_batch: int = 500
     # Fallback poll for new events when no wake-up arrives (seconds).
     poll_interval: float = 2.0
+    # Shortest time between two writes of the delivery cursors (seconds). Fewer writes keep
+    # the store's write lock free for publishers; a crash redelivers at most this much.
+    progress_interval: float = 0.05
     # Retry backoff of a failed head event: base * 2**(attempt-1), capped, with jitter.
     retry_base: float = 1.0
     retry_max: float = 300.0

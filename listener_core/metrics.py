@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -190,17 +191,24 @@ class AlertMetrics(ServerMetrics):
         self.registry.register(_InstanceCollector(source))
 
     def delivered(self, instance_id: str, publish_times: Iterable[datetime]) -> None:
-        """Counts a delivered batch and observes each event's publish-to-delivery latency."""
+        """Counts a delivered batch and observes each event's publish-to-delivery latency.
+
+        Events published together share a publish time, so a batch is observed once per run
+        of equal times, weighted by its length (one observe per event cost a tenth of the
+        alert server's CPU with many instances)."""
         now = time.time()
-        observe = self.delivery_latency.observe
-        n = 0
+        total = 0
+        runs: list[list[Any]] = []  # [publish time, count]
         for published in publish_times:
-            if published.tzinfo is None:
-                published = published.replace(tzinfo=UTC)
-            observe(max(0.0, now - published.timestamp()))
-            n += 1
-        if n:
-            self.events_delivered.labels(instance_id).inc(n)
+            total += 1
+            if runs and runs[-1][0] == published:
+                runs[-1][1] += 1
+            else:
+                runs.append([published, 1])
+        for published, count in runs:
+            _observe_many(self.delivery_latency, now, published, count)
+        if total:
+            self.events_delivered.labels(instance_id).inc(total)
 
     def failed(self, instance_id: str) -> None:
         self.delivery_failures.labels(instance_id).inc()
@@ -210,6 +218,23 @@ class AlertMetrics(ServerMetrics):
 
     def plugin_loaded(self, seconds: float) -> None:
         self.plugin_load_seconds.observe(seconds)
+
+
+def _observe_many(histogram: Histogram, now: float, published: datetime, count: int) -> None:
+    """``count`` observations of the latency since ``published``, in one step."""
+    if published.tzinfo is None:
+        published = published.replace(tzinfo=UTC)
+    amount = max(0.0, now - published.timestamp())
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if bounds is None or count == 1:  # prometheus_client's internals moved: the plain way
+        for _ in range(count):
+            histogram.observe(amount)
+        return
+    histogram._sum.inc(amount * count)
+    for i, bound in enumerate(bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(count)
+            break
 
 
 class NullMetrics:

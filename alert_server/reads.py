@@ -1,0 +1,62 @@
+"""Reads of the event log shared by every delivery runner of an alert server.
+
+Runners that stand at the same place read the same rows: after a publish, every caught-up
+instance wakes and asks for "the events after N". One query answers all of them: a read
+already in flight is joined, and the last few non-empty answers are kept for runners that
+ask a moment later. With 100 instances that was 99 of every 100 queries (and their row
+conversion) saved, which the publish rate with many instances depends on (BENCHMARKS.md).
+
+A kept answer is never wrong: committed events are immutable and committed sequences form a
+prefix, so an answer for "after N" is a prefix of any later answer for it. Empty answers are
+not kept, so a runner never goes idle on a stale "nothing new".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from event_store import events
+from event_store.events import StoredEvent
+from event_store.store import Store
+
+_Key = tuple[int, tuple[int, ...] | None, int]
+
+
+class SharedReads:
+    def __init__(self, store: Store, keep: int = 16) -> None:
+        self.store = store
+        self.keep = keep
+        self._in_flight: dict[_Key, asyncio.Future[list[StoredEvent]]] = {}
+        self._recent: OrderedDict[_Key, list[StoredEvent]] = OrderedDict()
+        self.queries = 0  # for tests and the bench: how many reads reached the store
+
+    async def read_after(
+        self, after: int, types: Sequence[int] | None, limit: int
+    ) -> list[StoredEvent]:
+        """The events after ``after`` of ``types`` (all when None), at most ``limit``."""
+        key: _Key = (after, tuple(types) if types is not None else None, limit)
+        kept = self._recent.get(key)
+        if kept is not None:
+            return kept
+        pending = self._in_flight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._query(key))
+            self._in_flight[key] = pending
+        # shield: one runner cancelled (stopped, swapped) must not cancel the others' read.
+        return await asyncio.shield(pending)
+
+    async def _query(self, key: _Key) -> list[StoredEvent]:
+        after, types, limit = key
+        try:
+            self.queries += 1
+            async with self.store.reader() as session:
+                found = await events.read_after(session, after, types, limit)
+        finally:
+            del self._in_flight[key]
+        if found:
+            self._recent[key] = found
+            while len(self._recent) > self.keep:
+                self._recent.popitem(last=False)
+        return found

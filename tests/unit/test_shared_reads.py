@@ -1,0 +1,59 @@
+"""Runners at the same place share one read; a kept answer never hides newer events."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alert_server.reads import SharedReads
+from event_store import events
+from event_store.store import Store
+from tests.support.databases import sqlite_url
+
+
+async def _publish(store: Store, count: int) -> None:
+    async with store.transaction() as session:
+        await events.append_groups(session, [([(20, b"x")] * count, "")])
+
+
+async def test_concurrent_reads_of_one_range_are_one_query(tmp_path: Path) -> None:
+    store = await Store.open(sqlite_url(tmp_path))
+    try:
+        await _publish(store, 5)
+        reads = SharedReads(store)
+        answers = await asyncio.gather(*(reads.read_after(0, None, 100) for _ in range(50)))
+        assert reads.queries == 1
+        assert all([e.sequence for e in a] == [1, 2, 3, 4, 5] for a in answers)
+        # A runner asking a moment later gets the kept answer; another range is a new query.
+        assert len(await reads.read_after(0, None, 100)) == 5
+        assert [e.sequence for e in await reads.read_after(2, None, 100)] == [3, 4, 5]
+        assert [e.sequence for e in await reads.read_after(0, [21], 100)] == []
+        assert reads.queries == 3
+    finally:
+        await store.close()
+
+
+async def test_empty_answers_are_not_kept(tmp_path: Path) -> None:
+    store = await Store.open(sqlite_url(tmp_path))
+    try:
+        reads = SharedReads(store)
+        assert await reads.read_after(0, None, 10) == []
+        await _publish(store, 2)
+        assert [e.sequence for e in await reads.read_after(0, None, 10)] == [1, 2]
+    finally:
+        await store.close()
+
+
+async def test_one_cancelled_reader_does_not_cancel_the_others(tmp_path: Path) -> None:
+    store = await Store.open(sqlite_url(tmp_path))
+    try:
+        await _publish(store, 3)
+        reads = SharedReads(store)
+        first = asyncio.create_task(reads.read_after(0, None, 10))
+        second = asyncio.create_task(reads.read_after(0, None, 10))
+        await asyncio.sleep(0)
+        first.cancel()
+        assert [e.sequence for e in await second] == [1, 2, 3]
+        assert reads.queries == 1
+    finally:
+        await store.close()
