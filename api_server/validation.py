@@ -122,6 +122,7 @@ class _Step:
     enum_name: str = ""
     in_event: bool = False
     oneof: str = ""
+    message: Any = None  # the descriptor of a "message" step's type
 
 
 @dataclass
@@ -160,7 +161,15 @@ def _plan(desc: Any, in_event: bool) -> _Plan:
             steps.append(_Step(fd.name, "timestamp", repeated, max_items, oneof=oneof))
         elif sub is not None and sub.full_name not in _OPAQUE and _plan(sub, in_event):
             steps.append(
-                _Step(fd.name, "message", repeated, max_items, in_event=in_event, oneof=oneof)
+                _Step(
+                    fd.name,
+                    "message",
+                    repeated,
+                    max_items,
+                    in_event=in_event,
+                    oneof=oneof,
+                    message=sub,
+                )
             )
         elif fd.type == fd.TYPE_ENUM and fd.enum_type is not None:
             steps.append(
@@ -257,8 +266,15 @@ def _map_ok(values: Mapping[str, str]) -> bool:
 def _value_ok(step: _Step) -> _Ok:
     """Checks one value of the step's field (an item, for a repeated field)."""
     if step.kind == "message":
-        in_event = step.in_event
-        return lambda value: _fast(value.DESCRIPTOR, in_event)(value)
+        desc, in_event = step.message, step.in_event
+        resolved: list[_Ok] = []  # looked up at the first call: plans may be recursive
+
+        def message_ok(value: Any) -> bool:
+            if not resolved:
+                resolved.append(_fast(desc, in_event))
+            return resolved[0](value)
+
+        return message_ok
     if step.kind == "timestamp":
         return _timestamp_ok
     if step.kind == "enum":

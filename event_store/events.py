@@ -75,7 +75,10 @@ def _insert_sql(dialect: Dialect) -> tuple[str, Callable[[Any], Any]]:
     insert itself (BENCHMARKS.md, profile of target 2).
     """
     sql = f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join(_marks(dialect, 5))})"
-    process = Event.__table__.c.publish_time.type.bind_processor(dialect)
+    # dialect_impl: the decorator over the dialect's own DATETIME (text on SQLite, written
+    # as SQLAlchemy writes it everywhere else), not over the generic DateTime.
+    column_type = Event.__table__.c.publish_time.type
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
     return sql, process or (lambda value: value)
 
 
