@@ -84,7 +84,7 @@ class Stopped(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    if type(exc) is TimeoutError and not exc.args:  # asyncio.wait_for's, not a plugin's own
+    if type(exc) is TimeoutError and not exc.args:  # asyncio's timeout, not a plugin's own
         return "handler timed out"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -97,6 +97,14 @@ def _call_error(exc: BaseException, event: events.StoredEvent, what: str) -> Plu
         retry_after=exc.retry_after if isinstance(exc, DeliveryError) else None,
         permanent=isinstance(exc, DeliveryError) and exc.permanent,
     )
+
+
+def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:
+    """How many events of the batch (ordered by sequence) go up to ``sequence``: usually
+    all of them. By sequence, not ``batch.index(event)``, which compares whole events."""
+    if batch[-1].sequence == sequence:
+        return len(batch)
+    return next(i for i, e in enumerate(batch) if e.sequence == sequence) + 1
 
 
 def _now_iso() -> str:
@@ -326,16 +334,16 @@ class InstanceRunner:
         if delivered > self.cursor:
             self.cursor = delivered
             self.attempts, self.last_error, self.next_attempt = 0, "", None
-            last = next(e for e in batch if e.sequence == delivered)
+            count = _count_through(batch, delivered)
+            last = batch[count - 1]
             history = deliveries.push_attempt(
-                self._history,
-                Attempt(_now_iso(), _ms(started), delivered, last.id, 1 + batch.index(last)),
+                self._history, Attempt(_now_iso(), _ms(started), delivered, last.id, count)
             )
             self._progress = self.progress.submit(
                 self.instance_id, self.owner, self.fence, delivered, history, self._lost
             )
             self.settings.metrics.delivered(
-                self.instance_id, (e.publish_time for e in batch[: 1 + batch.index(last)])
+                self.instance_id, (e.publish_time for e in batch[:count])
             )
         if failure is not None:
             raise failure
@@ -353,7 +361,8 @@ class InstanceRunner:
             if supports_batch(plugin):
                 try:
                     sdk_events = [to_sdk_event(e) for e in batch]
-                    await asyncio.wait_for(deliver_batch(plugin, sdk_events), timeout)
+                    async with asyncio.timeout(timeout):  # no task per call, as wait_for makes
+                        await deliver_batch(plugin, sdk_events)
                 except Exception as exc:
                     head = batch[0]
                     return delivered, _call_error(
@@ -364,7 +373,8 @@ class InstanceRunner:
                 return batch[-1].sequence, None
             for stored in batch:
                 try:
-                    await asyncio.wait_for(plugin.on_event(to_sdk_event(stored)), timeout)
+                    async with asyncio.timeout(timeout):
+                        await plugin.on_event(to_sdk_event(stored))
                 except Exception as exc:
                     return delivered, _call_error(
                         exc, stored, f"event {stored.id} (sequence {stored.sequence})"
@@ -422,7 +432,7 @@ class InstanceRunner:
             self.attempts,
             self.last_error,
         )
-        history = deliveries.push_attempt(self._history, attempt)
+        history = deliveries.history_json(deliveries.push_attempt(self._history, attempt))
         self.settings.metrics.failed(self.instance_id)
         ids = {"instance": self.instance_id, "event_id": attempt.event_id, "attempt": self.attempts}
         if event is not None and self.policy.parks(self.attempts, exc.permanent):

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from event_store import deliveries
 from event_store.store import Store
@@ -33,7 +34,7 @@ class _Entry:
     owner: str
     fence: int
     sequence: int
-    history: str
+    history: list[dict[str, Any]]  # serialized only when written
     on_lost: Callable[[], None]
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -55,7 +56,7 @@ class ProgressWriter:
         owner: str,
         fence: int,
         sequence: int,
-        history: str,
+        history: list[dict[str, Any]],
         on_lost: Callable[[], None],
     ) -> asyncio.Future[None]:
         """Queues a cursor; returns a future done once it is written (or refused)."""
@@ -116,7 +117,16 @@ class ProgressWriter:
         async with self.store.transaction() as session:
             refused = await deliveries.record_progress_many(
                 session,
-                [(e.instance_id, e.owner, e.fence, e.sequence, e.history) for e in entries],
+                [
+                    (
+                        e.instance_id,
+                        e.owner,
+                        e.fence,
+                        e.sequence,
+                        deliveries.history_json(e.history),
+                    )
+                    for e in entries
+                ],
             )
         return {e for e in entries if e.instance_id in refused}
 

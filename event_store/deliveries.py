@@ -39,10 +39,15 @@ class Attempt:
     error: str = ""
 
 
-def push_attempt(history: list[dict[str, Any]], attempt: Attempt) -> str:
-    """Prepends an attempt to an instance's history; returns the capped JSON."""
+def push_attempt(history: list[dict[str, Any]], attempt: Attempt) -> list[dict[str, Any]]:
+    """Prepends an attempt to an instance's history (capped); returns a snapshot of it, to
+    serialize with :func:`history_json` when it is written (often never: superseded)."""
     history.insert(0, asdict(attempt))
     del history[KEEP_ATTEMPTS:]
+    return list(history)
+
+
+def history_json(history: list[dict[str, Any]]) -> str:
     return json.dumps(history)
 
 

@@ -19,8 +19,8 @@ from functools import cache
 from typing import Any
 
 import uuid_utils
-from sqlalchemy import Dialect, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Dialect, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from event_store.models import Counter, Event, PublishRequest, utcnow
 
@@ -43,15 +43,15 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-async def _allocate(session: AsyncSession, count: int) -> int:
+async def _allocate(connection: AsyncConnection, count: int) -> int:
     """Reserves ``count`` sequences; returns the first. Holds the counter row lock."""
-    bump = update(Counter).where(Counter.name == "events").values(value=Counter.value + count)
-    if session.get_bind().dialect.update_returning:  # SQLite and PostgreSQL: one round trip
-        last = (await session.execute(bump.returning(Counter.value))).scalar_one()
+    sql = _counter_sql(connection.dialect)
+    if connection.dialect.update_returning:  # SQLite and PostgreSQL: one round trip
+        last = (await connection.exec_driver_sql(sql, (count,))).scalar_one()
     else:
-        await session.execute(bump)
+        await connection.exec_driver_sql(sql, (count,))
         last = (
-            await session.execute(select(Counter.value).where(Counter.name == "events"))
+            await connection.exec_driver_sql("SELECT value FROM counters WHERE name = 'events'")
         ).scalar_one()
     return int(last) - count + 1
 
@@ -77,9 +77,29 @@ def _insert_sql(dialect: Dialect) -> tuple[str, Callable[[Any], Any]]:
     sql = f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join(_marks(dialect, 5))})"
     # dialect_impl: the decorator over the dialect's own DATETIME (text on SQLite, written
     # as SQLAlchemy writes it everywhere else), not over the generic DateTime.
+    return sql, _time_converter(dialect)
+
+
+def _time_converter(dialect: Dialect) -> Callable[[Any], Any]:
     column_type = Event.__table__.c.publish_time.type
     process = column_type.dialect_impl(dialect).bind_processor(dialect)
-    return sql, process or (lambda value: value)
+    return process or (lambda value: value)
+
+
+@cache
+def _counter_sql(dialect: Dialect) -> str:
+    [mark] = _marks(dialect, 1)
+    sql = f"UPDATE counters SET value = value + {mark} WHERE name = 'events'"
+    return sql + " RETURNING value" if dialect.update_returning else sql
+
+
+@cache
+def _request_sql(dialect: Dialect) -> str:
+    marks = ", ".join(_marks(dialect, 4))
+    return (
+        "INSERT INTO publish_requests (request_id, first_sequence, count, create_time) "
+        f"VALUES ({marks})"
+    )
 
 
 async def find_request(session: AsyncSession, request_id: str) -> list[StoredEvent] | None:
@@ -97,22 +117,18 @@ async def find_requests(session: AsyncSession, request_ids: Sequence[str]) -> se
     return set((await session.execute(query)).scalars().all())
 
 
-async def append(
-    session: AsyncSession, items: Sequence[tuple[int, bytes]], request_id: str = ""
-) -> list[StoredEvent]:
-    """Appends events (type number, serialized body) in order, inside the caller's
-    transaction. The caller must commit before acknowledging the publisher."""
-    [stored] = await append_groups(session, [(items, request_id)])
-    return stored
-
-
 async def append_groups(
-    session: AsyncSession, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]]
+    connection: AsyncConnection, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]]
 ) -> list[list[StoredEvent]]:
-    """Appends several publishes in one transaction (group commit): one counter update and
-    one multi-row insert for all of them; each keeps its own request_id."""
+    """Appends several publishes (type number and serialized body of each event, and the
+    publish's request_id or "") in the caller's transaction, which must commit before any
+    publisher is acknowledged. One counter update and one multi-row insert for all of them.
+
+    Driver-level SQL throughout, on a plain connection: this runs once per group commit, and
+    the ORM's bulk update and unit of work cost more than the statements themselves."""
+    dialect = connection.dialect
     total = sum(len(items) for items, _ in groups)
-    first = await _allocate(session, total)
+    first = await _allocate(connection, total)
     now = utcnow()
     results: list[list[StoredEvent]] = []
     offset = first
@@ -124,27 +140,25 @@ async def append_groups(
             ]
         )
         offset += len(items)
-    stored = [event for group in results for event in group]
-    connection = await session.connection()
-    sql, convert_time = _insert_sql(connection.dialect)
+    sql, convert_time = _insert_sql(dialect)
     stamp = convert_time(now)  # one publish time for the whole group
     await connection.exec_driver_sql(
-        sql, [(e.sequence, e.id, e.type, stamp, e.body) for e in stored]
+        sql, [(e.sequence, e.id, e.type, stamp, e.body) for group in results for e in group]
     )
     requests = [
-        PublishRequest(request_id=rid, first_sequence=group[0].sequence, count=len(group))
+        (rid, group[0].sequence, len(group), stamp)
         for (_, rid), group in zip(groups, results, strict=True)
         if rid
     ]
     if requests:
-        session.add_all(requests)
-        await session.flush()
-    if session.get_bind().dialect.name == "postgresql":
+        await connection.exec_driver_sql(_request_sql(dialect), requests)
+    if dialect.name == "postgresql":
         # Delivered by PostgreSQL at commit, to every alert server LISTENing (a second
         # wake-up path next to the API server's Notify call).
-        await session.execute(
-            text("SELECT pg_notify(:channel, :seq)"),
-            {"channel": NOTIFY_CHANNEL, "seq": str(stored[-1].sequence)},
+        channel, sequence = _marks(dialect, 2)
+        await connection.exec_driver_sql(
+            f"SELECT pg_notify({channel}, {sequence})",
+            (NOTIFY_CHANNEL, str(results[-1][-1].sequence)),
         )
     return results
 

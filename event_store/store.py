@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from event_store.engine import create_engine
 from event_store.migrate import upgrade_schema
@@ -44,6 +44,13 @@ class Store:
         """A session whose transaction commits on normal exit and rolls back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A plain connection in a transaction (commits on normal exit): for the hot write
+        paths that need no ORM session."""
+        async with self.engine.begin() as connection:
+            yield connection
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:

@@ -12,8 +12,8 @@ from tests.support.databases import sqlite_url
 
 
 async def _publish(store: Store, count: int) -> None:
-    async with store.transaction() as session:
-        await events.append_groups(session, [([(20, b"x")] * count, "")])
+    async with store.write_connection() as connection:
+        await events.append_groups(connection, [([(20, b"x")] * count, "")])
 
 
 async def test_concurrent_reads_of_one_range_are_one_query(tmp_path: Path) -> None:
