@@ -239,6 +239,12 @@ class InstanceRunner:
 
     # -- state ----------------------------------------------------------------------------
 
+    def preload(self, row: Delivery, inst: ListenerInstance, redeliver: list[int]) -> None:
+        """Starts from state the host read for many instances at once (at start, 1,000
+        instances cost three queries instead of three each); checked as _load_state does."""
+        if row.owner == self.owner:
+            self._apply_state(row, inst, redeliver)
+
     async def _load_state(self) -> None:
         await self._flush_progress()
         async with self.store.reader() as session:
@@ -246,7 +252,11 @@ class InstanceRunner:
             inst = await session.get(ListenerInstance, self.instance_id)
             if row is None or inst is None or row.owner != self.owner:
                 raise Stopped()
-            self._redeliver = await deliveries.redeliveries(session, self.instance_id)
+            redeliver = await deliveries.redeliveries(session, self.instance_id)
+        self._apply_state(row, inst, redeliver)
+
+    def _apply_state(self, row: Delivery, inst: ListenerInstance, redeliver: list[int]) -> None:
+        self._redeliver = redeliver
         self.fence = row.fence
         self.cursor = row.delivered_seq
         self.attempts = row.attempts

@@ -6,7 +6,7 @@ Each function runs inside the caller's transaction and raises the domain errors 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,6 +70,18 @@ async def list_plugins(session: AsyncSession, after_id: str, limit: int) -> Sequ
 
 async def all_plugins(session: AsyncSession) -> Sequence[Plugin]:
     return (await session.execute(select(Plugin).order_by(Plugin.id))).scalars().all()
+
+
+async def plugins_by_id(session: AsyncSession, plugin_ids: Iterable[str]) -> dict[str, Plugin]:
+    query = select(Plugin).where(Plugin.id.in_(list(plugin_ids)))
+    return {p.id: p for p in (await session.execute(query)).scalars()}
+
+
+async def instances_by_id(
+    session: AsyncSession, instance_ids: Sequence[str]
+) -> dict[str, ListenerInstance]:
+    query = select(ListenerInstance).where(ListenerInstance.id.in_(instance_ids))
+    return {i.id: i for i in (await session.execute(query)).scalars()}
 
 
 async def instance_ids_of_plugin(session: AsyncSession, plugin_id: str) -> list[str]:

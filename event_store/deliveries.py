@@ -222,6 +222,28 @@ async def redeliveries(session: AsyncSession, instance_id: str) -> list[int]:
     return list((await session.execute(query)).scalars().all())
 
 
+async def deliveries_by_id(
+    session: AsyncSession, instance_ids: Sequence[str]
+) -> dict[str, Delivery]:
+    query = select(Delivery).where(Delivery.instance_id.in_(instance_ids))
+    return {d.instance_id: d for d in (await session.execute(query)).scalars()}
+
+
+async def redeliveries_of(
+    session: AsyncSession, instance_ids: Sequence[str]
+) -> dict[str, list[int]]:
+    """:func:`redeliveries` of many instances in one query (those with none are absent)."""
+    query = (
+        select(ParkedEvent.instance_id, ParkedEvent.sequence)
+        .where(ParkedEvent.instance_id.in_(instance_ids), ParkedEvent.redeliver == 1)
+        .order_by(ParkedEvent.instance_id, ParkedEvent.sequence)
+    )
+    found: dict[str, list[int]] = {}
+    for instance_id, sequence in await session.execute(query):
+        found.setdefault(instance_id, []).append(sequence)
+    return found
+
+
 async def note_start_failure(
     session: AsyncSession, instance_id: str, owner: str, error: str
 ) -> None:
