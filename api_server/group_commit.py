@@ -112,10 +112,7 @@ class GroupCommitter:
                     seen.add(item.request_id)  # a second one in this group repeats it
         if fresh:
             try:
-                async with self.store.write_connection() as connection:
-                    results = await events.append_groups(
-                        connection, [(p.items, p.request_id) for p in fresh]
-                    )
+                results = await self.store.append_groups([(p.items, p.request_id) for p in fresh])
             except sa_exc.IntegrityError:
                 if len(fresh) == 1 or not request_ids:
                     raise

@@ -45,7 +45,7 @@ def new_event_id() -> str:
 
 async def _allocate(connection: AsyncConnection, count: int) -> int:
     """Reserves ``count`` sequences; returns the first. Holds the counter row lock."""
-    sql = _counter_sql(connection.dialect)
+    sql = counter_sql(connection.dialect)
     if connection.dialect.update_returning:  # SQLite and PostgreSQL: one round trip
         last = (await connection.exec_driver_sql(sql, (count,))).scalar_one()
     else:
@@ -87,7 +87,9 @@ def _time_converter(dialect: Dialect) -> Callable[[Any], Any]:
 
 
 @cache
-def _counter_sql(dialect: Dialect) -> str:
+def counter_sql(dialect: Dialect) -> str:
+    """Bumps the sequence counter by its one parameter; RETURNING the new value where the
+    database has it."""
     [mark] = _marks(dialect, 1)
     sql = f"UPDATE counters SET value = value + {mark} WHERE name = 'events'"
     return sql + " RETURNING value" if dialect.update_returning else sql
@@ -117,18 +119,22 @@ async def find_requests(session: AsyncSession, request_ids: Sequence[str]) -> se
     return set((await session.execute(query)).scalars().all())
 
 
-async def append_groups(
-    connection: AsyncConnection, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]]
-) -> list[list[StoredEvent]]:
-    """Appends several publishes (type number and serialized body of each event, and the
-    publish's request_id or "") in the caller's transaction, which must commit before any
-    publisher is acknowledged. One counter update and one multi-row insert for all of them.
+@dataclass(frozen=True, slots=True)
+class AppendPlan:
+    """What one group commit writes, once its first sequence is allocated: the statements
+    and rows, and the stored events each publish gets back. Shared by the async path and
+    the SQLite writer thread (event_store.sqlite_writer)."""
 
-    Driver-level SQL throughout, on a plain connection: this runs once per group commit, and
-    the ORM's bulk update and unit of work cost more than the statements themselves."""
-    dialect = connection.dialect
-    total = sum(len(items) for items, _ in groups)
-    first = await _allocate(connection, total)
+    results: list[list[StoredEvent]]
+    event_sql: str
+    event_rows: list[tuple[Any, ...]]
+    request_sql: str
+    request_rows: list[tuple[Any, ...]]
+
+
+def plan_append(
+    dialect: Dialect, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]], first: int
+) -> AppendPlan:
     now = utcnow()
     results: list[list[StoredEvent]] = []
     offset = first
@@ -142,16 +148,36 @@ async def append_groups(
         offset += len(items)
     sql, convert_time = _insert_sql(dialect)
     stamp = convert_time(now)  # one publish time for the whole group
-    await connection.exec_driver_sql(
-        sql, [(e.sequence, e.id, e.type, stamp, e.body) for group in results for e in group]
-    )
     requests = [
         (rid, group[0].sequence, len(group), stamp)
         for (_, rid), group in zip(groups, results, strict=True)
         if rid
     ]
-    if requests:
-        await connection.exec_driver_sql(_request_sql(dialect), requests)
+    return AppendPlan(
+        results,
+        sql,
+        [(e.sequence, e.id, e.type, stamp, e.body) for group in results for e in group],
+        _request_sql(dialect),
+        requests,
+    )
+
+
+async def append_groups(
+    connection: AsyncConnection, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]]
+) -> list[list[StoredEvent]]:
+    """Appends several publishes (type number and serialized body of each event, and the
+    publish's request_id or "") in the caller's transaction, which must commit before any
+    publisher is acknowledged. One counter update and one multi-row insert for all of them.
+
+    Driver-level SQL throughout, on a plain connection: this runs once per group commit, and
+    the ORM's bulk update and unit of work cost more than the statements themselves."""
+    dialect = connection.dialect
+    first = await _allocate(connection, sum(len(items) for items, _ in groups))
+    plan = plan_append(dialect, groups, first)
+    await connection.exec_driver_sql(plan.event_sql, plan.event_rows)
+    if plan.request_rows:
+        await connection.exec_driver_sql(plan.request_sql, plan.request_rows)
+    results = plan.results
     if dialect.name == "postgresql":
         # Delivered by PostgreSQL at commit, to every alert server LISTENing (a second
         # wake-up path next to the API server's Notify call).
