@@ -97,7 +97,7 @@ class PluginHost:
         self.signal = signal
         self.settings = settings
         self.progress = ProgressWriter(store, min_interval=settings.progress_interval)
-        self.reads = SharedReads(store)
+        self.reads = SharedReads(store, signal)
         self.loader = PackageLoader(
             process or ProcessSettings(call_timeout=settings.handler_timeout)
         )

@@ -8,7 +8,10 @@ conversion) saved, which the publish rate with many instances depends on (BENCHM
 
 A kept answer is never wrong: committed events are immutable and committed sequences form a
 prefix, so an answer for "after N" is a prefix of any later answer for it. Empty answers are
-not kept, so a runner never goes idle on a stale "nothing new".
+not kept, so a runner never goes idle on a stale "nothing new"; for the same reason a runner
+joins a read in flight only if that read began after the newest sequence the runner knows
+of had been announced (a read begun earlier may miss it, and the runner would then wait for
+a wake-up that already came).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from alert_server.wakeup import SequenceSignal
 from event_store import events
 from event_store.events import StoredEvent
 from event_store.store import Store
@@ -25,10 +29,12 @@ _Key = tuple[int, tuple[int, ...] | None, int]
 
 
 class SharedReads:
-    def __init__(self, store: Store, keep: int = 16) -> None:
+    def __init__(self, store: Store, signal: SequenceSignal, keep: int = 16) -> None:
         self.store = store
+        self.signal = signal
         self.keep = keep
-        self._in_flight: dict[_Key, asyncio.Future[list[StoredEvent]]] = {}
+        # Each read in flight, with the newest announced sequence when it began.
+        self._in_flight: dict[_Key, tuple[asyncio.Future[list[StoredEvent]], int]] = {}
         self._recent: OrderedDict[_Key, list[StoredEvent]] = OrderedDict()
         self.queries = 0  # for tests and the bench: how many reads reached the store
 
@@ -40,21 +46,27 @@ class SharedReads:
         kept = self._recent.get(key)
         if kept is not None:
             return kept
-        pending = self._in_flight.get(key)
-        if pending is None:
+        running = self._in_flight.get(key)
+        known = self.signal.latest
+        if running is not None and running[1] >= known:
+            pending = running[0]
+        else:
             pending = asyncio.ensure_future(self._query(key))
-            self._in_flight[key] = pending
+            self._in_flight[key] = (pending, known)
         # shield: one runner cancelled (stopped, swapped) must not cancel the others' read.
         return await asyncio.shield(pending)
 
     async def _query(self, key: _Key) -> list[StoredEvent]:
         after, types, limit = key
+        me = asyncio.current_task()
         try:
             self.queries += 1
             async with self.store.reader() as session:
                 found = await events.read_after(session, after, types, limit)
         finally:
-            del self._in_flight[key]
+            running = self._in_flight.get(key)
+            if running is not None and running[0] is me:  # not a newer read of the same key
+                del self._in_flight[key]
         if found:
             self._recent[key] = found
             while len(self._recent) > self.keep:

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from alert_server.reads import SharedReads
+from alert_server.wakeup import SequenceSignal
 from event_store import events
 from event_store.store import Store
 from tests.support.databases import sqlite_url
@@ -20,7 +21,7 @@ async def test_concurrent_reads_of_one_range_are_one_query(tmp_path: Path) -> No
     store = await Store.open(sqlite_url(tmp_path))
     try:
         await _publish(store, 5)
-        reads = SharedReads(store)
+        reads = SharedReads(store, SequenceSignal())
         answers = await asyncio.gather(*(reads.read_after(0, None, 100) for _ in range(50)))
         assert reads.queries == 1
         assert all([e.sequence for e in a] == [1, 2, 3, 4, 5] for a in answers)
@@ -36,7 +37,7 @@ async def test_concurrent_reads_of_one_range_are_one_query(tmp_path: Path) -> No
 async def test_empty_answers_are_not_kept(tmp_path: Path) -> None:
     store = await Store.open(sqlite_url(tmp_path))
     try:
-        reads = SharedReads(store)
+        reads = SharedReads(store, SequenceSignal())
         assert await reads.read_after(0, None, 10) == []
         await _publish(store, 2)
         assert [e.sequence for e in await reads.read_after(0, None, 10)] == [1, 2]
@@ -48,12 +49,32 @@ async def test_one_cancelled_reader_does_not_cancel_the_others(tmp_path: Path) -
     store = await Store.open(sqlite_url(tmp_path))
     try:
         await _publish(store, 3)
-        reads = SharedReads(store)
+        reads = SharedReads(store, SequenceSignal())
         first = asyncio.create_task(reads.read_after(0, None, 10))
         second = asyncio.create_task(reads.read_after(0, None, 10))
         await asyncio.sleep(0)
         first.cancel()
         assert [e.sequence for e in await second] == [1, 2, 3]
         assert reads.queries == 1
+    finally:
+        await store.close()
+
+
+async def test_a_read_begun_before_the_latest_wake_up_is_not_joined(tmp_path: Path) -> None:
+    """A runner that knows of sequence N must not take the answer of a read that may have
+    begun before N was committed: it could be empty, and the runner would wait for a
+    wake-up that already came."""
+    store = await Store.open(sqlite_url(tmp_path))
+    try:
+        signal = SequenceSignal()
+        reads = SharedReads(store, signal)
+        early = asyncio.create_task(reads.read_after(0, None, 10))
+        await asyncio.sleep(0)  # its query is in flight, begun when nothing was announced
+        await _publish(store, 2)
+        signal.bump(2)
+        late = await reads.read_after(0, None, 10)
+        assert [e.sequence for e in late] == [1, 2]
+        assert reads.queries == 2
+        await early
     finally:
         await store.close()
