@@ -29,13 +29,19 @@ _Key = tuple[int, tuple[int, ...] | None, int]
 
 
 class SharedReads:
-    def __init__(self, store: Store, signal: SequenceSignal, keep: int = 16) -> None:
+    def __init__(
+        self, store: Store, signal: SequenceSignal, keep: int = 16, keep_bytes: int = 32 << 20
+    ) -> None:
+        """Keeps at most ``keep`` answers and ``keep_bytes`` of event bodies (events can be
+        large: a few big answers must not pin hundreds of megabytes)."""
         self.store = store
         self.signal = signal
         self.keep = keep
+        self.keep_bytes = keep_bytes
+        self._kept_bytes = 0
         # Each read in flight, with the newest announced sequence when it began.
         self._in_flight: dict[_Key, tuple[asyncio.Future[list[StoredEvent]], int]] = {}
-        self._recent: OrderedDict[_Key, list[StoredEvent]] = OrderedDict()
+        self._recent: OrderedDict[_Key, tuple[list[StoredEvent], int]] = OrderedDict()
         self.queries = 0  # for tests and the bench: how many reads reached the store
 
     async def read_after(
@@ -45,7 +51,7 @@ class SharedReads:
         key: _Key = (after, tuple(types) if types is not None else None, limit)
         kept = self._recent.get(key)
         if kept is not None:
-            return kept
+            return kept[0]
         running = self._in_flight.get(key)
         known = self.signal.latest
         if running is not None and running[1] >= known:
@@ -67,8 +73,11 @@ class SharedReads:
             running = self._in_flight.get(key)
             if running is not None and running[0] is me:  # not a newer read of the same key
                 del self._in_flight[key]
-        if found:
-            self._recent[key] = found
-            while len(self._recent) > self.keep:
-                self._recent.popitem(last=False)
+        size = sum(len(e.body) for e in found)
+        if found and size <= self.keep_bytes and key not in self._recent:
+            self._recent[key] = (found, size)
+            self._kept_bytes += size
+            while len(self._recent) > self.keep or self._kept_bytes > self.keep_bytes:
+                _, (_, dropped) = self._recent.popitem(last=False)
+                self._kept_bytes -= dropped
         return found

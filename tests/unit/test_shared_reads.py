@@ -78,3 +78,18 @@ async def test_a_read_begun_before_the_latest_wake_up_is_not_joined(tmp_path: Pa
         await early
     finally:
         await store.close()
+
+
+async def test_kept_answers_are_bounded_in_bytes(tmp_path: Path) -> None:
+    store = await Store.open(sqlite_url(tmp_path))
+    try:
+        async with store.write_connection() as connection:
+            await events.append_groups(connection, [([(20, b"x" * 1000)] * 10, "")])
+        reads = SharedReads(store, SequenceSignal(), keep_bytes=2500)
+        for after in range(5):
+            await reads.read_after(after, None, 2)  # 2,000 bytes each
+        assert reads._kept_bytes <= 2500 and len(reads._recent) == 1
+        assert await reads.read_after(0, None, 100) != []  # too big to keep: still answered
+        assert reads._kept_bytes <= 2500
+    finally:
+        await store.close()
