@@ -241,7 +241,8 @@ class InstanceRunner:
 
     def preload(self, row: Delivery, inst: ListenerInstance, redeliver: list[int]) -> None:
         """Starts from state the host read for many instances at once (at start, 1,000
-        instances cost three queries instead of three each); checked as _load_state does."""
+        instances cost four queries instead of about five each); an owner that is not this
+        server leaves the state unloaded, so the first step's _load_state stops the runner."""
         if row.owner == self.owner:
             self._apply_state(row, inst, redeliver)
 

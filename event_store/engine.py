@@ -26,7 +26,7 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     # WAL lets the alert server read while an API server writes. synchronous=NORMAL in WAL
     # mode keeps every commit across a process crash (kill -9); only an OS crash or power
     # loss can drop the last commits. busy_timeout waits for the writer instead of failing.
@@ -58,7 +58,7 @@ def create_engine(url: str, *, writer: bool = True, **kwargs: Any) -> AsyncEngin
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(parsed, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         if writer:
             event.listen(engine.sync_engine, "connect", _sqlite_manual_transactions)
             event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)

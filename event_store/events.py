@@ -43,6 +43,9 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+COUNTER_VALUE_SQL = "SELECT value FROM counters WHERE name = 'events'"
+
+
 async def _allocate(connection: AsyncConnection, count: int) -> int:
     """Reserves ``count`` sequences; returns the first. Holds the counter row lock."""
     sql = counter_sql(connection.dialect)
@@ -50,9 +53,7 @@ async def _allocate(connection: AsyncConnection, count: int) -> int:
         last = (await connection.exec_driver_sql(sql, (count,))).scalar_one()
     else:
         await connection.exec_driver_sql(sql, (count,))
-        last = (
-            await connection.exec_driver_sql("SELECT value FROM counters WHERE name = 'events'")
-        ).scalar_one()
+        last = (await connection.exec_driver_sql(COUNTER_VALUE_SQL)).scalar_one()
     return int(last) - count + 1
 
 
@@ -75,12 +76,12 @@ def _insert_sql(dialect: Dialect) -> tuple[str, Callable[[Any], Any]]:
     insert itself (BENCHMARKS.md, profile of target 2).
     """
     sql = f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join(_marks(dialect, 5))})"
-    # dialect_impl: the decorator over the dialect's own DATETIME (text on SQLite, written
-    # as SQLAlchemy writes it everywhere else), not over the generic DateTime.
     return sql, _time_converter(dialect)
 
 
 def _time_converter(dialect: Dialect) -> Callable[[Any], Any]:
+    # dialect_impl: the decorator over the dialect's own DATETIME (text on SQLite, written
+    # as SQLAlchemy writes it everywhere else), not over the generic DateTime.
     column_type = Event.__table__.c.publish_time.type
     process = column_type.dialect_impl(dialect).bind_processor(dialect)
     return process or (lambda value: value)

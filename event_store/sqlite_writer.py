@@ -24,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
 
 from event_store import events
+from event_store.engine import sqlite_pragmas
 from event_store.events import StoredEvent
 
 _DIALECT = sqlite.dialect()
@@ -52,12 +53,7 @@ class SqliteWriter:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            # As event_store.engine._sqlite_pragmas: WAL, commits that survive a process
-            # crash, waiting on another writer instead of failing.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA foreign_keys=ON")
+            sqlite_pragmas(conn)  # the engine's own: WAL, crash-safe commits, busy wait
             self._conn = conn
         return self._conn
 
@@ -76,7 +72,7 @@ class SqliteWriter:
                 statement = events.counter_sql(_DIALECT)
                 row = conn.execute(statement, (total,)).fetchone()
                 if row is None:  # SQLite before 3.35 has no RETURNING
-                    statement = "SELECT value FROM counters WHERE name = 'events'"
+                    statement = events.COUNTER_VALUE_SQL
                     row = conn.execute(statement).fetchone()
                 (last,) = row
                 plan = events.plan_append(_DIALECT, groups, int(last) - total + 1)
