@@ -74,7 +74,7 @@ async def test_failing_plugin_is_retried_on_the_backoff_schedule(
         for gap, low, high in zip(gaps, lows, highs, strict=True):
             assert low * 0.9 <= gap <= high + 0.5, gaps
         # The cursor is written by the progress writer just after the plugin returned.
-        done = await eventually(lambda: _active(pair, "flaky"), timeout=5)
+        done = await eventually(lambda: _active(pair, "flaky"))
         assert done.state == li_pb2.ListenerInstance.STATE_ACTIVE
         assert done.delivery.attempts == 0 and not done.delivery.last_error
         history = list(done.delivery.recent_attempts)
@@ -118,7 +118,7 @@ async def test_park_policy_skip_replay_redeliver_pause_and_test_event(tmp_path: 
         assert item.event.id == ids[1] and item.attempts == 3
         assert "always fails" in item.last_error
         assert item.event.task_fail.task_name == "poison"
-        await eventually(lambda: _pending(pair, "parky", 0), timeout=5)
+        await eventually(lambda: _pending(pair, "parky", 0))
         inst = await get_instance(pair.clients, "parky")
         assert inst.delivery.parked_count == 1 and inst.delivery.pending_count == 0
 
@@ -195,13 +195,13 @@ async def test_skip_and_retry_now_on_a_blocked_instance(tmp_path: Path) -> None:
         await pair.clients.instances.RetryListenerInstance(
             li_pb2.RetryListenerInstanceRequest(name="listenerInstances/stuck")
         )
-        await eventually(lambda: _attempts(pair, "stuck", 2), timeout=5)
+        await eventually(lambda: _attempts(pair, "stuck", 2))
 
         skipped = await pair.clients.instances.SkipListenerInstanceEvent(
             li_pb2.SkipListenerInstanceEventRequest(name="listenerInstances/stuck")
         )
         assert skipped.delivery.parked_count == 1
-        await eventually(lambda: [x["id"] for x in read_jsonl(out)] == [ids[1]], timeout=5)
+        await eventually(lambda: [x["id"] for x in read_jsonl(out)] == [ids[1]])
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await pair.clients.instances.SkipListenerInstanceEvent(

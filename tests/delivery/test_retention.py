@@ -15,12 +15,18 @@ from listener.v1 import event_service_pb2
 from listener.v1 import listener_instance_pb2 as li_pb2
 from tests.delivery.helpers import create_instance, install, read_jsonl
 from tests.support.samples import flaky_package, logger_package, sample_event
-from tests.support.servers import eventually, running_pair
+from tests.support.servers import eventually, recorded, running_pair
 
 
 async def test_purge_keeps_undelivered_and_parked_events(tmp_path: Path) -> None:
+    # Cursor writes spaced 0.5 s apart widen the moment between a plugin's file and its
+    # recorded cursor, which a loaded machine opens by chance.
     async with running_pair(
-        f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path, retry_base=0.05, retry_max=0.1
+        f"sqlite+aiosqlite:///{tmp_path}/db.sqlite",
+        tmp_path,
+        retry_base=0.05,
+        retry_max=0.1,
+        progress_interval=0.5,
     ) as pair:
         c = pair.clients
         await install(c, logger_package())
@@ -40,6 +46,11 @@ async def test_purge_keeps_undelivered_and_parked_events(tmp_path: Path) -> None
         batch = [poison] + [sample_event("task_fail", n) for n in range(2, 11)]
         reply = await c.events.PublishEvents(event_service_pb2.PublishEventsRequest(events=batch))
         await eventually(lambda: len(read_jsonl(fast)) == 10 and len(read_jsonl(slow)) == 9)
+        # Purge goes by the recorded cursors, which the progress writer records a moment
+        # after the plugins wrote their files: wait for those, not for the files.
+        last = reply.events[-1].sequence
+        await recorded(c, "fast", last)
+        await recorded(c, "parky", last)
 
         # Pause one instance with events pending: they must survive the purge.
         await c.instances.PauseListenerInstance(

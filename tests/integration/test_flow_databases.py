@@ -70,7 +70,7 @@ async def test_flow_on_each_database(db_url: str, tmp_path: Path) -> None:
             )
             return inst if inst.delivery.pending_count == 0 else None
 
-        got = await eventually(caught_up, timeout=5)
+        got = await eventually(caught_up)
         assert got.delivery.pending_count == 0
         assert got.delivery.delivered_sequence == single.sequence
 

@@ -143,7 +143,7 @@ async def publish(clients: Clients, batch: list[event_pb2.ListenerEvent]) -> lis
 
 
 async def wait_blocked(
-    clients: Clients, instance_id: str, *needles: str, timeout: float = 20.0
+    clients: Clients, instance_id: str, *needles: str, timeout: float = 60.0
 ) -> listener_instance_pb2.ListenerInstance:
     """Waits until the instance is BLOCKED with an error that mentions every needle."""
 
@@ -165,7 +165,7 @@ async def wait_blocked(
 
 
 async def wait_caught_up(
-    clients: Clients, instance_id: str, timeout: float = 20.0
+    clients: Clients, instance_id: str, timeout: float = 60.0
 ) -> listener_instance_pb2.ListenerInstance:
     async def caught_up() -> listener_instance_pb2.ListenerInstance | None:
         got = await get_instance(clients, instance_id)

@@ -21,7 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from alert_server import app as alert_app
 from api_server import app as api_app
-from listener.v1 import event_service_pb2_grpc, listener_instance_pb2_grpc, plugin_pb2_grpc
+from listener.v1 import (
+    event_service_pb2_grpc,
+    listener_instance_pb2,
+    listener_instance_pb2_grpc,
+    plugin_pb2_grpc,
+)
 from listener_core.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,8 +197,10 @@ class ServerPair:
         return codes
 
 
-async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Polls ``check`` (sync or async) until it returns a truthy value; returns it."""
+async def eventually(check: Any, timeout: float = 60.0, interval: float = 0.05) -> Any:
+    """Polls ``check`` (sync or async) until it returns a truthy value; returns it. The
+    deadline is generous: it costs nothing when the condition holds, and the suite runs
+    on two cores shared with other runs."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -204,3 +211,24 @@ async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.05) 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+async def recorded(
+    clients: Clients, instance_id: str, sequence: int, timeout: float = 60.0
+) -> listener_instance_pb2.ListenerInstance:
+    """Waits until the store records the instance's cursor at ``sequence`` or beyond.
+
+    A plugin's output (its file, a broker message) shows the handler ran, not that the
+    cursor moved: the progress writer records it a moment later, in the background. Tests
+    whose next step depends on the cursor (purge, pending counts, attempts cleared, replay,
+    a restart) wait for this, never for the plugin's output alone."""
+
+    async def reached() -> listener_instance_pb2.ListenerInstance | None:
+        got = await clients.instances.GetListenerInstance(
+            listener_instance_pb2.GetListenerInstanceRequest(
+                name=f"listenerInstances/{instance_id}"
+            )
+        )
+        return got if got.delivery.delivered_sequence >= sequence else None
+
+    return await eventually(reached, timeout=timeout)  # type: ignore[no-any-return]
