@@ -5,6 +5,9 @@ async with ListenerClient("127.0.0.1:50051", token=...) as client:
     await client.create_instance("audit", "logger", event_types=["TASK_FAIL"],
                                  params={"logFile": "/tmp/audit.jsonl"})
     await client.publish({"task_fail": {"project_name": "etl", "task_name": "extract"}})
+
+Schedulers publish through ``Publisher`` (asyncio) or ``SyncPublisher`` (a thread of its own):
+batched, retried with the batch's request_id, bounded (docs/schedulers.md).
 """
 
 from listener_client.client import (
@@ -16,14 +19,23 @@ from listener_client.client import (
     to_event,
     type_name,
 )
-from listener_client.errors import ListenerClientError
+from listener_client.errors import BufferFullError, ListenerClientError, PublisherClosedError
+from listener_client.publisher import Publisher, PublisherStats, PublishResult, RetryPolicy
+from listener_client.publisher_sync import SyncPublisher
 
 __all__ = [
     "EVENT_TYPE_NAMES",
     "SERVICE_CONFIG",
+    "BufferFullError",
     "ListenerClient",
     "ListenerClientError",
     "Progress",
+    "PublishResult",
+    "Publisher",
+    "PublisherClosedError",
+    "PublisherStats",
+    "RetryPolicy",
+    "SyncPublisher",
     "event_type",
     "to_event",
     "type_name",

@@ -32,6 +32,7 @@ from listener.v1 import (
     plugin_pb2,
     plugin_pb2_grpc,
 )
+from listener_client.channels import open_channel
 from listener_client.errors import ListenerClientError
 
 T = TypeVar("T")
@@ -178,19 +179,15 @@ class ListenerClient:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]
-        if tls_server_name:
-            options.append(("grpc.ssl_target_name_override", tls_server_name))
-        if tls or tls_ca or tls_cert or tls_key:
-            if bool(tls_cert) != bool(tls_key):
-                raise ValueError("tls_cert and tls_key go together")
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=Path(tls_ca).read_bytes() if tls_ca else None,
-                private_key=Path(tls_key).read_bytes() if tls_key else None,
-                certificate_chain=Path(tls_cert).read_bytes() if tls_cert else None,
-            )
-            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
-        else:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
+        self.channel = open_channel(
+            target,
+            options,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_server_name=tls_server_name,
+        )
         self._plugins = plugin_pb2_grpc.PluginServiceStub(self.channel)
         self._instances = listener_instance_pb2_grpc.ListenerInstanceServiceStub(self.channel)
         self._events = event_service_pb2_grpc.EventServiceStub(self.channel)

@@ -66,3 +66,20 @@ class ListenerClientError(Exception):
                 elif detail.Unpack(bad):
                     violations.extend((v.field, v.description) for v in bad.field_violations)
         return cls(code, message, reason, violations, metadata)
+
+
+class BufferFullError(ListenerClientError):
+    """A publisher's buffer stayed full: at once with ``when_full="fail"``, or after
+    ``block_timeout`` with ``"block"``. The event was not taken; the caller decides (drop it,
+    spill it, or try again later)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, message, reason="BUFFER_FULL")
+
+
+class PublisherClosedError(ListenerClientError):
+    """The publisher is closed: a publish after ``close()``, or an event still unacknowledged
+    when ``close(timeout)`` gave up waiting (it may or may not have been stored)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.CANCELLED, message, reason="PUBLISHER_CLOSED")

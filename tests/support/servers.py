@@ -70,6 +70,7 @@ class Pair:
 async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIterator[Pair]:
     """Both servers in this process, on free ports, against ``db_url``. They share one
     secret key, as every server of a deployment must."""
+    api_addr = settings.pop("api_addr", "127.0.0.1:0")  # a chosen port, or any free one
     base = {**FAST, "secret_key": Fernet.generate_key().decode(), **settings}
     alert_cfg = Config(
         db_url=db_url, data_dir=str(data_dir / "alert"), alert_addr="127.0.0.1:0", **base
@@ -79,7 +80,7 @@ async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIte
     api_cfg = Config(
         db_url=db_url,
         data_dir=str(data_dir / "api"),
-        api_addr="127.0.0.1:0",
+        api_addr=api_addr,
         alert_targets=(alert_addr,),
         **base,
     )
