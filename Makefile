@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install run test lint typecheck proto proto-check plugins bench clean
+.PHONY: install run test lint typecheck proto proto-check openapi plugins bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,11 +33,17 @@ typecheck: $(STAMP)
 ## Regenerates the committed protobuf code and stubs.
 proto: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -Iprotos \
+	  -I$$($(PY) -c 'import google.api.annotations_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parents[2])') \
 	  --python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
+	$(PY) -m api_server.http.openapi_gen
+
+## The OpenAPI document of the HTTP/JSON API, from the protos (make proto also writes it).
+openapi: $(STAMP)
+	$(PY) -m api_server.http.openapi_gen
 
 ## Fails when the committed generated code is stale.
 proto-check: proto
-	git diff --exit-code -- listener/
+	git diff --exit-code -- listener/ api_server/http/openapi.json
 
 plugins: $(STAMP)
 	$(PY) -m listener_common.build plugins/* --out dist/plugins

@@ -14,6 +14,7 @@ import grpc
 from api_server import validation
 from api_server.alert_fleet import AlertFleet
 from api_server.event_service import EventService
+from api_server.http import gateway as http_gateway
 from api_server.instance_service import ListenerInstanceService
 from api_server.limits import PublishLimiter
 from api_server.plugin_service import PluginService
@@ -51,8 +52,16 @@ class ApiServer:
     events: EventService
     metrics: ApiMetrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
+    http: http_gateway.HttpEndpoint | None = None
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None, "HTTP is off (http_addr = off)"
+        return self.http.port
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.http is not None:
+            await self.http.close()
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.close()
         await self.server.stop(grace)
@@ -71,7 +80,19 @@ async def start(config: Config) -> ApiServer:
     grpc_server.check_exposure(
         config.api_addr, authenticated=bool(tokens), insecure=config.insecure, what="the API server"
     )
+    try:
+        http_bind = http_gateway.parse_addr(config.http_addr)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if http_bind is not None:
+        grpc_server.check_exposure(
+            config.http_addr,
+            authenticated=bool(tokens),
+            insecure=config.insecure,
+            what="the HTTP API",
+        )
     credentials = tls.server_credentials(config)
+    http_tls = http_gateway.ssl_context(config.tls_cert, config.tls_key, config.tls_client_ca)
     if tokens and credentials is None and not grpc_server.is_loopback(config.api_addr):
         log.warning("tokens travel in clear on %s: configure tls_cert and tls_key", config.api_addr)
     alert_credentials = tls.alert_channel_credentials(config)
@@ -87,25 +108,43 @@ async def start(config: Config) -> ApiServer:
         server_name=config.alert_tls_server_name,
     )
     metrics = ApiMetrics()
-    server = grpc_server.create_server(
-        max_message_bytes=config.max_message_bytes,
-        metrics=metrics,
-        interceptors=[
+    pipeline = grpc_server.build_pipeline(
+        [
             auth.AuthInterceptor(tokens, auth.PUBLIC_METHOD_ROLES),
             validation.RequestValidator(),
             PublishLimiter(config.publish_concurrency_per_caller),
         ],
+        metrics,
     )
-    plugin_pb2_grpc.add_PluginServiceServicer_to_server(PluginService(store, fleet, config), server)
+    server = grpc_server.create_server(
+        max_message_bytes=config.max_message_bytes, pipeline=pipeline
+    )
+    # Registered through the table, so HTTP calls the same handlers through the same pipeline.
+    table = http_gateway.HandlerTable(server)
+    plugin_pb2_grpc.add_PluginServiceServicer_to_server(PluginService(store, fleet, config), table)
     listener_instance_pb2_grpc.add_ListenerInstanceServiceServicer_to_server(
-        ListenerInstanceService(store, fleet, secrets=secret_box), server
+        ListenerInstanceService(store, fleet, secrets=secret_box), table
     )
     event_service = EventService(store, fleet, config, metrics)
-    event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, server)
+    event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, table)
     grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
     port = grpc_server.bind(server, config.api_addr, credentials)
     await server.start()
     endpoint = await start_endpoint(config.api_metrics_addr, metrics)
+    api = ApiServer(config, store, fleet, server, port, event_service, metrics, endpoint)
+    if http_bind is not None:
+        gateway = http_gateway.Gateway(
+            pipeline,
+            table.handlers,
+            max_body_bytes=config.max_message_bytes,
+            max_package_bytes=config.max_package_bytes,
+        )
+        try:
+            api.http = await http_gateway.serve(gateway, *http_bind, http_tls)
+        except BaseException:
+            await api.stop(0)
+            raise
+        log.info("HTTP/JSON and the console on %s", api.http.url)
     log.info(
         "API server listening on %s (%s, %s; store %s, alert servers %s)",
         config.api_addr,
@@ -114,7 +153,7 @@ async def start(config: Config) -> ApiServer:
         store.backend,
         ", ".join(config.alert_target_list),
     )
-    return ApiServer(config, store, fleet, server, port, event_service, metrics, endpoint)
+    return api
 
 
 async def serve(config: Config) -> None:

@@ -95,6 +95,7 @@ class Servers:
                 "LISTENER_DATA_DIR": str(self.workdir / "data"),
                 "LISTENER_API_ADDR": self.api_addr,
                 "LISTENER_ALERT_ADDR": self.alert_addr,
+                "LISTENER_HTTP_ADDR": "off",  # measured on its own, not beside a dev server's port
                 # 64 concurrent callers from one host are one "caller" to the per-caller
                 # publish limit (16 by default): the bench measures the server, not the limit.
                 "LISTENER_PUBLISH_CONCURRENCY_PER_CALLER": "0",

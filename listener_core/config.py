@@ -26,6 +26,8 @@ class Config:
     data_dir: str = "./data"
     # The public API server's listen address.
     api_addr: str = "127.0.0.1:50051"
+    # HTTP/JSON for every public RPC and the web console ("host:port"); "off" turns it off.
+    http_addr: str = "127.0.0.1:8080"
     # The alert server's listen address (internal API).
     alert_addr: str = "127.0.0.1:50052"
     # The alert servers an API server drives, comma separated; defaults to alert_addr.

@@ -15,6 +15,14 @@ from pathlib import Path
 from listener_core.config import load_config
 
 
+def _console(http_addr: str) -> str:
+    if http_addr.strip().lower() in ("", "off"):
+        return "HTTP/JSON and the web console are off (http_addr = off)"
+    host, _, port = http_addr.rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host
+    return f"web console: http://{host}:{port}/  (HTTP/JSON API under /v1/, /openapi.json)"
+
+
 def main() -> int:
     config = load_config(os.environ.get("LISTENER_CONFIG") or None)
     env = dict(os.environ)
@@ -33,6 +41,7 @@ def main() -> int:
     print(
         f"\nAPI server on {config.api_addr}, alert server on {config.alert_addr}, "
         f"store {config.database_url}\n"
+        f"{_console(config.http_addr)}\n"
         f"plugin packages ready to install: {', '.join(plugins) or 'none'}\n"
         "See README.md for the grpcurl walk-through. Ctrl-C stops both.\n",
         flush=True,

@@ -108,8 +108,18 @@ class _Malformed:
 
     __slots__ = ("error",)
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str | errors.InvalidArgument) -> None:
         self.error = error
+
+
+def malformed(error: errors.InvalidArgument) -> Any:
+    """A request stand-in that fails as ``error`` inside the error stage.
+
+    For another front door (HTTP/JSON) whose request did not parse: handed to a method's
+    handler instead of a message, it is refused, counted and audited like a gRPC request
+    whose bytes did not parse.
+    """
+    return _Malformed(error)
 
 
 def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -126,6 +136,8 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 
 
 def _malformed(marker: _Malformed) -> errors.InvalidArgument:
+    if isinstance(marker.error, errors.InvalidArgument):
+        return marker.error
     return errors.InvalidArgument(
         f"the request is not a valid message of this method ({marker.error})",
         reason="MALFORMED_REQUEST",

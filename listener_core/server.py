@@ -27,17 +27,26 @@ log = logging.getLogger(__name__)
 Context: TypeAlias = Any
 
 
+def build_pipeline(
+    interceptors: Sequence[Layer | Gate] = (), metrics: ServerMetrics | None = None
+) -> Pipeline:
+    """``metrics`` puts the RPC metrics and audit interceptor outermost, so it sees every
+    call's final status."""
+    observe = [ObservabilityInterceptor(metrics)] if metrics is not None else []
+    return Pipeline([*observe, ErrorInterceptor(), *interceptors])
+
+
 def create_server(
     *,
     max_message_bytes: int,
     interceptors: Sequence[Layer | Gate] = (),
     metrics: ServerMetrics | None = None,
+    pipeline: Pipeline | None = None,
 ) -> grpc.aio.Server:
-    """``metrics`` puts the RPC metrics and audit interceptor outermost, so it sees every
-    call's final status."""
-    observe = [ObservabilityInterceptor(metrics)] if metrics is not None else []
+    """Serves through ``pipeline`` when given (to share it with the HTTP gateway), else
+    through ``build_pipeline(interceptors, metrics)``."""
     return grpc.aio.server(
-        interceptors=[Pipeline([*observe, ErrorInterceptor(), *interceptors])],
+        interceptors=[pipeline or build_pipeline(interceptors, metrics)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.databases import database
+
+# API servers that tests start without naming an HTTP address (subprocesses inherit this) take
+# a free port instead of the default 8080, which parallel runs would fight over.
+os.environ.setdefault("LISTENER_HTTP_ADDR", "127.0.0.1:0")
 
 BACKENDS = ["sqlite", "postgresql", "mysql"]
 

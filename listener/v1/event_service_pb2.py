@@ -22,28 +22,35 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from listener.v1 import event_pb2 as listener_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flistener/v1/event_service.proto\x12\x0blistener.v1\x1a\x17listener/v1/event.proto\"T\n\x13PublishEventRequest\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"4\n\x14PublishEventResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"V\n\x14PublishEventsRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"J\n\x15PublishEventsResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.listener.v1.PublishEventResponse\"\x7f\n\x11ListEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x03\x12+\n\x0b\x65vent_types\x18\x04 \x03(\x0e\x32\x16.listener.v1.EventType\"Y\n\x12ListEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8a\x02\n\x0c\x45ventService\x12S\n\x0cPublishEvent\x12 .listener.v1.PublishEventRequest\x1a!.listener.v1.PublishEventResponse\x12V\n\rPublishEvents\x12!.listener.v1.PublishEventsRequest\x1a\".listener.v1.PublishEventsResponse\x12M\n\nListEvents\x12\x1e.listener.v1.ListEventsRequest\x1a\x1f.listener.v1.ListEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flistener/v1/event_service.proto\x12\x0blistener.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17listener/v1/event.proto\"T\n\x13PublishEventRequest\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"4\n\x14PublishEventResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"V\n\x14PublishEventsRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"J\n\x15PublishEventsResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.listener.v1.PublishEventResponse\"\x7f\n\x11ListEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x03\x12+\n\x0b\x65vent_types\x18\x04 \x03(\x0e\x32\x16.listener.v1.EventType\"Y\n\x12ListEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe1\x02\n\x0c\x45ventService\x12r\n\x0cPublishEvent\x12 .listener.v1.PublishEventRequest\x1a!.listener.v1.PublishEventResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/events:publish:\x01*\x12z\n\rPublishEvents\x12!.listener.v1.PublishEventsRequest\x1a\".listener.v1.PublishEventsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/events:batchPublish:\x01*\x12\x61\n\nListEvents\x12\x1e.listener.v1.ListEventsRequest\x1a\x1f.listener.v1.ListEventsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'listener.v1.event_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUBLISHEVENTREQUEST']._serialized_start=73
-  _globals['_PUBLISHEVENTREQUEST']._serialized_end=157
-  _globals['_PUBLISHEVENTRESPONSE']._serialized_start=159
-  _globals['_PUBLISHEVENTRESPONSE']._serialized_end=211
-  _globals['_PUBLISHEVENTSREQUEST']._serialized_start=213
-  _globals['_PUBLISHEVENTSREQUEST']._serialized_end=299
-  _globals['_PUBLISHEVENTSRESPONSE']._serialized_start=301
-  _globals['_PUBLISHEVENTSRESPONSE']._serialized_end=375
-  _globals['_LISTEVENTSREQUEST']._serialized_start=377
-  _globals['_LISTEVENTSREQUEST']._serialized_end=504
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=506
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=595
-  _globals['_EVENTSERVICE']._serialized_start=598
-  _globals['_EVENTSERVICE']._serialized_end=864
+  _globals['_EVENTSERVICE'].methods_by_name['PublishEvent']._loaded_options = None
+  _globals['_EVENTSERVICE'].methods_by_name['PublishEvent']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/events:publish:\001*'
+  _globals['_EVENTSERVICE'].methods_by_name['PublishEvents']._loaded_options = None
+  _globals['_EVENTSERVICE'].methods_by_name['PublishEvents']._serialized_options = b'\202\323\344\223\002\034\"\027/v1/events:batchPublish:\001*'
+  _globals['_EVENTSERVICE'].methods_by_name['ListEvents']._loaded_options = None
+  _globals['_EVENTSERVICE'].methods_by_name['ListEvents']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/events'
+  _globals['_PUBLISHEVENTREQUEST']._serialized_start=103
+  _globals['_PUBLISHEVENTREQUEST']._serialized_end=187
+  _globals['_PUBLISHEVENTRESPONSE']._serialized_start=189
+  _globals['_PUBLISHEVENTRESPONSE']._serialized_end=241
+  _globals['_PUBLISHEVENTSREQUEST']._serialized_start=243
+  _globals['_PUBLISHEVENTSREQUEST']._serialized_end=329
+  _globals['_PUBLISHEVENTSRESPONSE']._serialized_start=331
+  _globals['_PUBLISHEVENTSRESPONSE']._serialized_end=405
+  _globals['_LISTEVENTSREQUEST']._serialized_start=407
+  _globals['_LISTEVENTSREQUEST']._serialized_end=534
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=536
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=625
+  _globals['_EVENTSERVICE']._serialized_start=628
+  _globals['_EVENTSERVICE']._serialized_end=981
 # @@protoc_insertion_point(module_scope)

@@ -22,47 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18listener/v1/plugin.proto\x12\x0blistener.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x03\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05\x65ntry\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12(\n\x06params\x18\x06 \x03(\x0b\x32\x18.listener.v1.PluginParam\x12)\n\tisolation\x18\x07 \x01(\x0e\x32\x16.listener.v1.Isolation\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.listener.v1.Plugin.State\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x0b\n\x03sdk\x18\x0c \x01(\t\x12\x14\n\x0cpackage_size\x18\r \x01(\x03\"B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_FAILED\x10\x02\"\xfd\x01\n\x0bPluginParam\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12%\n\x05value\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12,\n\x08validate\x18\x06 \x01(\x0b\x32\x1a.listener.v1.ParamValidate\x12&\n\x05props\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04info\x18\x08 \x01(\t\x12)\n\x07options\x18\t \x03(\x0b\x32\x18.listener.v1.ParamOption\"\x85\x01\n\rParamValidate\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x03min\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0f\n\x07trigger\x18\x06 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"C\n\x0bParamOption\x12\r\n\x05label\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\x8c\x01\n\x13\x43reatePluginRequest\x12\x11\n\tplugin_id\x18\x01 \x01(\t\x12#\n\x06plugin\x18\x02 \x01(\x0b\x32\x13.listener.v1.Plugin\x12\x11\n\x07package\x18\x03 \x01(\x0cH\x00\x12\x18\n\x0epackage_sha256\x18\x04 \x01(\tH\x00\x42\x10\n\x0epackage_source\";\n\x1aUploadPluginPackageRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x0e\n\x06sha256\x18\x02 \x01(\t\";\n\x1bUploadPluginPackageResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\" \n\x10GetPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12ListPluginsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListPluginsResponse\x12$\n\x07plugins\x18\x01 \x03(\x0b\x32\x13.listener.v1.Plugin\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaa\x01\n\x13UpdatePluginRequest\x12#\n\x06plugin\x18\x01 \x01(\x0b\x32\x13.listener.v1.Plugin\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x11\n\x07package\x18\x03 \x01(\x0cH\x00\x12\x18\n\x0epackage_sha256\x18\x04 \x01(\tH\x00\x42\x10\n\x0epackage_source\"1\n\x13\x44\x65letePluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t*V\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x17\n\x13ISOLATION_NAMESPACE\x10\x01\x12\x15\n\x11ISOLATION_PROCESS\x10\x02\x32\xe6\x03\n\rPluginService\x12\x45\n\x0c\x43reatePlugin\x12 .listener.v1.CreatePluginRequest\x1a\x13.listener.v1.Plugin\x12j\n\x13UploadPluginPackage\x12\'.listener.v1.UploadPluginPackageRequest\x1a(.listener.v1.UploadPluginPackageResponse(\x01\x12?\n\tGetPlugin\x12\x1d.listener.v1.GetPluginRequest\x1a\x13.listener.v1.Plugin\x12P\n\x0bListPlugins\x12\x1f.listener.v1.ListPluginsRequest\x1a .listener.v1.ListPluginsResponse\x12\x45\n\x0cUpdatePlugin\x12 .listener.v1.UpdatePluginRequest\x1a\x13.listener.v1.Plugin\x12H\n\x0c\x44\x65letePlugin\x12 .listener.v1.DeletePluginRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18listener/v1/plugin.proto\x12\x0blistener.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x03\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05\x65ntry\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12(\n\x06params\x18\x06 \x03(\x0b\x32\x18.listener.v1.PluginParam\x12)\n\tisolation\x18\x07 \x01(\x0e\x32\x16.listener.v1.Isolation\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.listener.v1.Plugin.State\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x0b\n\x03sdk\x18\x0c \x01(\t\x12\x14\n\x0cpackage_size\x18\r \x01(\x03\"B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_FAILED\x10\x02\"\xfd\x01\n\x0bPluginParam\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12%\n\x05value\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12,\n\x08validate\x18\x06 \x01(\x0b\x32\x1a.listener.v1.ParamValidate\x12&\n\x05props\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04info\x18\x08 \x01(\t\x12)\n\x07options\x18\t \x03(\x0b\x32\x18.listener.v1.ParamOption\"\x85\x01\n\rParamValidate\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x03min\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0f\n\x07trigger\x18\x06 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"C\n\x0bParamOption\x12\r\n\x05label\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\x8c\x01\n\x13\x43reatePluginRequest\x12\x11\n\tplugin_id\x18\x01 \x01(\t\x12#\n\x06plugin\x18\x02 \x01(\x0b\x32\x13.listener.v1.Plugin\x12\x11\n\x07package\x18\x03 \x01(\x0cH\x00\x12\x18\n\x0epackage_sha256\x18\x04 \x01(\tH\x00\x42\x10\n\x0epackage_source\";\n\x1aUploadPluginPackageRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x0e\n\x06sha256\x18\x02 \x01(\t\";\n\x1bUploadPluginPackageResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\" \n\x10GetPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12ListPluginsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListPluginsResponse\x12$\n\x07plugins\x18\x01 \x03(\x0b\x32\x13.listener.v1.Plugin\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaa\x01\n\x13UpdatePluginRequest\x12#\n\x06plugin\x18\x01 \x01(\x0b\x32\x13.listener.v1.Plugin\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x11\n\x07package\x18\x03 \x01(\x0cH\x00\x12\x18\n\x0epackage_sha256\x18\x04 \x01(\tH\x00\x42\x10\n\x0epackage_source\"1\n\x13\x44\x65letePluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t*V\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x17\n\x13ISOLATION_NAMESPACE\x10\x01\x12\x15\n\x11ISOLATION_PROCESS\x10\x02\x32\x9b\x05\n\rPluginService\x12]\n\x0c\x43reatePlugin\x12 .listener.v1.CreatePluginRequest\x1a\x13.listener.v1.Plugin\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/plugins:\x01*\x12\x8d\x01\n\x13UploadPluginPackage\x12\'.listener.v1.UploadPluginPackageRequest\x1a(.listener.v1.UploadPluginPackageResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x12/v1/pluginPackages:\x05\x63hunk(\x01\x12]\n\tGetPlugin\x12\x1d.listener.v1.GetPluginRequest\x1a\x13.listener.v1.Plugin\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/{name=plugins/*}\x12\x65\n\x0bListPlugins\x12\x1f.listener.v1.ListPluginsRequest\x1a .listener.v1.ListPluginsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/plugins\x12m\n\x0cUpdatePlugin\x12 .listener.v1.UpdatePluginRequest\x1a\x13.listener.v1.Plugin\"&\x82\xd3\xe4\x93\x02 2\x1b/v1/{plugin.name=plugins/*}:\x01*\x12\x66\n\x0c\x44\x65letePlugin\x12 .listener.v1.DeletePluginRequest\x1a\x16.google.protobuf.Empty\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/{name=plugins/*}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'listener.v1.plugin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ISOLATION']._serialized_start=1735
-  _globals['_ISOLATION']._serialized_end=1821
-  _globals['_PLUGIN']._serialized_start=168
-  _globals['_PLUGIN']._serialized_end=602
-  _globals['_PLUGIN_STATE']._serialized_start=536
-  _globals['_PLUGIN_STATE']._serialized_end=602
-  _globals['_PLUGINPARAM']._serialized_start=605
-  _globals['_PLUGINPARAM']._serialized_end=858
-  _globals['_PARAMVALIDATE']._serialized_start=861
-  _globals['_PARAMVALIDATE']._serialized_end=994
-  _globals['_PARAMOPTION']._serialized_start=996
-  _globals['_PARAMOPTION']._serialized_end=1063
-  _globals['_CREATEPLUGINREQUEST']._serialized_start=1066
-  _globals['_CREATEPLUGINREQUEST']._serialized_end=1206
-  _globals['_UPLOADPLUGINPACKAGEREQUEST']._serialized_start=1208
-  _globals['_UPLOADPLUGINPACKAGEREQUEST']._serialized_end=1267
-  _globals['_UPLOADPLUGINPACKAGERESPONSE']._serialized_start=1269
-  _globals['_UPLOADPLUGINPACKAGERESPONSE']._serialized_end=1328
-  _globals['_GETPLUGINREQUEST']._serialized_start=1330
-  _globals['_GETPLUGINREQUEST']._serialized_end=1362
-  _globals['_LISTPLUGINSREQUEST']._serialized_start=1364
-  _globals['_LISTPLUGINSREQUEST']._serialized_end=1423
-  _globals['_LISTPLUGINSRESPONSE']._serialized_start=1425
-  _globals['_LISTPLUGINSRESPONSE']._serialized_end=1509
-  _globals['_UPDATEPLUGINREQUEST']._serialized_start=1512
-  _globals['_UPDATEPLUGINREQUEST']._serialized_end=1682
-  _globals['_DELETEPLUGINREQUEST']._serialized_start=1684
-  _globals['_DELETEPLUGINREQUEST']._serialized_end=1733
-  _globals['_PLUGINSERVICE']._serialized_start=1824
-  _globals['_PLUGINSERVICE']._serialized_end=2310
+  _globals['_PLUGINSERVICE'].methods_by_name['CreatePlugin']._loaded_options = None
+  _globals['_PLUGINSERVICE'].methods_by_name['CreatePlugin']._serialized_options = b'\202\323\344\223\002\020\"\013/v1/plugins:\001*'
+  _globals['_PLUGINSERVICE'].methods_by_name['UploadPluginPackage']._loaded_options = None
+  _globals['_PLUGINSERVICE'].methods_by_name['UploadPluginPackage']._serialized_options = b'\202\323\344\223\002\033\"\022/v1/pluginPackages:\005chunk'
+  _globals['_PLUGINSERVICE'].methods_by_name['GetPlugin']._loaded_options = None
+  _globals['_PLUGINSERVICE'].methods_by_name['GetPlugin']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/{name=plugins/*}'
+  _globals['_PLUGINSERVICE'].methods_by_name['ListPlugins']._loaded_options = None
+  _globals['_PLUGINSERVICE'].methods_by_name['ListPlugins']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/plugins'
+  _globals['_PLUGINSERVICE'].methods_by_name['UpdatePlugin']._loaded_options = None
+  _globals['_PLUGINSERVICE'].methods_by_name['UpdatePlugin']._serialized_options = b'\202\323\344\223\002 2\033/v1/{plugin.name=plugins/*}:\001*'
+  _globals['_PLUGINSERVICE'].methods_by_name['DeletePlugin']._loaded_options = None
+  _globals['_PLUGINSERVICE'].methods_by_name['DeletePlugin']._serialized_options = b'\202\323\344\223\002\026*\024/v1/{name=plugins/*}'
+  _globals['_ISOLATION']._serialized_start=1765
+  _globals['_ISOLATION']._serialized_end=1851
+  _globals['_PLUGIN']._serialized_start=198
+  _globals['_PLUGIN']._serialized_end=632
+  _globals['_PLUGIN_STATE']._serialized_start=566
+  _globals['_PLUGIN_STATE']._serialized_end=632
+  _globals['_PLUGINPARAM']._serialized_start=635
+  _globals['_PLUGINPARAM']._serialized_end=888
+  _globals['_PARAMVALIDATE']._serialized_start=891
+  _globals['_PARAMVALIDATE']._serialized_end=1024
+  _globals['_PARAMOPTION']._serialized_start=1026
+  _globals['_PARAMOPTION']._serialized_end=1093
+  _globals['_CREATEPLUGINREQUEST']._serialized_start=1096
+  _globals['_CREATEPLUGINREQUEST']._serialized_end=1236
+  _globals['_UPLOADPLUGINPACKAGEREQUEST']._serialized_start=1238
+  _globals['_UPLOADPLUGINPACKAGEREQUEST']._serialized_end=1297
+  _globals['_UPLOADPLUGINPACKAGERESPONSE']._serialized_start=1299
+  _globals['_UPLOADPLUGINPACKAGERESPONSE']._serialized_end=1358
+  _globals['_GETPLUGINREQUEST']._serialized_start=1360
+  _globals['_GETPLUGINREQUEST']._serialized_end=1392
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=1394
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=1453
+  _globals['_LISTPLUGINSRESPONSE']._serialized_start=1455
+  _globals['_LISTPLUGINSRESPONSE']._serialized_end=1539
+  _globals['_UPDATEPLUGINREQUEST']._serialized_start=1542
+  _globals['_UPDATEPLUGINREQUEST']._serialized_end=1712
+  _globals['_DELETEPLUGINREQUEST']._serialized_start=1714
+  _globals['_DELETEPLUGINREQUEST']._serialized_end=1763
+  _globals['_PLUGINSERVICE']._serialized_start=1854
+  _globals['_PLUGINSERVICE']._serialized_end=2521
 # @@protoc_insertion_point(module_scope)

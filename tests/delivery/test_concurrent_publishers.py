@@ -36,6 +36,7 @@ async def test_four_publishers_two_api_servers_three_instances(db_url: str, tmp_
                 db_url=db_url,
                 data_dir=str(tmp_path / "api2"),
                 api_addr="127.0.0.1:0",
+                http_addr="127.0.0.1:0",
                 alert_targets=(pair.alert_addr,),
                 **FAST,
             )  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ async def test_a_corrupted_cache_file_is_fetched_again_on_restart(tmp_path: Path
             db_url=url,
             data_dir=str(tmp_path / "api"),
             api_addr="127.0.0.1:0",
+            http_addr="127.0.0.1:0",
             alert_targets=(alert_addr,),
             **FAST,
         )

@@ -225,6 +225,7 @@ async def test_open_servers_refuse_a_public_address(tmp_path: Path) -> None:
                     db_url=db,
                     data_dir=str(tmp_path),
                     api_addr="0.0.0.0:0",
+                    http_addr="127.0.0.1:0",
                     alert_targets=(target,),
                     internal_token="i",
                     **settings,  # type: ignore[arg-type]
@@ -305,6 +306,7 @@ async def test_an_api_server_with_the_wrong_internal_token_is_refused(tmp_path: 
             db_url=db,
             data_dir=str(tmp_path / "b"),
             api_addr="127.0.0.1:0",
+            http_addr="127.0.0.1:0",
             alert_targets=(f"127.0.0.1:{alert.port}",),
             internal_token="wrong",
         )

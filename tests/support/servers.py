@@ -71,7 +71,12 @@ async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIte
     """Both servers in this process, on free ports, against ``db_url``. They share one
     secret key, as every server of a deployment must."""
     api_addr = settings.pop("api_addr", "127.0.0.1:0")  # a chosen port, or any free one
-    base = {**FAST, "secret_key": Fernet.generate_key().decode(), **settings}
+    base = {
+        **FAST,
+        "secret_key": Fernet.generate_key().decode(),
+        "http_addr": "127.0.0.1:0",
+        **settings,
+    }
     alert_cfg = Config(
         db_url=db_url, data_dir=str(data_dir / "alert"), alert_addr="127.0.0.1:0", **base
     )
@@ -123,6 +128,7 @@ class ServerPair:
     data_dir: Path
     api_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     alert_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    http_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     extra_env: dict[str, str] = field(default_factory=dict)
     secret_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -135,6 +141,7 @@ class ServerPair:
                 "LISTENER_DATA_DIR": str(self.data_dir),
                 "LISTENER_API_ADDR": self.api_addr,
                 "LISTENER_ALERT_ADDR": self.alert_addr,
+                "LISTENER_HTTP_ADDR": self.http_addr,
                 "LISTENER_POLL_INTERVAL": str(FAST["poll_interval"]),
                 "LISTENER_RETRY_BASE": str(FAST["retry_base"]),
                 "LISTENER_RETRY_MAX": str(FAST["retry_max"]),
