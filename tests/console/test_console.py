@@ -358,7 +358,7 @@ def test_viewer_signs_in_and_is_offered_no_admin_action(tmp_path: Path, page: Pa
             {
                 "plugin": "plugins/logger",
                 "params": {"logFile": str(tmp_path / "audit.jsonl")},
-                "eventTypes": ["TASK_FAIL"],
+                "eventTypes": ["EVENT_TYPE_TASK_FAIL"],
             },
             ADMIN_TOKEN,
         )

@@ -48,7 +48,10 @@ export async function instancesPage(main) {
 
   async function refresh() {
     instances = await api.listInstances();
+    // Redrawing replaces the rows: keep keyboard focus on the same instance's link.
+    const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("tr[data-instance]");
     draw();
+    if (focused) table.querySelector(`tr[data-instance="${focused.dataset.instance}"] a`)?.focus();
   }
 
   text.addEventListener("input", draw);

@@ -39,4 +39,5 @@ export function signInPage(main, onSignedIn) {
     }
   });
   render(main, h("h1", {}, "Sign in"), h("p", {}, "This server requires an API token."), form);
+  input.focus();
 }
