@@ -5,10 +5,3 @@ Plain ES modules and CSS with no build step, so what ships is exactly what is in
 same origin only (bearer token in a header, never a cookie), which the gateway's strict CSP
 (``default-src 'self'``, no inline script or style) allows and nothing else.
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-
-#: The directory served at ``/``.
-STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -86,14 +86,11 @@ def wait_http(base: str, timeout: float = 30.0) -> None:
 
 @contextmanager
 def console_servers(tmp: Path, tokens: str = "") -> Iterator[Console]:
-    http_addr = f"127.0.0.1:{free_port()}"
-    env = {"LISTENER_HTTP_ADDR": http_addr}
-    if tokens:
-        env["LISTENER_TOKENS"] = tokens
+    env = {"LISTENER_TOKENS": tokens} if tokens else {}
     pair = ServerPair(sqlite_url(tmp), tmp / "data", extra_env=env)
     try:
         pair.start_both()
-        base = f"http://{http_addr}"
+        base = f"http://{pair.http_addr}"
         wait_http(base)
         yield Console(pair, base)
     finally:
