@@ -1,6 +1,6 @@
-"""The docs say what the code does: every grpcurl example in docs/api.md runs as written
-against real servers, every RPC has one, and the README's configuration table lists exactly
-the Config fields."""
+"""The docs say what the code does: every grpcurl and every curl example in docs/api.md runs
+as written against real servers, every RPC has one of each, and the README's configuration
+table lists exactly the Config fields."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from api_server.http import routes as routing
 from listener.v1 import event_service_pb2, listener_instance_pb2, plugin_pb2
 from listener_common.package import build_package
 from listener_core.config import Config
@@ -26,8 +27,17 @@ _BLOCK = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
 _EXPECT = re.compile(r"^# expect: ([A-Z_]+)\n")
 
 
+_CURL = re.compile(r"(?<![\w-])curl ")
+
+
 def examples() -> list[str]:
-    return _BLOCK.findall(API_DOC.read_text())
+    """The grpcurl examples, in order."""
+    return [b for b in _BLOCK.findall(API_DOC.read_text()) if not _CURL.search(b)]
+
+
+def http_examples() -> list[str]:
+    """The curl examples (HTTP/JSON), in order."""
+    return [b for b in _BLOCK.findall(API_DOC.read_text()) if _CURL.search(b)]
 
 
 def _camel(code: str) -> str:
@@ -51,7 +61,34 @@ def test_every_public_rpc_has_an_example() -> None:
     assert not missing, f"docs/api.md has no example for {missing}"
 
 
+def test_every_http_route_has_a_curl_example() -> None:
+    """Each route of the annotations is called by some curl example with its HTTP method."""
+    called: list[tuple[str, str]] = []
+    for block in http_examples():
+        method = re.search(r"-X (\w+)", block)
+        verb = method.group(1) if method else ("POST" if " -d " in block else "GET")
+        called += [(verb, path) for path in re.findall(r"\$HTTP(/v1/[^\s\"'?]*)", block)]
+    missing = [
+        f"{route.http_method} {route.template.text}"
+        for route in routing.routes()
+        if not any(
+            verb == route.http_method and route.template.match(path) is not None
+            for verb, path in called
+        )
+    ]
+    assert not missing, f"docs/api.md has no curl example for {missing}"
+
+
 def test_api_examples_run_as_written(tmp_path: Path) -> None:
+    _run_examples(tmp_path, examples(), http=False)
+
+
+def test_http_examples_run_as_written(tmp_path: Path) -> None:
+    """The curl twins, on servers of their own: the same story through HTTP/JSON."""
+    _run_examples(tmp_path, http_examples(), http=True)
+
+
+def _run_examples(tmp_path: Path, blocks: list[str], *, http: bool) -> None:
     pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data")
     package = build_package(REPO / "plugins" / "logger", tmp_path / "dist")
     out = tmp_path / "out"
@@ -59,10 +96,10 @@ def test_api_examples_run_as_written(tmp_path: Path) -> None:
         **os.environ,
         "PATH": f"{grpcurl_dir()}:{os.environ['PATH']}",
         "API": pair.api_addr,
+        "HTTP": f"http://{pair.http_addr}",
         "PKG": str(package),
         "OUT": str(out),
     }
-    blocks = examples()
     assert len(blocks) >= 30
     try:
         pair.start_both()
@@ -79,7 +116,9 @@ def test_api_examples_run_as_written(tmp_path: Path) -> None:
             shown = f"{block}\n--- stdout:\n{proc.stdout}\n--- stderr:\n{proc.stderr}"
             if expect:
                 assert proc.returncode != 0, f"expected {expect.group(1)}:\n{shown}"
-                assert f'"code": {_grpc_number(expect.group(1))}' in proc.stderr, shown
+                # grpcurl prints the status on stderr; curl --fail-with-body the body on stdout
+                printed = proc.stdout if http else proc.stderr
+                assert f'"code": {_grpc_number(expect.group(1))}' in printed, shown
             else:
                 assert proc.returncode == 0, f"example failed:\n{shown}"
         # What the examples did, seen from outside: the instance delivered the published
