@@ -30,8 +30,9 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/listener listener \
 # Non-root; data_dir (package cache, SQLite when no db_url) is the only writable place it needs.
 USER 10001
 WORKDIR /var/lib/listener
-# 50051 API, 50052 alert server (internal), 9464/9465 their /metrics when enabled.
-EXPOSE 50051 50052 9464 9465
+# 50051 API, 8080 its HTTP/JSON and console, 50052 alert server (internal), 9464/9465 their
+# /metrics when enabled.
+EXPOSE 50051 8080 50052 9464 9465
 # The gRPC health service of the default command (the API server); the compose file sets
 # each service's own (the alert server answers on 50052).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=5 \

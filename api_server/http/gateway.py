@@ -186,7 +186,8 @@ class Gateway:
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)
         app.on_response_prepare.append(_secure)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        # [\s\S]: "." would leave a path holding a newline to the router's bare 404.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

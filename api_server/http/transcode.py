@@ -89,6 +89,10 @@ def parse_json(body: bytes) -> Any:
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             reason="MALFORMED_JSON",
         ) from None
+    except (ValueError, RecursionError) as exc:  # a number too long to convert; deep nesting
+        raise bad_request(
+            f"the body is not acceptable JSON: {type(exc).__name__}", reason="MALFORMED_JSON"
+        ) from None
 
 
 def _fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
@@ -157,6 +161,10 @@ def to_message(descriptor: Descriptor, cls: type[Message], data: Any, where: str
         json_format.ParseDict(expand_enums(descriptor, data), message)
     except json_format.ParseError as exc:
         raise _parse_refusal(str(exc)) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise bad_request(
+            f"a value does not fit its field: {type(exc).__name__}", reason="INVALID_JSON_VALUE"
+        ) from None
     return message
 
 
@@ -188,7 +196,8 @@ def query_to_dict(
     """Query parameters as a JSON object for ``descriptor`` (``a.b=1`` → ``{"a": {"b": 1}}``).
 
     A repeated field takes the parameter repeated (``eventTypes=A&eventTypes=B``); a singular
-    one given twice, an unknown one, or one bound by the path is refused.
+    one given twice, an unknown one, or one in (or under) ``excluded`` — bound by the path,
+    or the body's — is refused.
     """
     banned = {tuple(p) for p in excluded}
     out: dict[str, Any] = {}
@@ -209,9 +218,9 @@ def query_to_dict(
                 node = node.setdefault(field.json_name, {})
                 current = field.message_type
                 continue
-            if tuple(names) in banned:
+            if any(tuple(names[: len(b)]) == b for b in banned):
                 raise bad_request(
-                    f"{key} is given by the path; it cannot be a query parameter",
+                    f"{key} is given by the path or the body; it cannot be a query parameter",
                     key,
                     reason="UNKNOWN_FIELD",
                 )

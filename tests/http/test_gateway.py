@@ -6,8 +6,12 @@ import base64
 import hashlib
 from pathlib import Path
 
+import aiohttp
+
+from api_server.http import gateway as http_gateway
 from api_server.http import routes as routing
-from tests.http.support import http_pair
+from listener_core.pipeline import Pipeline
+from tests.http.support import Http, http_pair
 from tests.support.samples import logger_package
 
 DESIGN_PATHS = {
@@ -141,3 +145,36 @@ async def test_security_headers_openapi_and_no_path_escape(tmp_path: Path) -> No
         assert "/v1/listenerInstances/{listenerInstanceId}:pause" in spec.json["paths"]
         for escape in ("/%2e%2e/pyproject.toml", "/..%2f..%2fpyproject.toml", "/.hidden"):
             assert (await http.call("GET", escape)).status == 404, escape
+
+
+async def test_console_files_are_served_with_their_types(tmp_path: Path) -> None:
+    """``/`` is index.html; other files by path, typed; dotfiles and escapes are not."""
+    static = tmp_path / "static"
+    (static / "js").mkdir(parents=True)
+    (static / "index.html").write_text("<!doctype html><title>console</title>")
+    (static / "js" / "app.js").write_text("export const x = 1;\n")
+    (static / ".secret").write_text("no")
+    (tmp_path / "outside.txt").write_text("no")
+    gateway = http_gateway.Gateway(
+        Pipeline([]),
+        {},
+        max_body_bytes=1024,
+        max_package_bytes=1024,
+        static_dir=static,
+        api_routes=[],
+    )
+    endpoint = await http_gateway.serve(gateway, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            http = Http(f"http://127.0.0.1:{endpoint.port}", session)
+            index = await http.call("GET", "/")
+            assert index.status == 200 and b"<title>console</title>" in index.body
+            assert index.headers["Content-Type"].startswith("text/html")
+            assert "default-src 'self'" in index.headers["Content-Security-Policy"]
+            script = await http.call("GET", "/js/app.js")
+            assert script.status == 200 and "javascript" in script.headers["Content-Type"]
+            for path in ("/.secret", "/../outside.txt", "/%2e%2e/outside.txt", "/js", "/nope.js"):
+                assert (await http.call("GET", path)).status == 404, path
+            assert (await http.call("POST", "/index.html")).status == 405
+    finally:
+        await endpoint.close()

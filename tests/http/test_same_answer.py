@@ -327,3 +327,85 @@ def test_grpc_and_http_give_the_same_answer(tmp_path: Path) -> None:
         check()
     # Both sides explored: accepted calls, and refusals of several kinds.
     assert seen[0] > 0 and len(seen) >= 3, seen
+
+
+# -- random JSON, random routes ----------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "event",
+                        "taskFail",
+                        "name",
+                        "plugin",
+                        "params",
+                        "eventTypes",
+                        "updateMask",
+                        "pageSize",
+                        "fromTime",
+                        "value",
+                        "package",
+                    ]
+                ),
+                st.text(max_size=8),
+            ),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+RAW_BODIES = [b"[" * 5000, b"1" * 5000, b'{"a": ' * 3000, b"\xff", b"", b"null", b"1e99999"]
+
+
+@st.composite
+def http_calls(draw: st.DrawFn) -> tuple[str, str, bytes]:
+    route = draw(st.sampled_from(list(ROUTES.values())))
+    path, params = route.template.openapi_path()
+    for param in params:
+        path = path.replace("{" + param + "}", _segment(draw(ids)))
+    if draw(st.booleans()):
+        keys = draw(
+            st.lists(st.sampled_from(["pageSize", "eventTypes", "a.b", "name", "etag"]), max_size=3)
+        )
+        path += "?" + urlencode([(k, draw(st.text(max_size=6))) for k in keys])
+    body = draw(
+        st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.sampled_from(RAW_BODIES))
+    )
+    return route.http_method, path, body
+
+
+def test_random_json_on_every_route_is_never_a_server_error(tmp_path: Path) -> None:
+    """Whatever the body or query, the answer is a google.rpc.Status 4xx (or a success),
+    never a 5xx: the gateway's parsing refuses, it does not break."""
+    statuses: Counter[int] = Counter()
+    with servers(tmp_path) as (runner, pair, session):
+
+        async def send(method: str, path: str, body: bytes) -> None:
+            url = yarl_url(f"http://127.0.0.1:{pair.api.http_port}{path}")
+            headers = {"Content-Type": "application/json"}
+            async with session.request(method, url, data=body, headers=headers) as response:
+                data = json.loads(await response.read())
+                statuses[response.status] += 1
+                assert response.status < 500, (method, path, body[:200], data)
+                if response.status != 200:
+                    assert data["code"] and data["message"], data
+
+        @settings(
+            max_examples=150,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(http_calls())
+        def check(call: tuple[str, str, bytes]) -> None:
+            runner.run(send(*call))
+
+        check()
+    assert statuses[400] > 0 and len(statuses) >= 2, statuses

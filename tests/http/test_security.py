@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from listener_core import auth
 from listener_core.interceptor import ErrorInterceptor
 from listener_core.pipeline import Pipeline
 from tests.http.support import Http, http_pair
+from tests.security.helpers import make_certs
+from tests.support.databases import sqlite_url
+from tests.support.servers import running_pair
 
 TOKENS = {"admin": "adm-h77", "publisher": "pub-h88", "viewer": "view-h99"}
 TOKEN_CONFIG = tuple(f"{role}:{token}" for role, token in TOKENS.items())
@@ -186,3 +191,24 @@ async def test_gateway_refusals_are_precise(tmp_path: Path) -> None:
         assert set(wrong_method.headers["Allow"].split(", ")) == {"GET", "POST"}
         events = await http.call("GET", "/v1/events")
         assert events.status == 200 and events.json["events"] == []
+
+
+async def test_https_with_the_api_certificate(tmp_path: Path) -> None:
+    """With tls_cert set, HTTP is HTTPS with the same certificate; curl checks it."""
+    certs = make_certs(tmp_path / "certs")
+    settings = {"tls_cert": str(certs.server_cert), "tls_key": str(certs.server_key)}
+    async with running_pair(sqlite_url(tmp_path), tmp_path, **settings) as pair:
+        url = f"https://127.0.0.1:{pair.api.http_port}/v1/plugins"
+        trusted = await _curl("--cacert", str(certs.ca), url)
+        assert trusted.returncode == 0, trusted.stderr
+        assert json.loads(trusted.stdout) == {"plugins": [], "nextPageToken": ""}
+        untrusted = await _curl("--cacert", str(certs.other_ca), url)
+        assert untrusted.returncode == 60, untrusted.stderr  # certificate problem
+        plain = await _curl(url.replace("https:", "http:"))
+        assert plain.returncode != 0
+
+
+async def _curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, ["curl", "-sS", *args], capture_output=True, text=True, timeout=60
+    )
