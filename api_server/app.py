@@ -13,6 +13,7 @@ import grpc
 
 from api_server import validation
 from api_server.alert_fleet import AlertFleet
+from api_server.caller_service import CallerService
 from api_server.event_service import EventService
 from api_server.http import gateway as http_gateway
 from api_server.instance_service import ListenerInstanceService
@@ -20,6 +21,8 @@ from api_server.limits import PublishLimiter
 from api_server.plugin_service import PluginService
 from event_store.store import Store
 from listener.v1 import (
+    caller_pb2,
+    caller_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
     listener_instance_pb2,
@@ -39,6 +42,7 @@ SERVICE_NAMES = [
     plugin_pb2.DESCRIPTOR.services_by_name["PluginService"].full_name,
     listener_instance_pb2.DESCRIPTOR.services_by_name["ListenerInstanceService"].full_name,
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    caller_pb2.DESCRIPTOR.services_by_name["CallerService"].full_name,
 ]
 
 
@@ -127,6 +131,7 @@ async def start(config: Config) -> ApiServer:
     )
     event_service = EventService(store, fleet, config, metrics)
     event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, table)
+    caller_pb2_grpc.add_CallerServiceServicer_to_server(CallerService(tokens), table)
     grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
     port = grpc_server.bind(server, config.api_addr, credentials)
     await server.start()

@@ -85,6 +85,8 @@ PUBLIC_METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "/listener.v1.EventService/PublishEvent": _PUBLISH,
     "/listener.v1.EventService/PublishEvents": _PUBLISH,
     "/listener.v1.EventService/ListEvents": _READ,
+    # Only says which role the caller's own token has.
+    "/listener.v1.CallerService/GetCaller": PUBLIC_ROLES,
 }
 
 #: Every method of the alert server's internal API: the API server's alone.

@@ -18,13 +18,14 @@ from urllib.parse import unquote
 from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor, MethodDescriptor
 
-from listener.v1 import event_service_pb2, listener_instance_pb2, plugin_pb2
+from listener.v1 import caller_pb2, event_service_pb2, listener_instance_pb2, plugin_pb2
 
 #: The files whose services the API server offers over HTTP.
 PUBLIC_FILES: tuple[FileDescriptor, ...] = (
     plugin_pb2.DESCRIPTOR,
     listener_instance_pb2.DESCRIPTOR,
     event_service_pb2.DESCRIPTOR,
+    caller_pb2.DESCRIPTOR,
 )
 
 _VERBS = ("get", "put", "post", "delete", "patch")

@@ -30,6 +30,7 @@ from tests.console.support import (
 WAIT = 60_000  # ms: the machine may be busy with other suites
 ADMIN_TOKEN = "admin-token-for-console-tests-0123456789"
 VIEWER_TOKEN = "viewer-token-for-console-tests-0123456789"
+PUBLISHER_TOKEN = "publisher-token-for-console-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +350,7 @@ def test_every_form_control_round_trips(console: Console, page: Page) -> None:
 
 
 def test_viewer_signs_in_and_is_offered_no_admin_action(tmp_path: Path, page: Page) -> None:
-    tokens = f"admin:{ADMIN_TOKEN},viewer:{VIEWER_TOKEN}"
+    tokens = f"admin:{ADMIN_TOKEN},viewer:{VIEWER_TOKEN},publisher:{PUBLISHER_TOKEN}"
     with console_servers(tmp_path, tokens=tokens) as console:
         package = base64.b64encode(dist_package("logger").read_bytes()).decode()
         status, _ = console.call("POST", "/v1/plugins", {"package": package}, ADMIN_TOKEN)
@@ -373,6 +374,9 @@ def test_viewer_signs_in_and_is_offered_no_admin_action(tmp_path: Path, page: Pa
         page.keyboard.press("Enter")
         expect(page.locator("#token-err")).to_contain_text("not valid")
         shot(page, "signin")
+        page.fill("#token", PUBLISHER_TOKEN)
+        page.keyboard.press("Enter")
+        expect(page.locator("#token-err")).to_contain_text("may only publish")
         page.fill("#token", VIEWER_TOKEN)
         page.keyboard.press("Enter")
         expect(page.locator("#role")).to_have_text("Signed in: viewer")

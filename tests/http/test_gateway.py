@@ -40,6 +40,7 @@ DESIGN_PATHS = {
         "/v1/listenerInstances/{listenerInstanceId}:redeliverParkedEvents",
     ),
     "ListParkedEvents": ("GET", "/v1/listenerInstances/{listenerInstanceId}/parkedEvents"),
+    "GetCaller": ("GET", "/v1/caller"),
 }
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from api_server.http import routes as routing
-from listener.v1 import event_service_pb2, listener_instance_pb2, plugin_pb2
+from listener.v1 import caller_pb2, event_service_pb2, listener_instance_pb2, plugin_pb2
 from listener_common.package import build_package
 from listener_core.config import Config
 from tests.ops.helpers import REPO, grpcurl_dir
@@ -53,6 +53,7 @@ def test_every_public_rpc_has_an_example() -> None:
             (plugin_pb2, "PluginService"),
             (listener_instance_pb2, "ListenerInstanceService"),
             (event_service_pb2, "EventService"),
+            (caller_pb2, "CallerService"),
         )
         for service in [module.DESCRIPTOR.services_by_name[name]]
         for method in service.methods

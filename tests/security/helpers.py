@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from event_store import models
 from listener.alert.v1 import plugin_host_pb2
-from listener.v1 import event_pb2, event_service_pb2, listener_instance_pb2, plugin_pb2
+from listener.v1 import caller_pb2, event_pb2, event_service_pb2, listener_instance_pb2, plugin_pb2
 from tests.support.samples import manifest
 from tests.support.servers import Pair
 
@@ -35,6 +35,7 @@ PUBLIC_SERVICES: list[ServiceDescriptor] = [
     plugin_pb2.DESCRIPTOR.services_by_name["PluginService"],
     listener_instance_pb2.DESCRIPTOR.services_by_name["ListenerInstanceService"],
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
+    caller_pb2.DESCRIPTOR.services_by_name["CallerService"],
 ]
 INTERNAL_SERVICE: ServiceDescriptor = plugin_host_pb2.DESCRIPTOR.services_by_name[
     "PluginHostService"

@@ -48,8 +48,9 @@ VIEWER_METHODS = {
     "ListListenerInstances",
     "ListEvents",
     "ListParkedEvents",
+    "GetCaller",
 }
-PUBLISHER_METHODS = {"PublishEvent", "PublishEvents"}
+PUBLISHER_METHODS = {"PublishEvent", "PublishEvents", "GetCaller"}
 REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 

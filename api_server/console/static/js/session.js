@@ -1,9 +1,7 @@
-// Who the console is talking as. The API has no "who am I" call, so the role is learned from
-// the answers themselves: a read that fails with 401 means a token is needed; a harmless
-// admin-only call tells an admin (it fails on its argument, 400) from a viewer (403) before any
-// state is touched — the role check runs before the request is looked at.
+// Who the console is talking as: GET /v1/caller names the role of the token (or "admin",
+// unauthenticated, on a server without tokens), so the pages offer only what it may do.
 
-import { ApiError, call, getToken, setToken } from "./api.js";
+import { ApiError, call, setToken } from "./api.js";
 
 export const session = {
   /** "admin", "viewer", "" (not signed in / unknown). */
@@ -13,37 +11,27 @@ export const session = {
   get isAdmin() { return this.role === "admin"; },
 };
 
-/** The harmless admin-only probe: retry an instance whose id cannot exist ("-" is invalid). */
-async function probeAdmin() {
-  try {
-    await call("POST", "/v1/listenerInstances/-:retry", { body: {} });
-    return true;
-  } catch (err) {
-    if (err instanceof ApiError && (err.status === 403 || err.status === 401)) return false;
-    return true; // 400/404: the role check passed
-  }
-}
-
 /**
  * Learns the role of the current token (or of no token). Resolves to one of
  * "admin" | "viewer" | "signin" (a token is needed or was refused) | "publisher-only".
  */
 export async function detect() {
+  let caller;
   try {
-    await call("GET", "/v1/plugins", { query: { pageSize: 1 } });
+    caller = await call("GET", "/v1/caller");
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
       session.role = "";
       return "signin";
     }
-    if (err instanceof ApiError && err.status === 403) {
-      session.role = "";
-      return "publisher-only";
-    }
     throw err;
   }
-  session.open = !getToken();
-  session.role = (await probeAdmin()) ? "admin" : "viewer";
+  session.open = !caller.authenticated;
+  if (caller.role !== "admin" && caller.role !== "viewer") {
+    session.role = "";
+    return "publisher-only";
+  }
+  session.role = caller.role;
   return session.role;
 }
 
