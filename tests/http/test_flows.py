@@ -8,10 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from api_server import app as api_app
+from listener_core.config import Config
 from tests.delivery.helpers import read_jsonl
 from tests.http.support import Http, http_pair
+from tests.support.databases import sqlite_url
 from tests.support.samples import logger_package
-from tests.support.servers import eventually
+from tests.support.servers import eventually, free_port
 
 
 async def _install(http: Http) -> None:
@@ -233,3 +238,26 @@ async def test_plugin_update_by_uploaded_package_and_errors(tmp_path: Path) -> N
             assert body["details"][0]["reason"] == "PACKAGE_TOO_LARGE"
         listed = await http.call("GET", "/v1/plugins")
         assert [p["name"] for p in listed.json["plugins"]] == ["plugins/logger"]
+
+
+async def test_no_alert_server_is_503_and_stores_nothing(tmp_path: Path) -> None:
+    config = Config(
+        db_url=sqlite_url(tmp_path),
+        data_dir=str(tmp_path),
+        api_addr="127.0.0.1:0",
+        http_addr="127.0.0.1:0",
+        alert_targets=(f"127.0.0.1:{free_port()}",),  # nobody listens there
+        alert_timeout=5.0,
+    )
+    api = await api_app.start(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            http = Http(f"http://127.0.0.1:{api.http_port}", session)
+            package = base64.b64encode(logger_package()).decode()
+            reply = await http.call("POST", "/v1/plugins", {"package": package})
+            assert reply.status == 503 and reply.json["code"] == 14, reply.body
+            assert reply.reason == "ALERT_UNAVAILABLE"
+            listed = await http.call("GET", "/v1/plugins")
+            assert listed.json["plugins"] == []
+    finally:
+        await api.stop(0)
