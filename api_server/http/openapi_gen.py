@@ -210,7 +210,7 @@ def error_schemas() -> dict[str, Any]:
                 "details": {
                     "type": "array",
                     "items": {
-                        "oneOf": [
+                        "anyOf": [
                             {"$ref": "#/components/schemas/google.rpc.ErrorInfo"},
                             {"$ref": "#/components/schemas/google.rpc.BadRequest"},
                             any_ref,
