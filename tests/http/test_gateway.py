@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
 from api_server.http import gateway as http_gateway
 from api_server.http import routes as routing
+from listener.v1 import event_service_pb2, plugin_pb2
 from listener_core.pipeline import Pipeline
 from tests.http.support import Http, http_pair
 from tests.support.samples import logger_package
@@ -179,3 +183,28 @@ async def test_console_files_are_served_with_their_types(tmp_path: Path) -> None
             assert (await http.call("POST", "/index.html")).status == 405
     finally:
         await endpoint.close()
+
+
+async def test_both_doors_share_each_methods_built_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP calls the very handlers gRPC calls, so the pipeline wraps each method once for
+    both: alternating doors never rebuilds it (which would cost every gRPC call)."""
+    built: Counter[str] = Counter()
+    wrap = Pipeline._wrap
+
+    def counting(self: Pipeline, method: str, handler: Any, stages: Any) -> Any:
+        built[method] += 1
+        return wrap(self, method, handler, stages)
+
+    monkeypatch.setattr(Pipeline, "_wrap", counting)
+    async with http_pair(tmp_path) as (pair, http):
+        for _ in range(3):
+            await pair.clients.events.ListEvents(event_service_pb2.ListEventsRequest())
+            assert (await http.call("GET", "/v1/events")).status == 200
+            await pair.clients.plugins.ListPlugins(plugin_pb2.ListPluginsRequest())
+            assert (await http.call("GET", "/v1/plugins")).status == 200
+    assert built == {
+        "/listener.v1.EventService/ListEvents": 1,
+        "/listener.v1.PluginService/ListPlugins": 1,
+    }
