@@ -106,7 +106,7 @@ async def start(config: Config) -> ApiServer:
     fleet = AlertFleet(
         config.alert_target_list,
         timeout=config.alert_timeout,
-        max_message_bytes=config.max_message_bytes,
+        max_message_bytes=config.alert_message_bytes,
         credentials=alert_credentials,
         internal_token=config.internal_token,
         server_name=config.alert_tls_server_name,
@@ -121,7 +121,10 @@ async def start(config: Config) -> ApiServer:
         metrics,
     )
     server = grpc_server.create_server(
-        max_message_bytes=config.max_message_bytes, pipeline=pipeline
+        max_message_bytes=config.max_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+        max_streams_per_connection=config.max_streams_per_connection,
+        pipeline=pipeline,
     )
     # Registered through the table, so HTTP calls the same handlers through the same pipeline.
     table = http_gateway.HandlerTable(server)

@@ -32,8 +32,13 @@ class Config:
     alert_addr: str = "127.0.0.1:50052"
     # The alert servers an API server drives, comma separated; defaults to alert_addr.
     alert_targets: tuple[str, ...] = ()
-    # Largest gRPC message either server accepts (bytes).
-    max_message_bytes: int = 64 * 2**20
+    # Largest gRPC request the API server accepts (bytes); bigger packages go by the streamed
+    # UploadPluginPackage. The alert server accepts max_package_bytes + 1 MiB if that is more.
+    max_message_bytes: int = 16 * 2**20
+    # Calls either server runs at once (more: RESOURCE_EXHAUSTED), and calls one connection may
+    # carry at once (HTTP/2 MAX_CONCURRENT_STREAMS; the client queues the rest). 0: no limit.
+    max_concurrent_rpcs: int = 1000
+    max_streams_per_connection: int = 100
     # Largest plugin package, inline or uploaded (bytes).
     max_package_bytes: int = 32 * 2**20
     # Largest number of events in one PublishEvents call.
@@ -57,6 +62,13 @@ class Config:
     process_memory_mb: int = 1024
     # Open-file limit (RLIMIT_NOFILE) of each such child; 0 inherits the alert server's.
     process_max_files: int = 256
+    # The sandbox of those children (SECURITY.md): confine their reads with Landlock where the
+    # kernel has it, paths they may read besides what Python needs, and the user they run as
+    # ("" : "nobody" when the alert server runs as root and Python is readable by it, else
+    # the alert server's own user; "name", "uid" or "uid:gid": that one, or refuse to start).
+    process_sandbox: bool = True
+    process_read_paths: tuple[str, ...] = ()
+    process_user: str = ""
     # Seconds an alert server's lease on an instance lasts without renewal: after a crash,
     # another alert server takes its instances over within about this time.
     lease_ttl: float = 15.0
@@ -111,6 +123,12 @@ class Config:
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite+aiosqlite:///{Path(self.data_dir) / 'listener.db'}"
+
+    @property
+    def alert_message_bytes(self) -> int:
+        """Largest message between the API server and an alert server: a package travels
+        inline to be checked (LoadPlugin), so at least max_package_bytes and some room."""
+        return max(self.max_message_bytes, self.max_package_bytes + 2**20)
 
     @property
     def alert_target_list(self) -> tuple[str, ...]:

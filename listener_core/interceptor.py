@@ -194,7 +194,8 @@ def rejecting_handler(handler: grpc.RpcMethodHandler, exc: BaseException) -> grp
     """A handler of ``handler``'s shape that answers every call with ``exc``'s status.
 
     For interceptors that decide from the call's metadata alone (authentication), before any
-    request is read; the status is built here, like every other one.
+    request is read — and the request is never read: a refused caller cannot make the server
+    hold its message. The status is built here, like every other one.
     """
 
     async def reject(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -210,13 +211,12 @@ def rejecting_handler(handler: grpc.RpcMethodHandler, exc: BaseException) -> grp
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(reject_streaming, **kwargs)
+    # Request-streaming shapes even for unary methods: grpcio reads (and buffers) a unary
+    # request whole before calling the behaviour, a streaming one only when it is iterated,
+    # which a refusal never does. The wire format is the same, so the client cannot tell.
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(reject_streaming, **kwargs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(reject, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(reject, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(reject_streaming, **kwargs)
+    return grpc.stream_unary_rpc_method_handler(reject, **kwargs)
 
 
 def wrap_unary_response(

@@ -23,6 +23,9 @@ from listener_core.stages import Gate, Layer
 
 log = logging.getLogger(__name__)
 
+#: Largest message a server sends (replies); it is not a caller's to choose.
+MAX_SEND_BYTES = 64 * 2**20
+
 # grpcio ships no type information: a servicer method's context is typed as Any.
 Context: TypeAlias = Any
 
@@ -42,16 +45,32 @@ def create_server(
     interceptors: Sequence[Layer | Gate] = (),
     metrics: ServerMetrics | None = None,
     pipeline: Pipeline | None = None,
+    max_concurrent_rpcs: int = 0,
+    max_streams_per_connection: int = 0,
 ) -> grpc.aio.Server:
     """Serves through ``pipeline`` when given (to share it with the HTTP gateway), else
-    through ``build_pipeline(interceptors, metrics)``."""
+    through ``build_pipeline(interceptors, metrics)``.
+
+    What one caller can make the server hold is bounded three ways: a request above
+    ``max_message_bytes`` is refused before it is parsed; a connection may carry at most
+    ``max_streams_per_connection`` calls at once (HTTP/2 MAX_CONCURRENT_STREAMS: the client
+    queues the rest); and the server runs at most ``max_concurrent_rpcs`` calls at once (more
+    get RESOURCE_EXHAUSTED at once). A refused call's request is never read at all
+    (``listener_core.interceptor.rejecting_handler``). 0 leaves a limit off. grpcio offers no
+    memory quota to Python (its ``grpc.resource_quota`` argument is a C pointer)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # What the server sends (pages of events, packages to alert servers) is its own
+        # doing, so not held to the receive limit.
+        ("grpc.max_send_message_length", max(max_message_bytes, MAX_SEND_BYTES)),
+        ("grpc.so_reuseport", 0),
+    ]
+    if max_streams_per_connection > 0:
+        options.append(("grpc.max_concurrent_streams", max_streams_per_connection))
     return grpc.aio.server(
         interceptors=[pipeline or build_pipeline(interceptors, metrics)],
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=options,
+        maximum_concurrent_rpcs=max_concurrent_rpcs or None,
     )
 
 
@@ -139,6 +158,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), handlers=[logs.handler(fmt)]
     )
+    logs.quiet_libraries()
 
 
 def parse_args(argv: Sequence[str] | None, prog: str) -> Any:

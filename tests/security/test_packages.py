@@ -150,7 +150,9 @@ async def test_oversized_packages(pair: Pair) -> None:
 
 
 async def test_a_message_over_the_size_limit_is_refused_by_both_servers(tmp_path: Path) -> None:
-    async with running_pair(sqlite_url(tmp_path), tmp_path, max_message_bytes=8192) as pair:
+    async with running_pair(
+        sqlite_url(tmp_path), tmp_path, max_message_bytes=8192, max_package_bytes=4096
+    ) as pair:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await pair.clients.plugins.CreatePlugin(
                 plugin_pb2.CreatePluginRequest(package=b"x" * 10_000)
@@ -159,7 +161,8 @@ async def test_a_message_over_the_size_limit_is_refused_by_both_servers(tmp_path
         async with grpc.aio.insecure_channel(pair.alert_addr) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await plugin_host_pb2_grpc.PluginHostServiceStub(channel).LoadPlugin(
-                    plugin_host_pb2.LoadPluginRequest(plugin_id="x", package=b"x" * 10_000)
+                    # The alert server takes a package inline: max_package_bytes + 1 MiB.
+                    plugin_host_pb2.LoadPluginRequest(plugin_id="x", package=b"x" * (2 * 2**20))
                 )
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
