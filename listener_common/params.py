@@ -50,7 +50,10 @@ _INTEGER = re.compile(r"^[+-]?\d+$")
 class PluginParam:
     """One form field; ``field`` is the params key, ``title`` the label shown to admins.
 
-    ``value`` is the default, used when an optional field is left out.
+    ``value`` is the default, used when an optional field is left out. ``secret`` marks a field
+    that is not a password box but carries a credential all the same (a URL with a token in it,
+    an ``Authorization`` header): the servers treat it like a password field — encrypted at
+    rest, masked in every response, never logged.
     """
 
     form_type: ClassVar[str] = "input"
@@ -64,6 +67,7 @@ class PluginParam:
     info: str = ""
     props: dict[str, Any] | None = None
     message: str = ""
+    secret: bool = False
 
     def __post_init__(self) -> None:
         if not _FIELD_NAME.match(self.field):
@@ -80,8 +84,9 @@ class PluginParam:
         }
 
     def to_form(self) -> dict[str, Any]:
-        """This field as DolphinScheduler form JSON."""
-        return {
+        """This field as DolphinScheduler form JSON (plus ``"secret": true`` on a secret field
+        that is not a password box)."""
+        form = {
             "field": self.field,
             "name": self.title,
             "type": self.form_type,
@@ -91,6 +96,9 @@ class PluginParam:
             "props": self.props,
             "info": self.info,
         }
+        if self.secret and self.form_type != "password":
+            form["secret"] = True
+        return form
 
 
 @dataclass
@@ -219,8 +227,12 @@ def form_json(plugin_cls: type[ListenerPlugin]) -> list[dict[str, Any]]:
 
 
 def secret_fields(form: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Fields whose values must never be shown: the password fields."""
-    return {str(entry["field"]) for entry in form if entry.get("type") == "password"}
+    """Fields whose values must never be shown: password fields and fields marked secret."""
+    return {
+        str(entry["field"])
+        for entry in form
+        if entry.get("type") == "password" or entry.get("secret") is True
+    }
 
 
 # -- validation (from stored form JSON only) ---------------------------------------------------

@@ -100,7 +100,9 @@ class NatsListener(ListenerPlugin):
                 title="Servers",
                 required=True,
                 value="nats://127.0.0.1:4222",
-                info="Comma-separated nats:// (or tls://) URLs of one cluster.",
+                info="Comma-separated nats:// (or tls://) URLs of one cluster. Secret, as "
+                "credentials may be in them (nats://user:password@host).",
+                secret=True,
             ),
             params.Input(
                 "subject",

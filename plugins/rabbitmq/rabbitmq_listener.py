@@ -88,7 +88,8 @@ class RabbitMQListener(ListenerPlugin):
                 required=True,
                 value="amqp://guest@127.0.0.1:5672/",
                 info="amqp://user@host:port/vhost (amqps:// for TLS); the password may be in "
-                "the URL or, better, in the password field.",
+                "the URL or, better, in the password field. Secret, as it may hold one.",
+                secret=True,
             ),
             params.Password("password", title="Password", info="Replaces any password in the URL."),
             params.Input(

@@ -48,7 +48,9 @@ class RedisListener(ListenerPlugin):
                 title="Redis URL",
                 required=True,
                 value="redis://127.0.0.1:6379/0",
-                info="redis://host:port/db, or rediss:// for TLS.",
+                info="redis://host:port/db, or rediss:// for TLS. Secret, as a password may "
+                "be in it (redis://:password@host).",
+                secret=True,
             ),
             params.Input("username", title="User", value="", info="For Redis ACL users."),
             params.Password("password", title="Password"),

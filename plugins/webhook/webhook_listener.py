@@ -134,7 +134,10 @@ class WebhookListener(ListenerPlugin):
                 "url",
                 title="URL",
                 required=True,
-                info="http:// or https:// endpoint that receives one POST per event.",
+                info="http:// or https:// endpoint that receives one POST per event. Secret: "
+                "a hook URL often is the credential (Slack-style), so it is stored encrypted "
+                "and never shown.",
+                secret=True,
             ),
             params.Password(
                 "secret",
@@ -158,7 +161,9 @@ class WebhookListener(ListenerPlugin):
                 "headers",
                 title="Extra headers",
                 value="",
-                info="One 'Name: value' per line, e.g. 'Authorization: Bearer …'.",
+                info="One 'Name: value' per line, e.g. 'Authorization: Bearer …'. Secret: "
+                "stored encrypted and never shown.",
+                secret=True,
             ),
             params.InputNumber(
                 "timeout",

@@ -96,7 +96,8 @@ async def opened(webhook: ModuleType, recorder: Recorder, **values: Any) -> Any:
 def test_form_declares_secret_as_password(webhook: ModuleType) -> None:
     form = {f["field"]: f for f in params.form_json(webhook.WebhookListener)}
     assert form["secret"]["type"] == "password"
-    assert params.secret_fields(form.values()) == {"secret"}
+    # The URL and the headers carry credentials too (a hook token, an Authorization header).
+    assert params.secret_fields(form.values()) == {"secret", "url", "headers"}
     assert form["headers"]["type"] == "textarea" and form["format"]["type"] == "select"
     assert form["url"]["validate"]["required"] is True
     with pytest.raises(ParamValidationError) as err:
@@ -360,7 +361,7 @@ async def test_delivers_signed_events_through_an_outage(tmp_path: Path, receiver
     async with running_pair(sqlite_url(tmp_path), tmp_path, **FAST_RETRY) as pair:
         c = pair.clients
         plugin = await install(c, "webhook", tmp_path)
-        assert plugin.name == "plugins/webhook" and plugin.version == "1.0.0"
+        assert plugin.name == "plugins/webhook" and plugin.version == "1.1.0"
         url = f"http://127.0.0.1:{receiver.port}/hooks/ds?token=t0ps3cret"
         await create_instance(
             c,
