@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import exc as sa_exc
 
 from api_server import conversions, paging
 from api_server.alert_fleet import AlertFleet
-from api_server.group_commit import GroupCommitter
+from api_server.group_commit import GroupCommitter, earlier_result
 from event_store import events
 from event_store.store import Store
 from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from listener_core import errors
+from listener_core.auth import caller_key
 from listener_core.config import Config
 from listener_core.metrics import NO_METRICS, ApiMetrics, NullMetrics
 from listener_core.server import Context
@@ -24,6 +26,7 @@ _PAYLOAD_TYPES = {
 _VALID_TYPES = set(_PAYLOAD_TYPES.values())
 MAX_SOURCE_CHARS = 255
 MAX_REQUEST_ID_CHARS = 128
+CALLER_CHARS = 80  # the store's column (a long unix socket peer is cut)
 
 
 def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
@@ -76,6 +79,28 @@ def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
     return expected, event.SerializeToString()
 
 
+def request_key(
+    request_id: str, published: Iterable[event_pb2.ListenerEvent], context: Context
+) -> events.RequestKey | None:
+    """The publish's request id scoped to its caller (token digest; peer host when the API
+    is open), with a digest of the events as sent — before the server completes them, so a
+    retry of an event without event_time matches."""
+    if not request_id:
+        return None
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise errors.InvalidArgument(
+            f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters",
+            field_violations=[("request_id", "too long")],
+        )
+    digest = hashlib.sha256()
+    for event in published:
+        data = event.SerializeToString(deterministic=True)
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    caller = caller_key(context.invocation_metadata(), context.peer())[:CALLER_CHARS]
+    return events.RequestKey(caller, request_id, digest.hexdigest())
+
+
 class EventService(event_service_pb2_grpc.EventServiceServicer):
     def __init__(
         self,
@@ -90,20 +115,14 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         self.committer = GroupCommitter(store, fleet.notify, on_stored=metrics.published)
 
     async def _publish(
-        self, items: Sequence[tuple[int, bytes]], request_id: str
+        self, items: Sequence[tuple[int, bytes]], key: events.RequestKey | None
     ) -> list[events.StoredEvent]:
-        if len(request_id) > MAX_REQUEST_ID_CHARS:
-            raise errors.InvalidArgument(
-                f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters",
-                field_violations=[("request_id", "too long")],
-            )
         try:
-            return await self.committer.publish(items, request_id)
+            return await self.committer.publish(items, key)
         except sa_exc.IntegrityError:
-            if not request_id:
+            if key is None:
                 raise
-            async with self.store.reader() as session:  # lost a race with the same request_id
-                earlier = await events.find_request(session, request_id)
+            earlier = await earlier_result(self.store, key)  # lost a race with the same key
             if earlier is None:
                 raise
             return earlier
@@ -115,7 +134,8 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
             raise errors.InvalidArgument(
                 "event is required", field_violations=[("event", "required")]
             )
-        stored = await self._publish([prepare(request.event, "event")], request.request_id)
+        key = request_key(request.request_id, [request.event], context)
+        stored = await self._publish([prepare(request.event, "event")], key)
         return event_service_pb2.PublishEventResponse(id=stored[0].id, sequence=stored[0].sequence)
 
     async def PublishEvents(
@@ -130,8 +150,9 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
                 f"{len(request.events)} events in one call; the limit is {self.max_batch}",
                 field_violations=[("events", "too many")],
             )
+        key = request_key(request.request_id, request.events, context)
         items = [prepare(e, f"events[{i}]") for i, e in enumerate(request.events)]
-        stored = await self._publish(items, request.request_id)
+        stored = await self._publish(items, key)
         reply = event_service_pb2.PublishEventsResponse()
         add = reply.events.add  # half the cost of building each message and then the list
         for event in stored:

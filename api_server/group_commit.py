@@ -18,16 +18,38 @@ from dataclasses import dataclass, field
 from sqlalchemy import exc as sa_exc
 
 from event_store import events
-from event_store.events import StoredEvent
+from event_store.events import RequestKey, StoredEvent
 from event_store.store import Store
+from listener_core import errors
 
 log = logging.getLogger(__name__)
+
+
+def reused(key: RequestKey) -> errors.AlreadyExists:
+    return errors.AlreadyExists(
+        f"request_id {key.request_id!r} was already used by this caller to publish other "
+        "events; a retry must send the same events, a new publish a new request_id",
+        reason="REQUEST_ID_REUSED",
+        metadata={"request_id": key.request_id},
+    )
+
+
+async def earlier_result(store: Store, key: RequestKey) -> list[StoredEvent] | None:
+    """What a repeat of ``key`` gets: the events its first publish stored (None if there was
+    none); raises ALREADY_EXISTS when the first publish had other events (AIP-155)."""
+    async with store.reader() as session:
+        earlier = await events.find_request(session, key)
+        if earlier is None:
+            return None
+        if earlier.digest is not None and earlier.digest != key.digest:
+            raise reused(key)
+        return await events.earlier_events(session, earlier)
 
 
 @dataclass(eq=False)
 class _Pending:
     items: Sequence[tuple[int, bytes]]
-    request_id: str
+    key: RequestKey | None
     future: asyncio.Future[list[StoredEvent]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -60,10 +82,11 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
 
     async def publish(
-        self, items: Sequence[tuple[int, bytes]], request_id: str
+        self, items: Sequence[tuple[int, bytes]], key: RequestKey | None
     ) -> list[StoredEvent]:
-        """Stores the events; returns once they are committed."""
-        pending = _Pending(items, request_id)
+        """Stores the events; returns once they are committed. A repeat of ``key`` gets the
+        first publish's events instead (or ALREADY_EXISTS if they differ)."""
+        pending = _Pending(items, key)
         self._pending.append(pending)
         self._wake.set()
         if self._task is None or self._task.done():
@@ -96,25 +119,27 @@ class GroupCommitter:
                         item.resolve(exc)
 
     async def _commit(self, group: list[_Pending]) -> None:
-        request_ids = [p.request_id for p in group if p.request_id]
-        seen: set[str] = set()
-        if request_ids:
+        keys = [p.key for p in group if p.key is not None]
+        seen: set[tuple[str, str]] = set()
+        if keys:
             async with self.store.reader() as session:
-                seen = await events.find_requests(session, request_ids)
+                earlier = await events.find_requests(session, keys)
+            seen = {(k.caller, k.request_id) for k in earlier}
         fresh: list[_Pending] = []
         repeats: list[_Pending] = []
         for item in group:
-            if item.request_id and item.request_id in seen:
+            scope = None if item.key is None else (item.key.caller, item.key.request_id)
+            if scope is not None and scope in seen:
                 repeats.append(item)
             else:
                 fresh.append(item)
-                if item.request_id:
-                    seen.add(item.request_id)  # a second one in this group repeats it
+                if scope is not None:
+                    seen.add(scope)  # a second one in this group repeats it
         if fresh:
             try:
-                results = await self.store.append_groups([(p.items, p.request_id) for p in fresh])
+                results = await self.store.append_groups([(p.items, p.key) for p in fresh])
             except sa_exc.IntegrityError:
-                if len(fresh) == 1 or not request_ids:
+                if len(fresh) == 1 or not keys:
                     raise
                 # Another API server published one of these request ids at the same time:
                 # commit each alone, so only that one resolves to the earlier result.
@@ -126,9 +151,13 @@ class GroupCommitter:
                     self.on_stored(item.items)
                 self.on_commit(results[-1][-1].sequence)
         for item in repeats:
-            async with self.store.reader() as session:
-                earlier = await events.find_request(session, item.request_id)
-            if earlier is None:  # should not happen: it was seen committed
-                await self._commit([_Pending(item.items, "", item.future)])
+            assert item.key is not None
+            try:
+                found = await earlier_result(self.store, item.key)
+            except errors.ServiceError as exc:
+                item.resolve(exc)
+                continue
+            if found is None:  # should not happen: it was seen committed
+                await self._commit([_Pending(item.items, None, item.future)])
             else:
-                item.resolve(earlier)
+                item.resolve(found)

@@ -36,6 +36,35 @@ class StoredEvent:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """A publish's request id, scoped to its caller, and a digest of what it published.
+
+    Scoped, so two callers' ids never meet; the digest, so that a reused id with other
+    events is told apart from a retry (AIP-155). Rows from before scoping have the caller
+    "" and no digest: they still answer a retry of any caller, as they did.
+    """
+
+    caller: str
+    request_id: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierRequest:
+    """What a request id already published: its digest (None for rows from before digests)
+    and its range of sequences."""
+
+    digest: str | None
+    first_sequence: int
+    count: int
+
+
+#: The publishes of one group commit: each one's events (type number, serialized body) and
+#: its request key, if it has one.
+Groups = Sequence[tuple[Sequence[tuple[int, bytes]], RequestKey | None]]
+
+
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so the unique index on ``events.id`` grows at its
     right edge like the sequence does. Random uuid4 ids scattered every insert across the
@@ -98,26 +127,42 @@ def counter_sql(dialect: Dialect) -> str:
 
 @cache
 def _request_sql(dialect: Dialect) -> str:
-    marks = ", ".join(_marks(dialect, 4))
+    marks = ", ".join(_marks(dialect, 6))
     return (
-        "INSERT INTO publish_requests (request_id, first_sequence, count, create_time) "
+        "INSERT INTO publish_requests "
+        "(caller, request_id, digest, first_sequence, count, create_time) "
         f"VALUES ({marks})"
     )
 
 
-async def find_request(session: AsyncSession, request_id: str) -> list[StoredEvent] | None:
-    req = await session.get(PublishRequest, request_id)
-    if req is None:
-        return None
-    return await events_between(session, req.first_sequence, req.first_sequence + req.count - 1)
+async def find_requests(
+    session: AsyncSession, keys: Sequence[RequestKey]
+) -> dict[RequestKey, EarlierRequest]:
+    """Which of these keys published before, and what: the caller's own row, else a row
+    from before scoping (caller "")."""
+    if not keys:
+        return {}
+    query = select(PublishRequest).where(
+        PublishRequest.request_id.in_({k.request_id for k in keys}),
+        PublishRequest.caller.in_({k.caller for k in keys} | {""}),
+    )
+    rows = {(r.caller, r.request_id): r for r in (await session.execute(query)).scalars()}
+    found: dict[RequestKey, EarlierRequest] = {}
+    for key in keys:
+        row = rows.get((key.caller, key.request_id)) or rows.get(("", key.request_id))
+        if row is not None:
+            found[key] = EarlierRequest(row.digest, row.first_sequence, row.count)
+    return found
 
 
-async def find_requests(session: AsyncSession, request_ids: Sequence[str]) -> set[str]:
-    """Which of these request ids were published before."""
-    if not request_ids:
-        return set()
-    query = select(PublishRequest.request_id).where(PublishRequest.request_id.in_(request_ids))
-    return set((await session.execute(query)).scalars().all())
+async def find_request(session: AsyncSession, key: RequestKey) -> EarlierRequest | None:
+    return (await find_requests(session, [key])).get(key)
+
+
+async def earlier_events(session: AsyncSession, earlier: EarlierRequest) -> list[StoredEvent]:
+    """The events an earlier publish stored (what a retry gets back)."""
+    last = earlier.first_sequence + earlier.count - 1
+    return await events_between(session, earlier.first_sequence, last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +178,7 @@ class AppendPlan:
     request_rows: list[tuple[Any, ...]]
 
 
-def plan_append(
-    dialect: Dialect, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]], first: int
-) -> AppendPlan:
+def plan_append(dialect: Dialect, groups: Groups, first: int) -> AppendPlan:
     now = utcnow()
     results: list[list[StoredEvent]] = []
     offset = first
@@ -150,9 +193,9 @@ def plan_append(
     sql, convert_time = _insert_sql(dialect)
     stamp = convert_time(now)  # one publish time for the whole group
     requests = [
-        (rid, group[0].sequence, len(group), stamp)
-        for (_, rid), group in zip(groups, results, strict=True)
-        if rid
+        (key.caller, key.request_id, key.digest, group[0].sequence, len(group), stamp)
+        for (_, key), group in zip(groups, results, strict=True)
+        if key is not None
     ]
     return AppendPlan(
         results,
@@ -163,11 +206,9 @@ def plan_append(
     )
 
 
-async def append_groups(
-    connection: AsyncConnection, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]]
-) -> list[list[StoredEvent]]:
+async def append_groups(connection: AsyncConnection, groups: Groups) -> list[list[StoredEvent]]:
     """Appends several publishes (type number and serialized body of each event, and the
-    publish's request_id or "") in the caller's transaction, which must commit before any
+    publish's request key or None) in the caller's transaction, which must commit before any
     publisher is acknowledged. One counter update and one multi-row insert for all of them.
 
     Driver-level SQL throughout, on a plain connection: this runs once per group commit, and

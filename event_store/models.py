@@ -193,11 +193,15 @@ class Counter(Base):
 
 
 class PublishRequest(Base):
-    """Remembers a publish's request_id, so a retried publish returns the first result."""
+    """Remembers a publish's request_id, per caller, so a retried publish returns the first
+    result; ``digest`` tells a retry from a reuse with other events (None: stored before
+    digests). ``caller`` is "" for rows from before request ids were scoped to callers."""
 
     __tablename__ = "publish_requests"
 
+    caller: Mapped[str] = mapped_column(String(80), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     first_sequence: Mapped[int] = mapped_column(BigInteger)
     count: Mapped[int] = mapped_column(Integer)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

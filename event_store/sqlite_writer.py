@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from event_store.events import StoredEvent
 
 _DIALECT = sqlite.dialect()
 _DIALECT.update_returning = sqlite3.sqlite_version_info >= (3, 35)
-Groups = Sequence[tuple[Sequence[tuple[int, bytes]], str]]
+Groups = events.Groups
 
 
 class SqliteWriter:

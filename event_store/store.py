@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -59,9 +59,7 @@ class Store:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def append_groups(
-        self, groups: Sequence[tuple[Sequence[tuple[int, bytes]], str]]
-    ) -> list[list[StoredEvent]]:
+    async def append_groups(self, groups: events.Groups) -> list[list[StoredEvent]]:
         """Appends and commits publishes (see :func:`event_store.events.append_groups`); on
         a SQLite file in one hop to its writer thread."""
         if self.writer is not None:

@@ -73,7 +73,7 @@ async def test_sqlite_sequence_becomes_the_rowid_with_every_event_kept(tmp_path:
             assert "ix_events_type_sequence" in names
             assert len(names) == 2  # that index and the unique index on id; no primary key index
         async with store.write_connection() as connection:
-            [stored] = await events.append_groups(connection, [([(20, b"\n\x01")], "")])
+            [stored] = await events.append_groups(connection, [([(20, b"\n\x01")], None)])
         assert [e.sequence for e in stored] == [4]
     finally:
         await store.close()
@@ -90,12 +90,15 @@ async def test_publish_time_round_trips_through_the_driver_level_insert(db_url: 
     store = await Store.open(db_url)
     try:
         async with store.write_connection() as connection:
-            [stored] = await events.append_groups(connection, [([(20, b"a"), (21, b"b")], "r1")])
+            key = events.RequestKey("token:t", "r1", "0" * 64)
+            [stored] = await events.append_groups(connection, [([(20, b"a"), (21, b"b")], key)])
         async with store.reader() as session:
             rows = await events.read_after(session, 0, None, 10)
         assert rows == stored
         async with store.reader() as session:
-            assert await events.find_request(session, "r1") == stored  # the request's row
+            earlier = await events.find_request(session, key)  # the request's row
+            assert earlier is not None
+            assert await events.earlier_events(session, earlier) == stored
         assert rows[0].publish_time.tzinfo is not None
         assert abs((rows[0].publish_time - stored[0].publish_time).total_seconds()) < 1e-3
     finally:

@@ -14,7 +14,7 @@ from tests.support.databases import sqlite_url
 
 async def _publish(store: Store, count: int) -> None:
     async with store.write_connection() as connection:
-        await events.append_groups(connection, [([(20, b"x")] * count, "")])
+        await events.append_groups(connection, [([(20, b"x")] * count, None)])
 
 
 async def test_concurrent_reads_of_one_range_are_one_query(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ async def test_kept_answers_are_bounded_in_bytes(tmp_path: Path) -> None:
     store = await Store.open(sqlite_url(tmp_path))
     try:
         async with store.write_connection() as connection:
-            await events.append_groups(connection, [([(20, b"x" * 1000)] * 10, "")])
+            await events.append_groups(connection, [([(20, b"x" * 1000)] * 10, None)])
         reads = SharedReads(store, SequenceSignal(), keep_bytes=2500)
         for after in range(5):
             await reads.read_after(after, None, 2)  # 2,000 bytes each

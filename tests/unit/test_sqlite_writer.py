@@ -14,17 +14,23 @@ from event_store.store import Store
 from tests.support.databases import sqlite_url
 
 
+def key(request_id: str) -> events.RequestKey:
+    return events.RequestKey("token:test", request_id, "0" * 64)
+
+
 async def test_appends_commit_in_order_and_keep_request_ids(tmp_path: Path) -> None:
     store = await Store.open(sqlite_url(tmp_path))
     try:
         assert store.writer is not None  # a SQLite file gets the writer thread
         batches = await asyncio.gather(
-            *(store.append_groups([([(20, b"e")] * 3, f"req-{i}")]) for i in range(20))
+            *(store.append_groups([([(20, b"e")] * 3, key(f"req-{i}"))]) for i in range(20))
         )
         sequences = sorted(e.sequence for [group] in batches for e in group)
         assert sequences == list(range(1, 61))  # contiguous, nothing shared
         async with store.reader() as session:
-            assert await events.find_request(session, "req-7") == batches[7][0]
+            earlier = await events.find_request(session, key("req-7"))
+            assert earlier is not None
+            assert await events.earlier_events(session, earlier) == batches[7][0]
             assert await events.max_sequence(session) == 60
             read = await events.read_after(session, 0, None, 100)
         assert [e.id for e in read] == [
@@ -39,15 +45,17 @@ async def test_a_repeated_request_id_is_an_integrity_error_and_writes_nothing(
 ) -> None:
     store = await Store.open(sqlite_url(tmp_path))
     try:
-        await store.append_groups([([(20, b"a")], "same")])
+        await store.append_groups([([(20, b"a")], key("same"))])
         with pytest.raises(sa_exc.IntegrityError):
-            await store.append_groups([([(21, b"b"), (21, b"c")], "other"), ([(22, b"d")], "same")])
+            await store.append_groups(
+                [([(21, b"b"), (21, b"c")], key("other")), ([(22, b"d")], key("same"))]
+            )
         async with store.reader() as session:
             assert await events.max_sequence(session) == 1  # the counter rolled back too
             count = await session.execute(text("SELECT count(*) FROM events"))
             assert count.scalar_one() == 1
         # The writer goes on after a failed group.
-        [[stored]] = await store.append_groups([([(20, b"e")], "")])
+        [[stored]] = await store.append_groups([([(20, b"e")], None)])
         assert stored.sequence == 2
     finally:
         await store.close()
