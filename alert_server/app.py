@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from alert_server import sandbox
 from alert_server.delivery import DeliverySettings
 from alert_server.host import PluginHost
 from alert_server.process_plugin import ProcessSettings
@@ -76,6 +77,7 @@ async def start(config: Config) -> AlertServer:
     credentials = tls.server_credentials(config)
     secret_box = SecretBox.from_config(config)
     config = dataclasses.replace(config, internal_token="")  # the table keeps its digest
+    process = await asyncio.to_thread(process_settings, config)
     store = await Store.open(config.database_url)
     async with store.reader() as session:
         signal = SequenceSignal(await events.max_sequence(session))
@@ -96,11 +98,7 @@ async def start(config: Config) -> AlertServer:
         settings,
         server_id=config.server_id,
         lease_ttl=config.lease_ttl,
-        process=ProcessSettings(
-            memory_mb=config.process_memory_mb,
-            max_files=config.process_max_files,
-            call_timeout=config.handler_timeout,
-        ),
+        process=process,
     )
     host.secrets = secret_box
     host.metrics = metrics
@@ -115,7 +113,9 @@ async def start(config: Config) -> AlertServer:
         "max_uncompressed": config.max_package_uncompressed_bytes,
     }
     server = grpc_server.create_server(
-        max_message_bytes=config.max_message_bytes,
+        max_message_bytes=config.alert_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+        max_streams_per_connection=config.max_streams_per_connection,
         metrics=metrics,
         interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
     )
@@ -141,6 +141,32 @@ async def start(config: Config) -> AlertServer:
         "alert server %s listening on %s (store %s)", host.server_id, host.address, store.backend
     )
     return AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
+
+
+def process_settings(config: Config) -> ProcessSettings:
+    """The children's limits and sandbox; raises ConfigError for a process_user that cannot
+    be used. Logs which sandbox layers are in effect."""
+    python = ProcessSettings.python
+    try:
+        user, how = sandbox.choose_user(config.process_user, python)
+    except ValueError as exc:
+        raise ConfigError(f"config process_user: {exc}") from None
+    confined = config.process_sandbox and sandbox.landlock_abi() > 0
+    log.info(
+        "process-isolated plugins run %s, with a scrubbed environment%s",
+        how,
+        ", reads confined (Landlock)"
+        if confined
+        else (" (process_sandbox off)" if not config.process_sandbox else ", no Landlock here"),
+    )
+    return ProcessSettings(
+        memory_mb=config.process_memory_mb,
+        max_files=config.process_max_files,
+        call_timeout=config.handler_timeout,
+        sandbox=config.process_sandbox,
+        read_paths=config.process_read_paths,
+        user=user,
+    )
 
 
 async def purge_forever(store: Store, retention_seconds: float, interval: float) -> None:

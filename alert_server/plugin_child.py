@@ -14,6 +14,10 @@ Safety measures, each for a reason:
 * Resource limits (``--memory-mb`` → RLIMIT_AS, ``--max-files`` → RLIMIT_NOFILE) are set by
   the child itself before any plugin code runs, rather than by a ``preexec_fn`` in the host,
   which is unsafe in a threaded server.
+* The sandbox (``alert_server.sandbox``): the host starts it with a scrubbed environment
+  (and, if configured, as another user); with ``--sandbox`` the child, once it has read its
+  package into a private directory, confines its own reads with Landlock before the plugin's
+  code is imported.
 * It exits when the host dies: end of stdin (the kernel closes the host's end of the pipe),
   and, in case some other process holds that end, a watchdog thread that notices the parent
   pid changed. SIGINT is ignored: a terminal's Ctrl-C is for the host, which closes children
@@ -25,16 +29,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import logging
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alert_server import sandbox
 from alert_server.plugin_protocol import (
     PROTOCOL_VERSION,
     ProtocolError,
@@ -42,6 +50,7 @@ from alert_server.plugin_protocol import (
     error_to_wire,
     read_frame,
 )
+from listener_core import logs
 
 
 def _take_stdio() -> tuple[int, int]:
@@ -83,9 +92,12 @@ def _write_all(fd: int, data: bytes) -> None:
 class _Session:
     """The package and the one plugin object this child serves."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandbox: bool = False, read_paths: Sequence[str] = ()) -> None:
         self.plugin_class: Any = None
         self.plugin: Any = None
+        self.sandbox = sandbox
+        self.read_paths = list(read_paths)
+        self.private_dir: str | None = None
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
@@ -131,18 +143,28 @@ class _Session:
         if hashlib.sha256(data).hexdigest() != message.get("sha256"):
             raise ProtocolError(f"{path} does not have sha256 {message.get('sha256')}")
         info = inspect_package(data)
+        if self.sandbox:
+            # A private copy, then no more reads outside the allowed paths: the host's
+            # package cache lies in its data directory, which the plugin must not read.
+            self.private_dir = tempfile.mkdtemp(prefix="listener-plugin-")
+            path = Path(self.private_dir) / "package.zip"
+            path.write_bytes(data)
+            if not sandbox.confine_reads([*sandbox.read_paths(self.read_paths), self.private_dir]):
+                print(
+                    "plugin child: no Landlock on this kernel; reads are not confined",
+                    file=sys.stderr,
+                )
         loaded = PackageLoader().load(str(message["plugin_id"]), info, path, isolation="namespace")
         self.plugin_class = loaded.plugin_class
         return {"form": loaded.form, "batch": supports_batch(loaded.plugin_class)}
 
 
-async def serve(proto_in: int, proto_out: int) -> None:
+async def serve(proto_in: int, proto_out: int, session: _Session) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(proto_in, "rb", buffering=0)
     )
-    session = _Session()
     while True:
         try:
             message = await read_frame(reader)
@@ -163,15 +185,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alert_server.plugin_child")
     parser.add_argument("--memory-mb", type=int, default=0, help="RLIMIT_AS in MiB (0: none)")
     parser.add_argument("--max-files", type=int, default=0, help="RLIMIT_NOFILE (0: inherit)")
+    parser.add_argument("--sandbox", action="store_true", help="confine reads (Landlock)")
+    parser.add_argument("--read-path", action="append", default=[], help="also readable")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The host logs this process's stderr: the same redaction and quiet libraries as its own.
+    logging.basicConfig(level=logging.WARNING, handlers=[logs.handler("text")])
+    logs.quiet_libraries()
     proto_in, proto_out = _take_stdio()
     apply_limits(args.memory_mb, args.max_files)
     threading.Thread(
         target=_watch_parent, args=(os.getppid(),), name="parent-watch", daemon=True
     ).start()
+    session = _Session(args.sandbox, args.read_path)
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(serve(proto_in, proto_out))
+    try:
+        loop.run_until_complete(serve(proto_in, proto_out, session))
+    finally:
+        if session.private_dir is not None:
+            shutil.rmtree(session.private_dir, ignore_errors=True)
     sys.stdout.flush()
     sys.stderr.flush()
     # No asyncio.run: its shutdown would wait for worker threads a plugin left hanging, and

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from alert_server import sandbox
 from alert_server.loader import PluginLoadError
 from alert_server.plugin_protocol import (
     PROTOCOL_VERSION,
@@ -43,12 +43,11 @@ from alert_server.plugin_protocol import (
     error_from_wire,
     read_frame,
 )
+from alert_server.sandbox import ChildUser
 from listener_common import ListenerPlugin
 from listener_common.events import ListenerEvent
 
 log = logging.getLogger(__name__)
-
-_REPO = str(Path(__file__).resolve().parent.parent)
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,19 @@ class ProcessSettings:
     restart_max: float = 30.0
     #: The interpreter children run on: the alert server's own, so the same environment.
     python: str = sys.executable
+    #: Confine each child's reads with Landlock (``alert_server.sandbox``), where the kernel
+    #: has it; ``read_paths`` are readable besides what running Python needs.
+    sandbox: bool = True
+    read_paths: tuple[str, ...] = ()
+    #: Run children as this user (the alert server must be root or hold CAP_SETUID).
+    user: ChildUser | None = None
+
+    def popen_args(self) -> dict[str, Any]:
+        """How a child is started besides its command: its environment and user."""
+        args: dict[str, Any] = {"env": child_env()}
+        if self.user is not None:
+            args.update(self.user.popen_args())
+        return args
 
 
 @dataclass(frozen=True)
@@ -90,8 +102,9 @@ class PluginProcessError(Exception):
 
 
 def child_command(settings: ProcessSettings) -> list[str]:
-    return [
+    command = [
         settings.python,
+        "-P",  # no working directory on sys.path: it may be the data directory
         "-X",
         "faulthandler",  # a segfault prints the plugin's Python stack to the host log
         "-m",
@@ -101,15 +114,16 @@ def child_command(settings: ProcessSettings) -> list[str]:
         "--max-files",
         str(settings.max_files),
     ]
+    if settings.sandbox:
+        command.append("--sandbox")
+        for path in settings.read_paths:
+            command += ["--read-path", path]
+    return command
 
 
 def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = _REPO + (os.pathsep + path if path else "")
-    env["PYTHONUNBUFFERED"] = "1"  # a plugin's prints reach the log when printed
-    env.setdefault("MALLOC_ARENA_MAX", "2")  # per-thread arenas eat the address-space limit
-    return env
+    """Only what running Python needs: never the alert server's secrets (``LISTENER_*``)."""
+    return sandbox.child_environment()
 
 
 def exit_text(returncode: int | None) -> str:
@@ -146,8 +160,8 @@ def describe(
             input=request,
             capture_output=True,
             timeout=settings.start_timeout,
-            env=child_env(),
             check=False,
+            **settings.popen_args(),
         )
     except subprocess.TimeoutExpired:
         raise PluginLoadError(
@@ -199,7 +213,7 @@ class _Child:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=child_env(),
+            **spec.settings.popen_args(),
         )
         child = cls(spec, proc)
         timeout = spec.settings.start_timeout
