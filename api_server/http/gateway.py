@@ -58,6 +58,12 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 
 
+async def _no_requests() -> AsyncIterator[Any]:
+    """The request stream a refusal gets: it never reads one."""
+    return
+    yield
+
+
 class _CallDetails(NamedTuple):
     """What a gate reads of a call (``grpc.HandlerCallDetails``' two fields)."""
 
@@ -244,6 +250,10 @@ class Gateway:
                 response = await handler.stream_unary(
                     self._stream(request, route, variables), context
                 )
+            elif handler.unary_unary is None:
+                # A refusal (listener_core.interceptor.rejecting_handler) has a streaming
+                # shape so that it never reads the request: the body stays unread here too.
+                response = await handler.stream_unary(_no_requests(), context)
             else:
                 try:
                     message: Any = await self._request(request, route, variables)

@@ -17,9 +17,8 @@ from pathlib import Path
 import grpc
 
 from alert_server import sandbox
-from listener.v1 import event_service_pb2
+from listener.v1 import event_service_pb2, plugin_pb2
 from listener.v1 import listener_instance_pb2 as li_pb2
-from listener.v1 import plugin_pb2
 from listener_core.auth import BearerToken
 from tests.support.databases import sqlite_url
 from tests.support.samples import event_type, make_zip, manifest, sample_event
