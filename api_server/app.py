@@ -177,5 +177,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(args.config, insecure=args.insecure)
         grpc_server.configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:  # OSError: a listen address is taken
         sys.exit(f"api_server: {exc}")

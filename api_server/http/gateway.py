@@ -14,8 +14,8 @@ HTTP caller look like 127.0.0.1 unless the address came in a header anyone could
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -464,9 +464,15 @@ async def serve(
     site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=False)
     try:
         await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(
+            f"cannot listen on {host}:{port} for HTTP/JSON ({why}): set http_addr "
+            "(LISTENER_HTTP_ADDR) to a free address, or to off"
+        ) from None
     except BaseException:
         await runner.cleanup()
         raise
     bound = runner.addresses[0]
-    await asyncio.sleep(0)
     return HttpEndpoint(runner, host, int(bound[1]), tls is not None)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from listener.v1 import event_service_pb2, plugin_pb2
 from listener_core.pipeline import Pipeline
 from tests.http.support import Http, http_pair
 from tests.support.samples import logger_package
+from tests.support.servers import REPO, free_port
 
 DESIGN_PATHS = {
     "PublishEvent": ("POST", "/v1/events:publish"),
@@ -208,3 +213,28 @@ async def test_both_doors_share_each_methods_built_handler(
         "/listener.v1.EventService/ListEvents": 1,
         "/listener.v1.PluginService/ListPlugins": 1,
     }
+
+
+def test_a_taken_http_port_is_a_clear_exit(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "LISTENER_DATA_DIR": str(tmp_path),
+            "LISTENER_API_ADDR": f"127.0.0.1:{free_port()}",
+            "LISTENER_ALERT_TARGETS": f"127.0.0.1:{free_port()}",
+            "LISTENER_HTTP_ADDR": f"127.0.0.1:{port}",
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "api_server"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert f"api_server: cannot listen on 127.0.0.1:{port} for HTTP/JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
