@@ -127,8 +127,11 @@ class AirflowListener:
         try:
             settings = self._settings
             publisher.flush(timeout=settings.ack_timeout if settings else None)
-        except Exception:
-            log.warning("listener service: flush before stopping failed", exc_info=True)
+        except Exception as exc:
+            log.warning(
+                "listener service: flush before stopping failed: %s",
+                str(exc) or type(exc).__name__,
+            )
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -162,7 +165,7 @@ class AirflowListener:
                 "listener service: event for %s not published (%d failed so far): %s",
                 what,
                 self.counters.failed,
-                exc or type(exc).__name__,
+                str(exc) or type(exc).__name__,
             )
             return
         self.counters.published += 1

@@ -2,9 +2,9 @@
 bridge to real servers, and a logger instance receives the DAG runs' events in order.
 
 ``airflow dags test`` creates its DAG run already running, so Airflow calls no
-``on_dag_run_running`` there (the scheduler does, when it starts a queued run): the runs here
-yield task starts/ends/fails and the run's end or failure, and WORKFLOW_START's mapping is
-covered by the unit tests.
+``on_dag_run_running`` there: those runs yield task starts/ends/fails and the run's end or
+failure. WORKFLOW_START comes from the scheduler, which starts a queued run: one scheduler
+loop (``airflow scheduler --num-runs 1``) shows it.
 """
 
 from __future__ import annotations
@@ -69,10 +69,16 @@ def venv() -> Path:
 
 @pytest.fixture(scope="module")
 def migrated_db(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An Airflow metadata database made by ``airflow db migrate`` once; each test copies it."""
+    """An Airflow metadata database made once, each test copies it: migrated, with the test
+    DAGs serialized (the scheduler reads them from there) and the slotless pool."""
     home = AirflowHome(venv, tmp_path_factory.mktemp("airflow-schema"), {})
-    migrated = home.run("db", "migrate")
-    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    for command in (
+        ("db", "migrate"),
+        ("dags", "reserialize"),
+        ("pools", "set", "bridge_closed", "0", "no slots: tasks stay scheduled"),
+    ):
+        done = home.run(*command)
+        assert done.returncode == 0, done.stdout + done.stderr
     return home.home / "airflow.db"
 
 
@@ -189,3 +195,42 @@ async def test_airflow_runs_on_when_the_service_is_down(
     assert done.returncode == 0, output
     assert output.count("not published") == 5, output
     assert "5 failed so far" in output
+
+
+async def test_the_scheduler_publishes_workflow_start(
+    venv: Path, migrated_db: Path, tmp_path: Path
+) -> None:
+    """One loop of the real scheduler creates the ``@once`` DAG's run and starts it; its task
+    waits on a pool without slots, so nothing else happens."""
+    pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data")
+    out = tmp_path / "events.jsonl"
+    try:
+        pair.start_both()
+        async with ListenerClient(pair.api_addr) as client:
+            await client.install_plugin(logger_package())
+            await client.create_instance(
+                "airflow-audit", "logger", event_types=TYPES, params={"logFile": str(out)}
+            )
+            home = airflow_home(venv, migrated_db, tmp_path, targets=pair.api_addr)
+            done = await asyncio.to_thread(
+                home.run, "scheduler", "--num-runs", "1", "--skip-serve-logs"
+            )
+            output = done.stdout + done.stderr
+            assert done.returncode == 0, output
+            assert "not published" not in output, output
+            stored = await client.list_events()
+            assert [e.WhichOneof("payload") for e in stored] == ["workflow_start"]
+            (event,) = await eventually(lambda: lines(out))
+    finally:
+        pair.stop()
+
+    assert event["type"] == "WORKFLOW_START"
+    assert event["workflow_name"] == "bridge_scheduled"
+    assert (event["state"], event["command_type"]) == ("running", "scheduled")
+    assert event["run_times"] == 1 and event["workflow_instance_id"] > 0
+    assert event["host"] == airflow_hostname(venv)
+    assert event["owner"] == "etl-team"
+    assert not event.get("end_time")
+    assert event["event_time"] == event["start_time"]
+    parts = source_parts(event)
+    assert parts[:2] == ["airflow", "bridge_scheduled"] and parts[2].startswith("scheduled__")

@@ -1,5 +1,6 @@
-"""Two small DAGs for the Airflow bridge test (run with ``airflow dags test``): one that
-succeeds and one whose last task fails. Airflow loads this file, not pytest."""
+"""Small DAGs for the Airflow bridge test: one that succeeds and one whose last task fails
+(run with ``airflow dags test``), and one the scheduler starts by itself. Airflow loads this
+file, not pytest."""
 
 from __future__ import annotations
 
@@ -36,3 +37,23 @@ def bridge_fail() -> None:
 
 bridge_ok()
 bridge_fail()
+
+
+@dag(
+    dag_id="bridge_scheduled",
+    schedule="@once",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    is_paused_upon_creation=False,
+)
+def bridge_scheduled() -> None:
+    # The pool has no slots: the scheduler creates and starts the run (on_dag_run_running)
+    # and never queues the task, so no executor or API server is needed.
+    @task(owner="etl-team", pool="bridge_closed")
+    def wait() -> None:
+        pass
+
+    wait()
+
+
+bridge_scheduled()
