@@ -411,6 +411,9 @@ def _not_allowed(allowed: Sequence[str]) -> web.Response:
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers["Server"] = "listener"  # not the library and its version
+    if request.path.startswith("/v1/"):
+        response.headers["Cache-Control"] = "no-store"  # answers hold data a token unlocked
 
 
 # -- serving ------------------------------------------------------------------------------------

@@ -150,6 +150,9 @@ async def test_security_headers_openapi_and_no_path_escape(tmp_path: Path) -> No
             assert reply.headers["Referrer-Policy"] == "no-referrer"
             csp = reply.headers["Content-Security-Policy"]
             assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            assert reply.headers["Server"] == "listener"
+            if path.startswith("/v1/"):
+                assert reply.headers["Cache-Control"] == "no-store"
         spec = await http.call("GET", "/openapi.json")
         assert spec.status == 200 and spec.json["openapi"] == "3.1.0"
         assert "/v1/listenerInstances/{listenerInstanceId}:pause" in spec.json["paths"]
