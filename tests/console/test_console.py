@@ -227,8 +227,10 @@ def _admin_flow(console: Console, page: Page, receiver: Receiver) -> None:
     delivered_before = len(receiver.bodies)
     page.fill("#replay-sequence", str(first["sequence"]))
     page.click("#replay")
-    page.click("#confirm-cancel")  # cancelled: nothing replayed
+    expect(page.locator("#confirm-cancel")).to_be_focused()  # the safe choice comes first
+    page.keyboard.press("Escape")  # cancelled: nothing replayed
     expect(page.locator("#confirm")).to_be_hidden()
+    expect(page.locator("#replay")).to_be_focused()
     page.click("#replay")
     confirm(page)
     expect(page.locator("#action-result")).to_contain_text("Replaying")
@@ -286,6 +288,10 @@ def test_every_form_control_round_trips(console: Console, page: Page) -> None:
     assert status == 200
     page.goto(console.base + "/#/instances/new")
     page.select_option("#f-plugin", "formkit")
+    # The CEL filter field is offered exactly when this server's API has it (DESIGN §13).
+    _, spec = console.call("GET", "/openapi.json")
+    fields = spec["components"]["schemas"]["listener.v1.ListenerInstance"]["properties"]
+    expect(page.locator("#f-filter")).to_have_count(1 if "filter" in fields else 0)
     # Defaults from the spec are rendered in each control type.
     expect(page.locator("#p-batch")).to_have_value("10")
     expect(page.locator("#p-mode-0")).to_be_checked()  # radio "fast"
@@ -380,6 +386,12 @@ def test_viewer_signs_in_and_is_offered_no_admin_action(tmp_path: Path, page: Pa
         page.fill("#token", VIEWER_TOKEN)
         page.keyboard.press("Enter")
         expect(page.locator("#role")).to_have_text("Signed in: viewer")
+        # Keyboard: a section link opens its page and focus lands on the page's heading.
+        page.focus("a[data-nav=events]")
+        page.keyboard.press("Enter")
+        expect(page.locator("h1")).to_have_text("Events")
+        expect(page.locator("h1")).to_be_focused()
+        page.go_back()
         assert VIEWER_TOKEN not in page.url
         assert page.evaluate("document.cookie") == ""
         expect(page.locator("tr[data-instance=audit]")).to_be_visible()

@@ -118,6 +118,18 @@ export function uploadPackage(file, onProgress) {
   });
 }
 
+let schemaPromise = null;
+
+/** Whether this server's ListenerInstance has a field (from /openapi.json, read once). */
+export async function instanceHasField(field) {
+  schemaPromise ??= fetch("/openapi.json", { credentials: "omit" })
+    .then((r) => (r.ok ? r.json() : {}))
+    .catch(() => ({}));
+  const doc = await schemaPromise;
+  const schema = ((doc.components || {}).schemas || {})["listener.v1.ListenerInstance"] || {};
+  return Object.prototype.hasOwnProperty.call(schema.properties || {}, field);
+}
+
 // -- routes ------------------------------------------------------------------------------
 
 const enc = encodeURIComponent;

@@ -2,7 +2,7 @@
 // event types as checkboxes, the failure policy and the content filter. Client-side checks
 // come from the spec; the server's BadRequest field violations land beside the same fields.
 
-import { ApiError, api, idOf } from "../api.js";
+import { ApiError, api, idOf, instanceHasField } from "../api.js";
 import { renderParams } from "../form_spec.js";
 import { session } from "../session.js";
 import { EVENT_TYPES, announce, errorText, h, render, short } from "../ui.js";
@@ -31,8 +31,11 @@ export async function instanceFormPage(main, editId) {
     render(main, h("h1", {}, "Not allowed"), h("p", {}, "Your token may only look, not change instances."));
     return;
   }
-  const plugins = await api.listPlugins();
-  const existing = editId ? await api.getInstance(editId) : null;
+  const [plugins, existing, filterSupported] = await Promise.all([
+    api.listPlugins(),
+    editId ? api.getInstance(editId) : null,
+    instanceHasField("filter"),
+  ]);
   const heading = h("h1", {}, existing ? `Edit ${existing.displayName || editId}` : "New listener instance");
   if (!existing && !plugins.length) {
     render(main, heading, h("p", {}, "Install a plugin first. "), h("a", { href: "#/plugins" }, "Go to plugins"));
@@ -79,7 +82,8 @@ export async function instanceFormPage(main, editId) {
       h("label", {}, modePark, "Park it after ", parkAfter, " failed attempts and go on")),
     fieldError("policy"));
 
-  // The content filter (a CEL expression over `event`); sent only when set or when it was set.
+  // The content filter (a CEL expression over `event`, DESIGN §13), offered when this server's
+  // API has the field; sent only when set or when it was set.
   const hadFilter = !!(existing && existing.filter);
   const filterInput = h("textarea", { id: "f-filter", rows: "2", spellcheck: "false", placeholder: 'e.g. event.task_fail.project_name == "etl"', "aria-describedby": "f-filter-info f-filter-err" });
   filterInput.value = existing ? existing.filter || "" : "";
@@ -94,8 +98,8 @@ export async function instanceFormPage(main, editId) {
       h("p", { class: "info", id: "f-plugin-info" }, existing ? "Fixed at creation." : "The form below is the plugin's."), fieldError("plugin")),
     h("fieldset", { id: "f-params" }, h("legend", {}, "Parameters"), paramsBox),
     typesSet, policySet,
-    h("div", { class: "field" }, h("label", { for: "f-filter" }, "Filter (optional)"), filterInput,
-      h("p", { class: "info", id: "f-filter-info" }, "A CEL expression over event; only matching events are delivered. Empty: every event of the chosen types."), fieldError("filter")),
+    filterSupported ? h("div", { class: "field" }, h("label", { for: "f-filter" }, "Filter (optional)"), filterInput,
+      h("p", { class: "info", id: "f-filter-info" }, "A CEL expression over event; only matching events are delivered. Empty: every event of the chosen types."), fieldError("filter")) : null,
     h("div", { class: "actions" }, submit, h("a", { class: "button", href: existing ? `#/instances/${editId}` : "#/instances" }, "Cancel")));
 
   function setFieldError(key, message) {
@@ -143,7 +147,7 @@ export async function instanceFormPage(main, editId) {
       failurePolicy: modePark.checked ? { mode: "MODE_PARK", parkAfter: after } : { mode: "MODE_BLOCK" },
     };
     const filter = filterInput.value.trim();
-    const sendFilter = !!filter || hadFilter;
+    const sendFilter = filterSupported && (!!filter || hadFilter);
     if (sendFilter) instance.filter = filter;
     submit.disabled = true;
     try {
