@@ -86,7 +86,11 @@ def wait_http(base: str, timeout: float = 30.0) -> None:
 
 @contextmanager
 def console_servers(tmp: Path, tokens: str = "") -> Iterator[Console]:
-    env = {"LISTENER_TOKENS": tokens} if tokens else {}
+    # A failed event waits minutes for its next automatic attempt, so what moves it in the
+    # tests is the operator's "Retry now", not a backoff timer racing the clicks.
+    env = {"LISTENER_RETRY_BASE": "300", "LISTENER_RETRY_MAX": "600"}
+    if tokens:
+        env["LISTENER_TOKENS"] = tokens
     pair = ServerPair(sqlite_url(tmp), tmp / "data", extra_env=env)
     try:
         pair.start_both()
@@ -183,6 +187,19 @@ class Receiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def ids(self) -> list[str]:
+        return [str(body.get("id")) for body in list(self.bodies)]
+
+    def wait_for(self, event_id: str, after: int = 0, timeout: float = 60.0) -> None:
+        """Until the event arrives (again, when ``after`` bodies came before): delivery is at
+        least once, so an operator action racing a batch may repeat one, and order is not
+        what is asserted here."""
+        deadline = time.monotonic() + timeout
+        while event_id not in self.ids()[after:]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"webhook never got {event_id}; got {self.ids()}")
+            time.sleep(0.05)
 
     def wait(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
