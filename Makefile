@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install run test lint typecheck proto proto-check openapi plugins bench clean
+.PHONY: install run test lint typecheck proto proto-check openapi plugins bench clean java
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,8 +48,15 @@ proto-check: proto
 plugins: $(STAMP)
 	$(PY) -m listener_common.build plugins/* --out dist/plugins
 
+## The Java publisher, clients/java/build/listener-client.jar and its launcher listener-publish,
+## from Debian's packages (installs the missing ones when run as root).
+java: clients/java/build/listener-client.jar
+
+clients/java/build/listener-client.jar: $(PROTOS) $(shell find clients/java/src -name '*.java') clients/java/build.sh | $(STAMP)
+	bash clients/java/build.sh $(abspath $(PY))
+
 bench: $(STAMP) plugins
 	$(PY) -m bench
 
 clean:
-	rm -rf dist data .pytest_cache .mypy_cache
+	rm -rf dist data .pytest_cache .mypy_cache clients/java/build

@@ -220,8 +220,13 @@ async def test_token_and_mtls(tmp_path: Path) -> None:
         "tokens": ("publisher:s3cret",),
     }
     async with running_pair(sqlite_url(tmp_path), tmp_path, **settings) as pair:
-        mtls = {"tls_ca": certs.ca, "tls_cert": certs.client_cert, "tls_key": certs.client_key}
-        async with Publisher(pair.api_addr, token="s3cret", **mtls) as pub:
+        async with Publisher(
+            pair.api_addr,
+            token="s3cret",
+            tls_ca=certs.ca,
+            tls_cert=certs.client_cert,
+            tls_key=certs.client_key,
+        ) as pub:
             assert (await (await pub.publish(numbered(1)))).sequence == 1
         # Without the client certificate the handshake fails: UNAVAILABLE, retried, then given up.
         quick = RetryPolicy(initial_backoff=0.02, max_backoff=0.1, give_up_after=0.5)
