@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import grpc
+
+from listener.v1 import event_service_pb2
 from listener_client import ListenerClient, Publisher, RetryPolicy
 from tests.publisher.support import Recorder, add_logger, logged, numbered
 from tests.support.databases import sqlite_url
@@ -39,6 +43,30 @@ async def test_a_reply_lost_across_an_api_server_restart_is_stored_once(tmp_path
         pair.stop()
 
 
+class KillDuringCalls(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """SIGKILLs the API server right after the n-th PublishEvents request went out, for each n
+    in ``at``, and starts it again in the background while the publisher retries: each kill
+    lands while a batch is in flight, committed or not."""
+
+    def __init__(self, pair: ServerPair, at: set[int]) -> None:
+        self.pair = pair
+        self.at = at
+        self.calls = 0
+        self.restarts: list[asyncio.Task[None]] = []
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+        if isinstance(request, event_service_pb2.PublishEventsRequest):
+            self.calls += 1
+            if self.calls in self.at:
+                await asyncio.to_thread(self.pair.kill, "api_server")
+                restart = asyncio.to_thread(self.pair.start, "api_server")
+                self.restarts.append(asyncio.create_task(restart))
+        return call
+
+
 async def test_publisher_through_two_api_server_kills(tmp_path: Path) -> None:
     count = 20_000
     pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data")
@@ -46,24 +74,18 @@ async def test_publisher_through_two_api_server_kills(tmp_path: Path) -> None:
     try:
         pair.start_both()
         await add_logger(pair.api_addr, out)
-        async with Publisher(pair.api_addr, block_timeout=300, retry=RETRY) as pub:
-            killed_at: list[int] = []
-
-            async def chaos() -> None:
-                for at in (count // 4, count * 5 // 8):
-                    await eventually(lambda at=at: pub.stats.sent >= at, timeout=300)
-                    killed_at.append(pub.stats.sent)
-                    await restart_api(pair)
-
-            chaos_task = asyncio.create_task(chaos())
+        chaos = KillDuringCalls(pair, at={8, 24})  # of at least 40 calls (500 events at most)
+        async with Publisher(
+            pair.api_addr, block_timeout=300, retry=RETRY, interceptors=[chaos]
+        ) as pub:
             futures = []
             for i in range(count):
                 futures.append(await pub.publish(numbered(i)))
                 if i % 100 == 0:
                     await asyncio.sleep(0)  # a scheduler's loop does other work too
             await pub.flush()
-            await chaos_task
-            assert len(killed_at) == 2 and killed_at[-1] < count, "both kills during the run"
+            await asyncio.gather(*chaos.restarts)
+            assert len(chaos.restarts) == 2, "both kills during the run"
             assert pub.stats.retried >= 2 and pub.stats.failed == 0
         results = [f.result() for f in futures]
         assert len({r.id for r in results}) == count
