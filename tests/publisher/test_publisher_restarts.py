@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 
-from listener.v1 import event_service_pb2
 from listener_client import ListenerClient, Publisher, RetryPolicy
 from tests.publisher.support import Recorder, add_logger, logged, numbered
 from tests.support.databases import sqlite_url
@@ -44,26 +43,27 @@ async def test_a_reply_lost_across_an_api_server_restart_is_stored_once(tmp_path
 
 
 class KillDuringCalls(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """SIGKILLs the API server right after the n-th PublishEvents request went out, for each n
-    in ``at``, and starts it again in the background while the publisher retries: each kill
-    lands while a batch is in flight, committed or not."""
+    """Once armed, SIGKILLs the API server right after the next PublishEvents request went out
+    and starts it again in the background while the publisher retries: the kill lands while a
+    batch is in flight, committed or not (or just answered, when a restart was still being
+    waited for)."""
 
-    def __init__(self, pair: ServerPair, at: set[int]) -> None:
+    def __init__(self, pair: ServerPair) -> None:
         self.pair = pair
-        self.at = at
-        self.calls = 0
+        self.armed = 0
         self.restarts: list[asyncio.Task[None]] = []
 
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         call = await continuation(client_call_details, request)
-        if isinstance(request, event_service_pb2.PublishEventsRequest):
-            self.calls += 1
-            if self.calls in self.at:
-                await asyncio.to_thread(self.pair.kill, "api_server")
-                restart = asyncio.to_thread(self.pair.start, "api_server")
-                self.restarts.append(asyncio.create_task(restart))
+        if self.armed:
+            self.armed -= 1
+            if self.restarts:  # the server this call went to is the restarted one, up
+                await self.restarts[-1]
+            await asyncio.to_thread(self.pair.kill, "api_server")
+            restart = asyncio.to_thread(self.pair.start, "api_server")
+            self.restarts.append(asyncio.create_task(restart))
         return call
 
 
@@ -74,13 +74,15 @@ async def test_publisher_through_two_api_server_kills(tmp_path: Path) -> None:
     try:
         pair.start_both()
         await add_logger(pair.api_addr, out)
-        chaos = KillDuringCalls(pair, at={8, 24})  # of at least 40 calls (500 events at most)
+        chaos = KillDuringCalls(pair)
         async with Publisher(
             pair.api_addr, block_timeout=300, retry=RETRY, interceptors=[chaos]
         ) as pub:
             futures = []
             for i in range(count):
                 futures.append(await pub.publish(numbered(i)))
+                if i in (count // 4, count // 2):
+                    chaos.armed += 1  # at least 20 calls of 500 events are still to come
                 if i % 100 == 0:
                     await asyncio.sleep(0)  # a scheduler's loop does other work too
             await pub.flush()
