@@ -146,6 +146,7 @@ async def start(config: Config) -> ApiServer:
             table.handlers,
             max_body_bytes=config.max_message_bytes,
             max_package_bytes=config.max_package_bytes,
+            loopback_names_only=not tokens and grpc_server.is_loopback(config.http_addr),
         )
         try:
             api.http = await http_gateway.serve(gateway, *http_bind, http_tls)

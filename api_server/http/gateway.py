@@ -14,6 +14,7 @@ HTTP caller look like 127.0.0.1 unless the address came in a header anyone could
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import ssl
@@ -178,8 +179,10 @@ class Gateway:
         max_package_bytes: int,
         static_dir: Path = STATIC_DIR,
         api_routes: Sequence[routing.Route] | None = None,
+        loopback_names_only: bool = False,
     ) -> None:
         self.pipeline = pipeline
+        self.loopback_names_only = loopback_names_only
         self.handlers = dict(handlers)
         self.max_body = max_body_bytes
         self.max_package = max_package_bytes
@@ -197,6 +200,9 @@ class Gateway:
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        refused = self._browser_refusal(request)
+        if refused is not None:
+            return _error_response(refused)
         path = request.path
         if path.startswith("/v1/") or path == "/v1":
             return await self._api(request)
@@ -205,6 +211,34 @@ class Gateway:
                 return _not_allowed(["GET", "HEAD"])
             return web.FileResponse(OPENAPI_FILE, headers={"Content-Type": "application/json"})
         return await self._static(request)
+
+    def _browser_refusal(self, request: web.Request) -> errors.ServiceError | None:
+        """Keeps other web sites' pages out, for the server that has no tokens to do it.
+
+        A page on any site can make the browser send a POST without a preflight (no
+        Content-Type, or a form's): a changing call that says it comes from another origin
+        (``Origin``, ``Sec-Fetch-Site``) is refused. And a site whose name is made to resolve
+        to 127.0.0.1 (DNS rebinding) would be same-origin: an open server on loopback answers
+        only requests addressed to a loopback name. curl and other clients send neither
+        header, and the console is same-origin, so neither notices.
+        """
+        if self.loopback_names_only and not _loopback_name(request.host):
+            return errors.PermissionDenied(
+                "this server has no tokens and answers only requests addressed to a loopback "
+                "name (localhost, 127.0.0.1, [::1])",
+                reason="HOST_NOT_ALLOWED",
+            )
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return None
+        origin = request.headers.get("Origin")
+        own = f"{request.scheme}://{request.host}"
+        site = request.headers.get("Sec-Fetch-Site", "same-origin").lower()
+        if (origin is not None and origin != own) or site not in ("same-origin", "none"):
+            return errors.PermissionDenied(
+                "a changing call from another web site's page is refused",
+                reason="CROSS_ORIGIN",
+            )
+        return None
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -358,6 +392,17 @@ class Gateway:
             return web.Response(status=404, text="not found\n", content_type="text/plain")
         headers = {"Cache-Control": "no-cache"}
         return web.FileResponse(target, headers=headers)
+
+
+def _loopback_name(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _body_paths(route: routing.Route) -> set[tuple[str, ...]]:

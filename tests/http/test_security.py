@@ -213,3 +213,62 @@ async def _curl(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run, ["curl", "-sS", *args], capture_output=True, text=True, timeout=60
     )
+
+
+async def test_other_sites_pages_cannot_call_an_open_server(tmp_path: Path) -> None:
+    """No tokens (loopback only): a cross-origin changing call, and any request addressed to
+    a non-loopback name (DNS rebinding), are refused; curl-style and same-origin calls pass."""
+    async with http_pair(tmp_path) as (pair, http):
+        own = f"http://127.0.0.1:{pair.api.http_port}"
+        event = {"event": {"taskFail": {"taskName": "t"}}}
+        refusals = {
+            "foreign origin": await http.call(
+                "POST", "/v1/events:publish", event, headers={"Origin": "http://evil.example"}
+            ),
+            "null origin": await http.call(
+                "POST", "/v1/events:publish", event, headers={"Origin": "null"}
+            ),
+            "cross-site fetch": await http.call(
+                "POST", "/v1/events:publish", event, headers={"Sec-Fetch-Site": "cross-site"}
+            ),
+            "no-type body": await http.call(
+                "POST",
+                "/v1/events:publish",
+                raw=json.dumps(event).encode(),
+                headers={"Origin": "http://evil.example"},
+            ),
+            "pause": await http.call(
+                "POST", "/v1/listenerInstances/x:pause", headers={"Origin": "http://evil.example"}
+            ),
+        }
+        for name, reply in refusals.items():
+            assert (reply.status, reply.reason) == (403, "CROSS_ORIGIN"), (name, reply.body)
+        rebound = await http.call("GET", "/v1/plugins", headers={"Host": "evil.example"})
+        assert (rebound.status, rebound.reason) == (403, "HOST_NOT_ALLOWED"), rebound.body
+        page = await http.call("GET", "/", headers={"Host": f"evil.example:{pair.api.http_port}"})
+        assert page.status == 403
+        assert (await http.call("GET", "/v1/events")).json["events"] == []  # nothing stored
+
+        same = await http.call(
+            "POST",
+            "/v1/events:publish",
+            event,
+            headers={"Origin": own, "Sec-Fetch-Site": "same-origin"},
+        )
+        assert same.status == 200, same.body
+        for host in (f"localhost:{pair.api.http_port}", f"127.0.0.1:{pair.api.http_port}"):
+            assert (await http.call("GET", "/v1/plugins", headers={"Host": host})).status == 200
+        foreign_read = await http.call(
+            "GET", "/v1/plugins", headers={"Origin": "http://evil.example"}
+        )
+        assert foreign_read.status == 200  # reads are not changes; CORS keeps the answer away
+
+
+async def test_with_tokens_any_host_name_reaches_the_token_check(tmp_path: Path) -> None:
+    async with http_pair(tmp_path, tokens=TOKEN_CONFIG) as (_, http):
+        named = await http.call("GET", "/v1/plugins", headers={"Host": "listener.example"})
+        assert named.status == 401
+        ok = await http.call(
+            "GET", "/v1/plugins", token=TOKENS["viewer"], headers={"Host": "listener.example"}
+        )
+        assert ok.status == 200
