@@ -140,7 +140,7 @@ export async function instanceDetailPage(main, id) {
       ["Event types", (inst.eventTypes || []).map((t) => short(t, "EVENT_TYPE_")).join(", ")],
       ["Failure policy", policy.mode === "MODE_PARK" ? `park after ${policy.parkAfter} attempts` : "block and retry"],
       inst.filter ? ["Filter", h("code", {}, inst.filter)] : null,
-      ["Params", Object.entries(inst.params || {}).map(([k, v]) => h("div", {}, h("code", {}, k), " = ", v))],
+      ["Params", Object.entries(inst.params || {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => h("div", {}, h("code", {}, k), " = ", v))],
     ].filter(Boolean);
     status.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
     pause.hidden = state === "PAUSED";

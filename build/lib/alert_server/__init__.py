@@ -1,0 +1,1 @@
+"""The alert server: hot-loads listener plugins and delivers events to them."""

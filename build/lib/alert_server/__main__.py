@@ -1,0 +1,3 @@
+from alert_server.app import main
+
+main()

@@ -1,0 +1,197 @@
+"""Assembles and runs the alert server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from alert_server import sandbox
+from alert_server.delivery import DeliverySettings
+from alert_server.host import PluginHost
+from alert_server.process_plugin import ProcessSettings
+from alert_server.servicer import PluginHostServicer
+from alert_server.wakeup import SequenceSignal, listen_postgres, poll_forever
+from event_store import events, retention
+from event_store.store import Store
+from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
+from listener_core import auth, tls
+from listener_core import server as grpc_server
+from listener_core.config import Config, ConfigError, load_config
+from listener_core.metrics import AlertMetrics, InstanceSample, MetricsEndpoint, start_endpoint
+from listener_core.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = plugin_host_pb2.DESCRIPTOR.services_by_name["PluginHostService"].full_name
+
+
+@dataclass
+class AlertServer:
+    config: Config
+    store: Store
+    host: PluginHost
+    server: grpc.aio.Server
+    port: int
+    _tasks: list[asyncio.Task[None]]
+    metrics: AlertMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.close()
+        await self.server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):  # hand the instances over at once
+            await self.host.leave()
+        await self.host.close()
+        await self.store.close()
+
+
+async def start(config: Config) -> AlertServer:
+    """Checks the security settings, opens the store, converges to it, and serves; returns
+    once ready. Configuration mistakes raise ConfigError before anything is opened."""
+    internal = (
+        auth.TokenTable([(auth.INTERNAL, auth.token_digest(config.internal_token))])
+        if config.internal_token
+        else auth.TokenTable()
+    )
+    grpc_server.check_exposure(
+        config.alert_addr,
+        # A client certificate signed by tls_client_ca authenticates the API server too.
+        authenticated=bool(internal) or bool(config.tls_client_ca),
+        insecure=config.insecure,
+        what="the alert server",
+    )
+    credentials = tls.server_credentials(config)
+    secret_box = SecretBox.from_config(config)
+    config = dataclasses.replace(config, internal_token="")  # the table keeps its digest
+    process = await asyncio.to_thread(process_settings, config)
+    store = await Store.open(config.database_url)
+    async with store.reader() as session:
+        signal = SequenceSignal(await events.max_sequence(session))
+    metrics = AlertMetrics()
+    settings = DeliverySettings(
+        metrics=metrics,
+        handler_timeout=config.handler_timeout,
+        batch_size=config.delivery_batch,
+        poll_interval=config.poll_interval,
+        progress_interval=config.progress_interval,
+        retry_base=config.retry_base,
+        retry_max=config.retry_max,
+    )
+    host = PluginHost(
+        store,
+        Path(config.data_dir) / "packages",
+        signal,
+        settings,
+        server_id=config.server_id,
+        lease_ttl=config.lease_ttl,
+        process=process,
+    )
+    host.secrets = secret_box
+    host.metrics = metrics
+    metrics.watch_instances(
+        lambda: [
+            InstanceSample(v.instance_id, v.state, max(0, signal.latest - v.cursor), v.attempts)
+            for v in host.instance_views()
+        ]
+    )
+    host.package_limits = {
+        "max_files": config.max_package_files,
+        "max_uncompressed": config.max_package_uncompressed_bytes,
+    }
+    server = grpc_server.create_server(
+        max_message_bytes=config.alert_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+        max_streams_per_connection=config.max_streams_per_connection,
+        metrics=metrics,
+        interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
+    )
+    plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
+    grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
+    port = grpc_server.bind(server, config.alert_addr, credentials)
+    host.address = f"{config.alert_addr.rpartition(':')[0]}:{port}"
+    if not config.server_id:
+        # Stable across restarts on the same address: a restarted server takes its own
+        # instances back at once instead of waiting for their leases to lapse.
+        host.server_id = f"{socket.gethostname()}:{port}"
+    await host.reconcile()
+    await server.start()
+    endpoint = await start_endpoint(config.alert_metrics_addr, metrics)
+    tasks = [
+        asyncio.create_task(poll_forever(signal, store, config.poll_interval)),
+        asyncio.create_task(host.run_leases()),
+        asyncio.create_task(purge_forever(store, config.retention_seconds, config.purge_interval)),
+    ]
+    if store.backend == "postgresql":
+        tasks.append(asyncio.create_task(listen_postgres(signal, store)))
+    log.info(
+        "alert server %s listening on %s (store %s)", host.server_id, host.address, store.backend
+    )
+    return AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
+
+
+def process_settings(config: Config) -> ProcessSettings:
+    """The children's limits and sandbox; raises ConfigError for a process_user that cannot
+    be used. Logs which sandbox layers are in effect."""
+    python = ProcessSettings.python
+    try:
+        user, how = sandbox.choose_user(config.process_user, python)
+    except ValueError as exc:
+        raise ConfigError(f"config process_user: {exc}") from None
+    confined = config.process_sandbox and sandbox.landlock_abi() > 0
+    log.info(
+        "process-isolated plugins run %s, with a scrubbed environment%s",
+        how,
+        ", reads confined (Landlock)"
+        if confined
+        else (" (process_sandbox off)" if not config.process_sandbox else ", no Landlock here"),
+    )
+    return ProcessSettings(
+        memory_mb=config.process_memory_mb,
+        max_files=config.process_max_files,
+        call_timeout=config.handler_timeout,
+        sandbox=config.process_sandbox,
+        read_paths=config.process_read_paths,
+        user=user,
+    )
+
+
+async def purge_forever(store: Store, retention_seconds: float, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            purged = await retention.purge(store, retention_seconds)
+            if purged:
+                log.info("purged %d delivered events", purged)
+        except Exception as exc:
+            log.warning("purging delivered events failed: %s", exc)
+
+
+async def serve(config: Config) -> None:
+    alert = await start(config)
+    await grpc_server.wait_for_signal()
+    log.info("alert server shutting down")
+    await alert.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = grpc_server.parse_args(argv, "alert_server")
+    try:
+        config = load_config(args.config, insecure=args.insecure)
+        grpc_server.configure_logging(config.log_level, config.log_format)
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        sys.exit(f"alert_server: {exc}")

@@ -1,0 +1,501 @@
+"""One delivery loop per listener instance: read its events in order, hand them over, record.
+
+At least once: the cursor moves only after the plugin returned, so a crash in between
+redelivers the same events with the same ids. A failure blocks the instance on its head
+event and retries it with backoff (``alert_server.backoff``), or, under the ``park`` policy,
+moves it to the dead-letter list after N attempts; other instances never wait.
+
+Every write is fenced (``event_store.deliveries``): when an operator moved the cursor or
+another alert server took the instance over, the write is refused, and the runner re-reads
+its state or, if it no longer owns the instance, stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alert_server.backoff import retry_delay
+from alert_server.convert import ALL_TYPES, to_sdk_event
+from alert_server.loader import LoadedPackage
+from alert_server.progress import ProgressWriter
+from alert_server.reads import SharedReads
+from alert_server.wakeup import SequenceSignal
+from event_store import deliveries, events
+from event_store.deliveries import Attempt, LeaseLost
+from event_store.models import Delivery, ListenerInstance, utcnow
+from event_store.store import Store
+from listener_common import DeliveryError, ListenerPlugin
+from listener_common.plugin import deliver_batch, supports_batch
+from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    handler_timeout: float = 30.0
+    batch_size: int = 500
+    poll_interval: float = 2.0
+    progress_interval: float = 0.05
+    retry_base: float = 1.0
+    retry_max: float = 300.0
+    # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
+    metrics: AlertMetrics | NullMetrics = NO_METRICS
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    mode: str = "block"  # or "park"
+    park_after: int = 0
+
+    def parks(self, attempts: int, permanent: bool) -> bool:
+        if self.mode != "park":
+            return False
+        return permanent or attempts >= max(1, self.park_after)
+
+
+class PluginCallError(Exception):
+    """A plugin's open or handler raised or timed out; the message is what operators see."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        event: events.StoredEvent | None = None,
+        retry_after: float | None = None,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.event = event
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Stopped(Exception):
+    """This server no longer owns the instance."""
+
+
+def describe(exc: BaseException) -> str:
+    if type(exc) is TimeoutError and not exc.args:  # asyncio's timeout, not a plugin's own
+        return "handler timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _call_error(exc: BaseException, event: events.StoredEvent, what: str) -> PluginCallError:
+    return PluginCallError(
+        f"{what}: {describe(exc)}",
+        event=event,
+        retry_after=exc.retry_after if isinstance(exc, DeliveryError) else None,
+        permanent=isinstance(exc, DeliveryError) and exc.permanent,
+    )
+
+
+def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:
+    """How many events of the batch (ordered by sequence) go up to ``sequence``: usually
+    all of them. By sequence, not ``batch.index(event)``, which compares whole events."""
+    if batch[-1].sequence == sequence:
+        return len(batch)
+    return next(i for i, e in enumerate(batch) if e.sequence == sequence) + 1
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class InstanceRunner:
+    def __init__(
+        self,
+        instance_id: str,
+        package: LoadedPackage,
+        config: dict[str, Any],
+        types: Sequence[int],
+        policy: FailurePolicy,
+        store: Store,
+        signal: SequenceSignal,
+        settings: DeliverySettings,
+        owner: str,
+        fence: int,
+        progress: ProgressWriter,
+        reads: SharedReads,
+    ) -> None:
+        self.instance_id = instance_id
+        self.package = package
+        self.config = config
+        # None reads every type: no "type IN (all thirteen)" filter for the common case.
+        self.types: list[int] | None = None if set(types) >= ALL_TYPES else list(types)
+        self.policy = policy
+        self.store = store
+        self.signal = signal
+        self.settings = settings
+        self.owner = owner
+        self.fence = fence
+        self.paused = False
+        self.cursor = 0
+        self.attempts = 0
+        self.last_error = ""
+        self.next_attempt: datetime | None = None
+        self.stopped = False
+        self._history: list[dict[str, Any]] = []
+        self._redeliver: list[int] = []
+        self._plugin: ListenerPlugin | None = None
+        self._lock = asyncio.Lock()  # held while a batch is in a plugin's hands
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._reload = True
+        # The newest sequence known at the last read that found nothing: no new read until
+        # a wake-up brings a newer one, so idle instances cost no queries.
+        self._idle_at = -1
+        self.progress = progress
+        self.reads = reads
+        self._progress: asyncio.Future[None] | None = None
+
+    @property
+    def state(self) -> str:
+        if self.paused:
+            return "PAUSED"
+        return "BLOCKED" if self.attempts else "ACTIVE"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"delivery:{self.instance_id}")
+
+    async def stop(self) -> None:
+        """Stops after the batch in flight, then closes the plugin object."""
+        if self._task is not None:
+            async with self._lock:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self._flush_progress()
+        await self._close_plugin()
+
+    @property
+    def plugin_open(self) -> bool:
+        """Whether a plugin object is open (a hot swap opens its successor beforehand)."""
+        return self._plugin is not None
+
+    async def open_plugin(self, package: LoadedPackage) -> ListenerPlugin:
+        """An opened object of ``package`` with this instance's params, not yet in use: the
+        first half of a hot swap, run while the current object keeps delivering."""
+        return await self._open(package)
+
+    async def swap(self, package: LoadedPackage, plugin: ListenerPlugin | None = None) -> None:
+        """Switches to ``package`` between two batches (waits for the one in flight), to
+        ``plugin`` from ``open_plugin`` or, without one, to an object the next batch opens;
+        then closes the old object. The switch itself cannot fail, so it needs no rollback."""
+        async with self._lock:
+            old, self._plugin, self.package = self._plugin, plugin, package
+        if old is not None:
+            await self._close(old)
+
+    def kick(self, reload: bool = True) -> None:
+        """Wakes the loop now (an operator's retry), re-reading the state first if asked."""
+        self._reload = self._reload or reload
+        self._wake.set()
+
+    async def deliver_test(self, event: events.StoredEvent) -> str:
+        """Hands an out-of-band test event to the plugin; returns the error, or ''."""
+        async with self._lock:
+            try:
+                if self._plugin is None:
+                    self._plugin = await self._open(self.package)
+                await asyncio.wait_for(
+                    self._plugin.on_event(to_sdk_event(event)), self.settings.handler_timeout
+                )
+            except Exception as exc:
+                return str(exc) if isinstance(exc, PluginCallError) else describe(exc)
+        return ""
+
+    # -- plugin calls ---------------------------------------------------------------------
+
+    async def _open(self, package: LoadedPackage) -> ListenerPlugin:
+        plugin = package.plugin_class()
+        try:
+            await asyncio.wait_for(plugin.open(dict(self.config)), self.settings.handler_timeout)
+        except Exception as exc:
+            raise PluginCallError(f"open failed: {describe(exc)}") from exc
+        return plugin
+
+    async def _close(self, plugin: ListenerPlugin) -> None:
+        try:
+            await asyncio.wait_for(plugin.close(), self.settings.handler_timeout)
+        except Exception as exc:
+            log.warning("instance %s: close failed: %s", self.instance_id, describe(exc))
+
+    async def _close_plugin(self) -> None:
+        plugin, self._plugin = self._plugin, None
+        if plugin is not None:
+            await self._close(plugin)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def preload(self, row: Delivery, inst: ListenerInstance, redeliver: list[int]) -> None:
+        """Starts from state the host read for many instances at once (at start, 1,000
+        instances cost four queries instead of about five each); an owner that is not this
+        server leaves the state unloaded, so the first step's _load_state stops the runner."""
+        if row.owner == self.owner:
+            self._apply_state(row, inst, redeliver)
+
+    async def _load_state(self) -> None:
+        await self._flush_progress()
+        async with self.store.reader() as session:
+            row = await session.get(Delivery, self.instance_id)
+            inst = await session.get(ListenerInstance, self.instance_id)
+            if row is None or inst is None or row.owner != self.owner:
+                raise Stopped()
+            redeliver = await deliveries.redeliveries(session, self.instance_id)
+        self._apply_state(row, inst, redeliver)
+
+    def _apply_state(self, row: Delivery, inst: ListenerInstance, redeliver: list[int]) -> None:
+        self._redeliver = redeliver
+        self.fence = row.fence
+        self.cursor = row.delivered_seq
+        self.attempts = row.attempts
+        self.last_error = row.last_error
+        self.next_attempt = row.next_attempt_time
+        self.paused = inst.desired_state == "PAUSED"
+        self._history = json.loads(row.recent_attempts or "[]")
+        self._idle_at = -1
+        self._reload = False
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                failure: PluginCallError | None = None
+                try:
+                    if self._reload:
+                        await self._load_state()
+                    await self._step()
+                except PluginCallError as exc:
+                    failure = exc
+                except (asyncio.CancelledError, Stopped):
+                    raise
+                except Exception as exc:
+                    await self._trouble(exc)
+                if failure is not None:
+                    try:
+                        await self._failed(failure)
+                    except (asyncio.CancelledError, Stopped):
+                        raise
+                    except Exception as exc:
+                        await self._trouble(exc)
+        except Stopped:
+            log.info("instance %s: no longer owned here; stopping", self.instance_id)
+            self.stopped = True
+            await self._close_plugin()
+
+    async def _trouble(self, exc: Exception) -> None:
+        """A refused write (re-read the state) or a store outage (wait, re-read, retry)."""
+        self._reload = True
+        if not isinstance(exc, LeaseLost):
+            log.warning("instance %s: delivery step failed: %s", self.instance_id, exc)
+            await self._sleep(self.settings.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleeps, cut short by ``kick`` (also one that came just before)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+        self._wake.clear()
+
+    async def _step(self) -> None:
+        if self.paused:
+            await self._sleep(self.settings.poll_interval * 5)
+            return
+        if self.attempts and self.next_attempt is not None:
+            wait = (self.next_attempt - utcnow()).total_seconds()
+            if wait > 0:
+                await self._sleep(wait)
+                return
+        if self._redeliver:
+            await self._redeliver_parked()
+            return
+        high = self.signal.latest
+        if high > self._idle_at:
+            batch = await self.reads.read_after(self.cursor, self.types, self.settings.batch_size)
+        else:
+            batch = []  # nothing committed since the last empty read: no query
+        if not batch:
+            self._idle_at = high
+            # No timeout needed to find new events: the counter poll (wakeup.poll_forever)
+            # bumps the signal when a wake-up was lost. A long one keeps idle runners idle.
+            waiter = asyncio.create_task(
+                self.signal.wait_above(high, self.settings.poll_interval * 30)
+            )
+            kicked = asyncio.create_task(self._wake.wait())
+            try:
+                await asyncio.wait({waiter, kicked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                kicked.cancel()
+            self._wake.clear()
+            return
+        self._idle_at = -1
+        started = time.monotonic()
+        delivered, failure = await self._deliver(batch)
+        if delivered > self.cursor:
+            self.cursor = delivered
+            self.attempts, self.last_error, self.next_attempt = 0, "", None
+            count = _count_through(batch, delivered)
+            last = batch[count - 1]
+            history = deliveries.push_attempt(
+                self._history, Attempt(_now_iso(), _ms(started), delivered, last.id, count)
+            )
+            self._progress = self.progress.submit(
+                self.instance_id, self.owner, self.fence, delivered, history, self._lost
+            )
+            self.settings.metrics.delivered(
+                self.instance_id, (e.publish_time for e in batch[:count])
+            )
+        if failure is not None:
+            raise failure
+
+    async def _deliver(
+        self, batch: Sequence[events.StoredEvent]
+    ) -> tuple[int, PluginCallError | None]:
+        """Hands a batch over; returns the last delivered sequence and the failure, if any."""
+        delivered = self.cursor
+        timeout = self.settings.handler_timeout
+        async with self._lock:
+            if self._plugin is None:
+                self._plugin = await self._open(self.package)
+            plugin = self._plugin
+            if supports_batch(plugin):
+                try:
+                    sdk_events = [to_sdk_event(e) for e in batch]
+                    async with asyncio.timeout(timeout):  # no task per call, as wait_for makes
+                        await deliver_batch(plugin, sdk_events)
+                except Exception as exc:
+                    head = batch[0]
+                    return delivered, _call_error(
+                        exc,
+                        head,
+                        f"batch of {len(batch)} from event {head.id} (sequence {head.sequence})",
+                    )
+                return batch[-1].sequence, None
+            for stored in batch:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await plugin.on_event(to_sdk_event(stored))
+                except Exception as exc:
+                    return delivered, _call_error(
+                        exc, stored, f"event {stored.id} (sequence {stored.sequence})"
+                    )
+                delivered = stored.sequence
+        return delivered, None
+
+    async def _redeliver_parked(self) -> None:
+        """Delivers the events an operator asked to redeliver from the dead-letter list."""
+        async with self.store.reader() as session:
+            found = {
+                e.sequence: e
+                for e in await events.events_between(
+                    session, self._redeliver[0], self._redeliver[-1]
+                )
+            }
+        for sequence in list(self._redeliver):
+            stored = found.get(sequence)
+            error = "the event was purged" if stored is None else ""
+            if stored is not None:
+                async with self._lock:
+                    try:
+                        if self._plugin is None:
+                            self._plugin = await self._open(self.package)
+                        await asyncio.wait_for(
+                            self._plugin.on_event(to_sdk_event(stored)),
+                            self.settings.handler_timeout,
+                        )
+                    except Exception as exc:
+                        error = describe(exc)
+            async with self.store.transaction() as session:
+                await deliveries.finish_redelivery(session, self.instance_id, sequence, error)
+            self._redeliver.remove(sequence)
+
+    def _lost(self) -> None:
+        """The progress writer's write was refused: re-read the state (or stop)."""
+        self._reload = True
+        self._wake.set()
+
+    async def _flush_progress(self) -> None:
+        """Waits for this runner's pending cursor write, before a write of its own."""
+        if self._progress is not None and not self._progress.done():
+            await asyncio.shield(self._progress)
+
+    async def _failed(self, exc: PluginCallError) -> None:
+        await self._flush_progress()
+        self.attempts += 1
+        self.last_error = str(exc)
+        event = exc.event
+        attempt = Attempt(
+            _now_iso(),
+            0.0,
+            event.sequence if event else 0,
+            event.id if event else "",
+            self.attempts,
+            self.last_error,
+        )
+        history = deliveries.history_json(deliveries.push_attempt(self._history, attempt))
+        self.settings.metrics.failed(self.instance_id)
+        ids = {"instance": self.instance_id, "event_id": attempt.event_id, "attempt": self.attempts}
+        if event is not None and self.policy.parks(self.attempts, exc.permanent):
+            log.warning(
+                "instance %s: parking event %s after %d attempt(s): %s",
+                self.instance_id,
+                event.id,
+                self.attempts,
+                self.last_error,
+                extra=ids,
+            )
+            async with self.store.transaction() as session:
+                await deliveries.park(
+                    session,
+                    self.instance_id,
+                    self.owner,
+                    self.fence,
+                    event.sequence,
+                    event.id,
+                    self.attempts,
+                    self.last_error,
+                    history,
+                )
+            self.settings.metrics.parked(self.instance_id)
+            self.cursor = event.sequence
+            self.attempts, self.last_error, self.next_attempt = 0, "", None
+            return
+        delay = retry_delay(self.attempts, self.settings.retry_base, self.settings.retry_max)
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, self.settings.retry_max))
+        self.next_attempt = utcnow() + timedelta(seconds=delay)
+        log.warning(
+            "instance %s: attempt %d failed: %s; next attempt in %.1fs",
+            self.instance_id,
+            self.attempts,
+            self.last_error,
+            delay,
+            extra=ids,
+        )
+        async with self.store.transaction() as session:
+            await deliveries.record_failure(
+                session,
+                self.instance_id,
+                self.owner,
+                self.fence,
+                self.cursor,
+                self.attempts,
+                self.last_error,
+                self.next_attempt,
+                history,
+            )
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)

@@ -1,0 +1,145 @@
+"""listener.alert.v1.PluginHostService: the API server's handle on this alert server."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC
+
+from google.protobuf import struct_pb2
+
+from alert_server.host import PluginHost
+from alert_server.loader import LoadedPackage
+from alert_server.package_cache import sha256_of
+from event_store.events import StoredEvent
+from listener.alert.v1 import plugin_host_pb2 as pb
+from listener.alert.v1 import plugin_host_pb2_grpc
+from listener.v1 import event_pb2
+from listener_core import errors
+from listener_core.server import Context
+
+
+def _describe(loaded: LoadedPackage) -> pb.LoadPluginResponse:
+    manifest = loaded.info.manifest
+    forms = []
+    for item in loaded.form:
+        s = struct_pb2.Struct()
+        s.update(item)
+        forms.append(s)
+    return pb.LoadPluginResponse(
+        name=manifest.name,
+        version=str(manifest.version),
+        entry=manifest.entry,
+        sdk=str(manifest.sdk),
+        isolation=loaded.isolation,
+        params=forms,
+    )
+
+
+class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+
+    async def LoadPlugin(
+        self, request: pb.LoadPluginRequest, context: Context
+    ) -> pb.LoadPluginResponse:
+        if not request.plugin_id or not request.sha256:
+            raise errors.InvalidArgument("plugin_id and sha256 are required")
+        if request.dry_run:
+            if not request.package:
+                raise errors.InvalidArgument("a dry run needs the package bytes")
+            if sha256_of(request.package) != request.sha256:
+                raise errors.InvalidArgument("package bytes do not match sha256")
+            return _describe(
+                await self.host.probe(
+                    request.plugin_id, request.package, request.sha256, request.isolation or None
+                )
+            )
+        if request.package:
+            self.host.cache.put(request.sha256, request.package)
+        return _describe(
+            await self.host.load_plugin(
+                request.plugin_id, request.sha256, request.isolation or None
+            )
+        )
+
+    async def UnloadPlugin(
+        self, request: pb.UnloadPluginRequest, context: Context
+    ) -> pb.UnloadPluginResponse:
+        await self.host.unload_plugin(request.plugin_id)
+        return pb.UnloadPluginResponse()
+
+    async def ApplyInstance(
+        self, request: pb.ApplyInstanceRequest, context: Context
+    ) -> pb.ApplyInstanceResponse:
+        await self.host.apply_instance(request.instance_id)
+        return pb.ApplyInstanceResponse()
+
+    async def RemoveInstance(
+        self, request: pb.RemoveInstanceRequest, context: Context
+    ) -> pb.RemoveInstanceResponse:
+        await self.host.remove_instance(request.instance_id)
+        return pb.RemoveInstanceResponse()
+
+    async def Notify(self, request: pb.NotifyRequest, context: Context) -> pb.NotifyResponse:
+        self.host.signal.bump(request.max_sequence)
+        return pb.NotifyResponse()
+
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: Context
+    ) -> pb.GetStatusResponse:
+        latest = self.host.signal.latest
+        return pb.GetStatusResponse(
+            plugins=[
+                pb.LoadedPlugin(
+                    plugin_id=p.plugin_id,
+                    sha256=p.sha256,
+                    version=p.version,
+                    module_prefix=p.prefix,
+                    isolation=p.isolation,
+                )
+                for p in self.host.plugins.values()
+            ],
+            leaked_plugins=[
+                pb.LeakedPlugin(
+                    plugin_id=leak.plugin_id,
+                    sha256=leak.sha256,
+                    version=leak.version,
+                    module_prefix=leak.prefix,
+                    leaks=leak.leaks,
+                )
+                for leak in self.host.leaks.values()
+            ],
+            instances=[
+                pb.InstanceStatus(
+                    instance_id=v.instance_id,
+                    plugin_id=v.plugin_id,
+                    state=v.state,
+                    delivered_sequence=v.cursor,
+                    lag=max(0, latest - v.cursor),
+                    last_error=v.last_error,
+                    attempts=v.attempts,
+                )
+                for v in self.host.instance_views()
+            ],
+        )
+
+    async def KickInstance(
+        self, request: pb.KickInstanceRequest, context: Context
+    ) -> pb.KickInstanceResponse:
+        return pb.KickInstanceResponse(running=self.host.kick(request.instance_id))
+
+    async def SendTestEvent(
+        self, request: pb.SendTestEventRequest, context: Context
+    ) -> pb.SendTestEventResponse:
+        runner = self.host.runners.get(request.instance_id)
+        if runner is None:
+            return pb.SendTestEventResponse(running=False)
+        msg = event_pb2.ListenerEvent.FromString(request.event)
+        stored = StoredEvent(
+            msg.sequence, msg.id, int(msg.type), msg.publish_time.ToDatetime(UTC), request.event
+        )
+        started = time.monotonic()
+        error = await runner.deliver_test(stored)
+        return pb.SendTestEventResponse(
+            running=True, error=error, duration_ms=(time.monotonic() - started) * 1000
+        )

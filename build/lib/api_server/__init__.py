@@ -1,0 +1,1 @@
+"""The public API server: plugin and instance administration, and event publishing."""

@@ -1,0 +1,3 @@
+from api_server.app import main
+
+main()

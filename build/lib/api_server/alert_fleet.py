@@ -1,0 +1,207 @@
+"""Drives every alert server the API server knows, over the internal contract.
+
+Probing a package needs one alert server's answer; other changes are sent to every alert
+server and tolerate one being down, since each reconciles from the store when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import grpc
+
+from listener.alert.v1 import plugin_host_pb2 as pb
+from listener.alert.v1 import plugin_host_pb2_grpc
+from listener_core import errors
+from listener_core.auth import BearerToken
+
+log = logging.getLogger(__name__)
+
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+Stub = plugin_host_pb2_grpc.PluginHostServiceStub
+
+
+async def _notify(request: pb.NotifyRequest, stub: Stub) -> None:
+    await stub.Notify(request, timeout=2.0)
+
+
+class AlertFleet:
+    def __init__(
+        self,
+        targets: Sequence[str],
+        *,
+        timeout: float,
+        max_message_bytes: int,
+        credentials: grpc.ChannelCredentials | None = None,
+        internal_token: str = "",
+        server_name: str = "",
+    ) -> None:
+        """``credentials`` make the channels TLS (mTLS with a client certificate);
+        ``internal_token`` goes with every call; ``server_name`` is the name to expect in the
+        alert servers' certificates when it is not the host in ``targets``."""
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        interceptors = [BearerToken(internal_token)] if internal_token else None
+        self.targets = list(targets)
+        self.timeout = timeout
+        self._channels = [
+            grpc.aio.secure_channel(t, credentials, options=options, interceptors=interceptors)
+            if credentials is not None
+            else grpc.aio.insecure_channel(t, options=options, interceptors=interceptors)
+            for t in self.targets
+        ]
+        self._stubs = [plugin_host_pb2_grpc.PluginHostServiceStub(c) for c in self._channels]
+        self._notify_seq = 0
+        self._notify_wake = asyncio.Event()
+        self._notifier: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._notifier
+        for channel in self._channels:
+            await channel.close()
+
+    async def probe(
+        self, plugin_id: str, sha256: str, package: bytes, isolation: str = ""
+    ) -> pb.LoadPluginResponse:
+        """Has an alert server load the package and describe it, without keeping it
+        (a package meant for process isolation is checked in a child process)."""
+        request = pb.LoadPluginRequest(
+            plugin_id=plugin_id, sha256=sha256, package=package, dry_run=True, isolation=isolation
+        )
+        last: grpc.aio.AioRpcError | None = None
+        for target, stub in zip(self.targets, self._stubs, strict=True):
+            try:
+                return await stub.LoadPlugin(request, timeout=self.timeout)  # type: ignore[no-any-return]
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _UNREACHABLE:
+                    log.warning("alert server %s unreachable: %s", target, exc.details())
+                    last = exc
+                    continue
+                raise self._translate(exc) from None
+        raise errors.Unavailable(
+            "no alert server could check the package: "
+            + (last.details() or "unreachable" if last else "none configured"),
+            reason="ALERT_UNAVAILABLE",
+        )
+
+    @staticmethod
+    def _translate(exc: grpc.aio.AioRpcError) -> errors.ServiceError:
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return errors.InvalidArgument(
+                f"the alert server rejected the package: {exc.details()}",
+                reason="PLUGIN_LOAD_FAILED",
+            )
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return errors.FailedPrecondition(
+                f"the alert server refused this API server ({exc.code().name}: "
+                f"{exc.details()}): check internal_token and the TLS settings on both",
+                reason="ALERT_AUTH_FAILED",
+            )
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return errors.FailedPrecondition(exc.details() or "", reason="PLUGIN_LOAD_FAILED")
+        return errors.Internal(
+            f"alert server error: {exc.code().name}: {exc.details()}", reason="ALERT_ERROR"
+        )
+
+    async def _each(
+        self, call: Callable[[plugin_host_pb2_grpc.PluginHostServiceStub], Awaitable[Any]]
+    ) -> list[BaseException | None]:
+        async def one(
+            target: str, stub: plugin_host_pb2_grpc.PluginHostServiceStub
+        ) -> BaseException | None:
+            try:
+                await call(stub)
+                return None
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _UNREACHABLE:
+                    return self._translate(exc)
+                log.warning("alert server %s unreachable: %s", target, exc.details())
+                return errors.Unavailable(f"alert server {target} unreachable")
+
+        return list(
+            await asyncio.gather(
+                *(one(t, s) for t, s in zip(self.targets, self._stubs, strict=True))
+            )
+        )
+
+    async def activate_plugin(self, plugin_id: str, sha256: str, isolation: str = "") -> None:
+        """Loads (or hot-swaps to) the stored package in the given isolation mode; a
+        rejection is the admin's error."""
+        request = pb.LoadPluginRequest(plugin_id=plugin_id, sha256=sha256, isolation=isolation)
+        results = await self._each(lambda s: s.LoadPlugin(request, timeout=self.timeout))
+        for result in results:
+            if isinstance(result, errors.ServiceError) and not isinstance(
+                result, errors.Unavailable
+            ):
+                raise result  # an unreachable one reconciles when it is back
+
+    async def unload_plugin(self, plugin_id: str) -> None:
+        request = pb.UnloadPluginRequest(plugin_id=plugin_id)
+        await self._each(lambda s: s.UnloadPlugin(request, timeout=self.timeout))
+
+    async def apply_instance(self, instance_id: str) -> None:
+        request = pb.ApplyInstanceRequest(instance_id=instance_id)
+        for result in await self._each(lambda s: s.ApplyInstance(request, timeout=self.timeout)):
+            if result is not None and not isinstance(result, errors.Unavailable):
+                log.warning("alert server could not apply instance %s: %s", instance_id, result)
+
+    async def remove_instance(self, instance_id: str) -> None:
+        request = pb.RemoveInstanceRequest(instance_id=instance_id)
+        await self._each(lambda s: s.RemoveInstance(request, timeout=self.timeout))
+
+    def notify(self, max_sequence: int) -> None:
+        """Tells every alert server that events up to ``max_sequence`` are committed.
+
+        Never blocks the publisher: the newest sequence is handed to a background task that
+        sends one Notify per alert server at a time, so a burst of publishes coalesces.
+        """
+        if max_sequence > self._notify_seq:
+            self._notify_seq = max_sequence
+            self._notify_wake.set()
+        if self._notifier is None:
+            self._notifier = asyncio.create_task(self._notify_loop())
+
+    async def _notify_loop(self) -> None:
+        sent = 0
+        while True:
+            await self._notify_wake.wait()
+            self._notify_wake.clear()
+            if self._notify_seq <= sent:
+                continue
+            sent = self._notify_seq
+            await self._each(partial(_notify, pb.NotifyRequest(max_sequence=sent)))
+
+    async def kick(self, instance_id: str) -> None:
+        """Has the instance's runner re-read its state now (best effort: the lease loop
+        notices the change within a third of the lease time anyway)."""
+        request = pb.KickInstanceRequest(instance_id=instance_id)
+        await self._each(lambda s: s.KickInstance(request, timeout=self.timeout))
+
+    async def send_test(self, instance_id: str, event: bytes) -> pb.SendTestEventResponse:
+        request = pb.SendTestEventRequest(instance_id=instance_id, event=event)
+        for target, stub in zip(self.targets, self._stubs, strict=True):
+            try:
+                reply = await stub.SendTestEvent(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("alert server %s: SendTestEvent failed: %s", target, exc.details())
+                continue
+            if reply.running:
+                return reply  # type: ignore[no-any-return]
+        raise errors.FailedPrecondition(
+            f"no reachable alert server runs listenerInstances/{instance_id} right now",
+            reason="INSTANCE_NOT_RUNNING",
+        )

@@ -1,0 +1,181 @@
+"""Assembles and runs the public API server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from api_server import validation
+from api_server.alert_fleet import AlertFleet
+from api_server.caller_service import CallerService
+from api_server.event_service import EventService
+from api_server.http import gateway as http_gateway
+from api_server.instance_service import ListenerInstanceService
+from api_server.limits import PublishLimiter
+from api_server.plugin_service import PluginService
+from event_store.store import Store
+from listener.v1 import (
+    caller_pb2,
+    caller_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    listener_instance_pb2,
+    listener_instance_pb2_grpc,
+    plugin_pb2,
+    plugin_pb2_grpc,
+)
+from listener_core import auth, tls
+from listener_core import server as grpc_server
+from listener_core.config import Config, ConfigError, load_config
+from listener_core.metrics import ApiMetrics, MetricsEndpoint, start_endpoint
+from listener_core.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = [
+    plugin_pb2.DESCRIPTOR.services_by_name["PluginService"].full_name,
+    listener_instance_pb2.DESCRIPTOR.services_by_name["ListenerInstanceService"].full_name,
+    event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    caller_pb2.DESCRIPTOR.services_by_name["CallerService"].full_name,
+]
+
+
+@dataclass
+class ApiServer:
+    config: Config
+    store: Store
+    fleet: AlertFleet
+    server: grpc.aio.Server
+    port: int
+    events: EventService
+    metrics: ApiMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+    http: http_gateway.HttpEndpoint | None = None
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None, "HTTP is off (http_addr = off)"
+        return self.http.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.http is not None:
+            await self.http.close()
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.close()
+        await self.server.stop(grace)
+        await self.events.committer.close()
+        await self.fleet.close()
+        await self.store.close()
+
+
+async def start(config: Config) -> ApiServer:
+    """Checks the security settings, opens the store, and serves; returns once ready.
+
+    Every configuration mistake (a bad token entry, an unreadable certificate, an open API on a
+    public address) raises ConfigError before anything is opened.
+    """
+    tokens = auth.TokenTable.parse(config.tokens)
+    grpc_server.check_exposure(
+        config.api_addr, authenticated=bool(tokens), insecure=config.insecure, what="the API server"
+    )
+    try:
+        http_bind = http_gateway.parse_addr(config.http_addr)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if http_bind is not None:
+        grpc_server.check_exposure(
+            config.http_addr,
+            authenticated=bool(tokens),
+            insecure=config.insecure,
+            what="the HTTP API",
+        )
+    credentials = tls.server_credentials(config)
+    http_tls = http_gateway.ssl_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+    if tokens and credentials is None and not grpc_server.is_loopback(config.api_addr):
+        log.warning("tokens travel in clear on %s: configure tls_cert and tls_key", config.api_addr)
+    alert_credentials = tls.alert_channel_credentials(config)
+    secret_box = SecretBox.from_config(config)
+    config = dataclasses.replace(config, tokens=tokens.redacted())  # keep digests only
+    store = await Store.open(config.database_url)
+    fleet = AlertFleet(
+        config.alert_target_list,
+        timeout=config.alert_timeout,
+        max_message_bytes=config.alert_message_bytes,
+        credentials=alert_credentials,
+        internal_token=config.internal_token,
+        server_name=config.alert_tls_server_name,
+    )
+    metrics = ApiMetrics()
+    pipeline = grpc_server.build_pipeline(
+        [
+            auth.AuthInterceptor(tokens, auth.PUBLIC_METHOD_ROLES),
+            validation.RequestValidator(),
+            PublishLimiter(config.publish_concurrency_per_caller),
+        ],
+        metrics,
+    )
+    server = grpc_server.create_server(
+        max_message_bytes=config.max_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+        max_streams_per_connection=config.max_streams_per_connection,
+        pipeline=pipeline,
+    )
+    # Registered through the table, so HTTP calls the same handlers through the same pipeline.
+    table = http_gateway.HandlerTable(server)
+    plugin_pb2_grpc.add_PluginServiceServicer_to_server(PluginService(store, fleet, config), table)
+    listener_instance_pb2_grpc.add_ListenerInstanceServiceServicer_to_server(
+        ListenerInstanceService(store, fleet, secrets=secret_box), table
+    )
+    event_service = EventService(store, fleet, config, metrics)
+    event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, table)
+    caller_pb2_grpc.add_CallerServiceServicer_to_server(CallerService(tokens), table)
+    grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
+    port = grpc_server.bind(server, config.api_addr, credentials)
+    await server.start()
+    endpoint = await start_endpoint(config.api_metrics_addr, metrics)
+    api = ApiServer(config, store, fleet, server, port, event_service, metrics, endpoint)
+    if http_bind is not None:
+        gateway = http_gateway.Gateway(
+            pipeline,
+            table.handlers,
+            max_body_bytes=config.max_message_bytes,
+            max_package_bytes=config.max_package_bytes,
+        )
+        try:
+            api.http = await http_gateway.serve(gateway, *http_bind, http_tls)
+        except BaseException:
+            await api.stop(0)
+            raise
+        log.info("HTTP/JSON and the console on %s", api.http.url)
+    log.info(
+        "API server listening on %s (%s, %s; store %s, alert servers %s)",
+        config.api_addr,
+        "TLS" if credentials is not None else "plaintext",
+        f"{len(tokens)} token(s)" if tokens else "no authentication",
+        store.backend,
+        ", ".join(config.alert_target_list),
+    )
+    return api
+
+
+async def serve(config: Config) -> None:
+    api = await start(config)
+    await grpc_server.wait_for_signal()
+    log.info("API server shutting down")
+    await api.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = grpc_server.parse_args(argv, "api_server")
+    try:
+        config = load_config(args.config, insecure=args.insecure)
+        grpc_server.configure_logging(config.log_level, config.log_format)
+        asyncio.run(serve(config))
+    except (ConfigError, OSError) as exc:  # OSError: a listen address is taken
+        sys.exit(f"api_server: {exc}")

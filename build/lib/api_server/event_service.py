@@ -1,0 +1,182 @@
+"""listener.v1.EventService: where schedulers publish; replies only after commit."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import exc as sa_exc
+
+from api_server import conversions, paging
+from api_server.alert_fleet import AlertFleet
+from api_server.group_commit import GroupCommitter, earlier_result
+from event_store import events
+from event_store.store import Store
+from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+from listener_core import errors
+from listener_core.auth import caller_key
+from listener_core.config import Config
+from listener_core.metrics import NO_METRICS, ApiMetrics, NullMetrics
+from listener_core.server import Context
+
+_PAYLOAD_TYPES = {
+    field.name: event_pb2.EventType.Value("EVENT_TYPE_" + field.name.upper())
+    for field in event_pb2.ListenerEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
+}
+_VALID_TYPES = set(_PAYLOAD_TYPES.values())
+MAX_SOURCE_CHARS = 255
+MAX_REQUEST_ID_CHARS = 128
+CALLER_CHARS = 80  # the store's column (a long unix socket peer is cut)
+
+
+def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
+    """Checks one published event; returns its type number and the body to store.
+
+    Completes the event in place (type from the payload, event_time if unset): it belongs
+    to the request being handled, and copying it first cost a third of this function."""
+    which = event.WhichOneof("payload")
+    if which is None:
+        raise errors.InvalidArgument(
+            f"{field}: a payload is required (one of {', '.join(_PAYLOAD_TYPES)})",
+            reason="PAYLOAD_REQUIRED",
+            field_violations=[(f"{field}.payload", "required")],
+        )
+    expected = _PAYLOAD_TYPES[which]
+    if event.type and event.type not in _VALID_TYPES:
+        raise errors.InvalidArgument(
+            f"{field}.type: unknown event type {event.type}",
+            reason="UNKNOWN_EVENT_TYPE",
+            field_violations=[(f"{field}.type", "unknown event type")],
+        )
+    if event.type and event.type != expected:
+        raise errors.InvalidArgument(
+            f"{field}.type is {event_pb2.EventType.Name(event.type)} but the payload is {which}",
+            reason="TYPE_MISMATCH",
+            field_violations=[(f"{field}.type", "does not match the payload")],
+        )
+    output_only = [
+        name
+        for name, given in (
+            ("id", bool(event.id)),
+            ("sequence", bool(event.sequence)),
+            ("publish_time", event.HasField("publish_time")),
+        )
+        if given
+    ]
+    if output_only:
+        raise errors.InvalidArgument(
+            f"{field}: {', '.join(output_only)} are assigned by the server; leave them out",
+            field_violations=[(f"{field}.{f}", "output only") for f in output_only],
+        )
+    if len(event.source) > MAX_SOURCE_CHARS:
+        raise errors.InvalidArgument(
+            f"{field}.source is longer than {MAX_SOURCE_CHARS} characters",
+            field_violations=[(f"{field}.source", "too long")],
+        )
+    event.type = expected  # type: ignore[assignment]
+    if not event.HasField("event_time"):
+        event.event_time.GetCurrentTime()
+    return expected, event.SerializeToString()
+
+
+def request_key(
+    request_id: str, published: Iterable[event_pb2.ListenerEvent], context: Context
+) -> events.RequestKey | None:
+    """The publish's request id scoped to its caller (token digest; peer host when the API
+    is open), with a digest of the events as sent — before the server completes them, so a
+    retry of an event without event_time matches."""
+    if not request_id:
+        return None
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise errors.InvalidArgument(
+            f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters",
+            field_violations=[("request_id", "too long")],
+        )
+    digest = hashlib.sha256()
+    for event in published:
+        data = event.SerializeToString(deterministic=True)
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    caller = caller_key(context.invocation_metadata(), context.peer())[:CALLER_CHARS]
+    return events.RequestKey(caller, request_id, digest.hexdigest())
+
+
+class EventService(event_service_pb2_grpc.EventServiceServicer):
+    def __init__(
+        self,
+        store: Store,
+        fleet: AlertFleet,
+        config: Config,
+        metrics: ApiMetrics | NullMetrics = NO_METRICS,
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.max_batch = config.max_batch_events
+        self.committer = GroupCommitter(store, fleet.notify, on_stored=metrics.published)
+
+    async def _publish(
+        self, items: Sequence[tuple[int, bytes]], key: events.RequestKey | None
+    ) -> list[events.StoredEvent]:
+        try:
+            return await self.committer.publish(items, key)
+        except sa_exc.IntegrityError:
+            if key is None:
+                raise
+            earlier = await earlier_result(self.store, key)  # lost a race with the same key
+            if earlier is None:
+                raise
+            return earlier
+
+    async def PublishEvent(
+        self, request: event_service_pb2.PublishEventRequest, context: Context
+    ) -> event_service_pb2.PublishEventResponse:
+        if not request.HasField("event"):
+            raise errors.InvalidArgument(
+                "event is required", field_violations=[("event", "required")]
+            )
+        key = request_key(request.request_id, [request.event], context)
+        stored = await self._publish([prepare(request.event, "event")], key)
+        return event_service_pb2.PublishEventResponse(id=stored[0].id, sequence=stored[0].sequence)
+
+    async def PublishEvents(
+        self, request: event_service_pb2.PublishEventsRequest, context: Context
+    ) -> event_service_pb2.PublishEventsResponse:
+        if not request.events:
+            raise errors.InvalidArgument(
+                "events must not be empty", field_violations=[("events", "required")]
+            )
+        if len(request.events) > self.max_batch:
+            raise errors.InvalidArgument(
+                f"{len(request.events)} events in one call; the limit is {self.max_batch}",
+                field_violations=[("events", "too many")],
+            )
+        key = request_key(request.request_id, request.events, context)
+        items = [prepare(e, f"events[{i}]") for i, e in enumerate(request.events)]
+        stored = await self._publish(items, key)
+        reply = event_service_pb2.PublishEventsResponse()
+        add = reply.events.add  # half the cost of building each message and then the list
+        for event in stored:
+            add(id=event.id, sequence=event.sequence)
+        return reply
+
+    async def ListEvents(
+        self, request: event_service_pb2.ListEventsRequest, context: Context
+    ) -> event_service_pb2.ListEventsResponse:
+        size = paging.page_size(request.page_size)
+        token = paging.decode(request.page_token)
+        after = int(token) if token.isdigit() else request.after_sequence
+        types = list(request.event_types) or None
+        if types is not None:
+            bad = [t for t in types if t not in _VALID_TYPES]
+            if bad:
+                raise errors.InvalidArgument(
+                    f"unknown event type(s) {bad}", field_violations=[("event_types", "unknown")]
+                )
+        async with self.store.reader() as session:
+            rows = await events.read_after(session, after, types, size + 1)  # type: ignore[arg-type]
+        more = len(rows) > size
+        rows = rows[:size]
+        return event_service_pb2.ListEventsResponse(
+            events=[conversions.event_message(r) for r in rows],
+            next_page_token=paging.encode(str(rows[-1].sequence)) if more else "",
+        )

@@ -1,0 +1,481 @@
+"""HTTP/JSON for every public RPC, the OpenAPI document and the web console, on ``http_addr``.
+
+How a call reaches a servicer: the gateway does not call servicers itself, nor open a gRPC
+channel to its own port. It runs each HTTP call through the API server's own interceptor
+:class:`~listener_core.pipeline.Pipeline` (the very object the gRPC server uses) with the very
+method handlers registered on the gRPC server, passing a :class:`HttpCallContext` where gRPC
+passes its servicer context. So authentication and roles, request validation, the per-caller
+publish limit (its in-flight counts are shared with gRPC), error mapping, metrics and the
+audit line are the same code with the same state, and the caller they see is the real HTTP
+client: its ``Authorization`` header and its socket address, never a header it could forge.
+A loopback channel would have cost a second encode, decode and hop per call, and made every
+HTTP caller look like 127.0.0.1 unless the address came in a header anyone could send.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
+
+import grpc
+from aiohttp import web
+from google.protobuf import message_factory
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from api_server.http import routes as routing
+from api_server.http import transcode
+from listener_core import errors
+from listener_core.interceptor import malformed, to_status
+from listener_core.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "console" / "static"
+OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
+#: Bytes of a raw upload handed to the servicer per message, as listenerctl streams them.
+CHUNK_BYTES = 256 << 10
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_JSON_TYPES = ("application/json",)
+_RAW_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
+
+#: Sent with every response: the console's pages load only their own files, and no site may
+#: frame them; no response is sniffed into another type; no URL leaks through Referer.
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
+        "object-src 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+async def _no_requests() -> AsyncIterator[Any]:
+    """The request stream a refusal gets: it never reads one."""
+    return
+    yield
+
+
+class _CallDetails(NamedTuple):
+    """What a gate reads of a call (``grpc.HandlerCallDetails``' two fields)."""
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
+
+
+class HttpCallContext:
+    """Stands for ``grpc.aio.ServicerContext`` in the methods the stages and servicers use:
+    metadata, peer, abort and the final code."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...], peer: str) -> None:
+        self._metadata = metadata
+        self._peer = peer
+        self._code: grpc.StatusCode | None = None
+        self.details = ""
+        self.trailing_metadata: Sequence[tuple[str, Any]] = ()
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._peer
+
+    def cancelled(self) -> bool:
+        return False
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: Sequence[tuple[str, Any]] = (),
+    ) -> NoReturn:
+        self._code = code
+        self.details = details
+        self.trailing_metadata = tuple(trailing_metadata)
+        raise grpc.aio.AbortError()
+
+    def status(self) -> status_pb2.Status:
+        """The status the call was aborted with, details included."""
+        for key, value in self.trailing_metadata:
+            if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+                return status_pb2.Status.FromString(value)
+        code = self._code or grpc.StatusCode.UNKNOWN
+        return status_pb2.Status(code=code.value[0], message=self.details)
+
+
+class HandlerTable:
+    """Passes servicer registrations on to the gRPC server and keeps the handlers, so the
+    gateway calls the very handler objects gRPC calls (and the pipeline builds each once)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
+        self.server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.server.add_registered_method_handlers(service, handlers)
+        for name, handler in handlers.items():
+            self.handlers[f"/{service}/{name}"] = handler
+
+
+def _peer(request: web.Request) -> str:
+    """The client's address in gRPC's peer form (``ipv4:1.2.3.4:5678``)."""
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = str(peername[0]), peername[1]
+        return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+    return "unix:" + str(peername or "")
+
+
+def _media_type(request: web.Request) -> str:
+    return request.content_type.lower() if request.headers.get("Content-Type") else ""
+
+
+def _error_response(err: errors.ServiceError, http_status: int | None = None) -> web.Response:
+    status = to_status(err)
+    return _status_response(status, http_status)
+
+
+def _status_response(status: status_pb2.Status, http_status: int | None = None) -> web.Response:
+    return web.json_response(
+        transcode.status_json(status), status=http_status or transcode.http_status(status.code)
+    )
+
+
+class Gateway:
+    """Transcodes HTTP/JSON calls to the public API's methods (see the module docstring)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        handlers: Mapping[str, grpc.RpcMethodHandler],
+        *,
+        max_body_bytes: int,
+        max_package_bytes: int,
+        static_dir: Path = STATIC_DIR,
+        api_routes: Sequence[routing.Route] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.handlers = dict(handlers)
+        self.max_body = max_body_bytes
+        self.max_package = max_package_bytes
+        self.static_dir = static_dir
+        self.routes = list(api_routes if api_routes is not None else routing.routes())
+        missing = [r.grpc_method for r in self.routes if r.grpc_method not in self.handlers]
+        if missing:
+            raise ValueError(f"annotated methods without a servicer: {missing}")
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body)
+        app.on_response_prepare.append(_secure)
+        # [\s\S]: "." would leave a path holding a newline to the router's bare 404.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/v1/") or path == "/v1":
+            return await self._api(request)
+        if path == "/openapi.json":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(["GET", "HEAD"])
+            return web.FileResponse(OPENAPI_FILE, headers={"Content-Type": "application/json"})
+        return await self._static(request)
+
+    # -- the API ------------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        raw_path = request.raw_path.split("?", 1)[0]
+        matched: list[tuple[routing.Route, dict[tuple[str, ...], str]]] = []
+        for route in self.routes:
+            found = route.template.match(raw_path)
+            if found is not None:
+                matched.append((route, found))
+        if not matched:
+            return _error_response(
+                errors.NotFound(
+                    f"no API method at {request.method} {request.path}", reason="NO_ROUTE"
+                )
+            )
+        for route, variables in matched:
+            if route.http_method == request.method:
+                return await self._call(request, route, variables)
+        return _not_allowed(sorted({r.http_method for r, _ in matched}))
+
+    async def _call(
+        self, request: web.Request, route: routing.Route, variables: dict[tuple[str, ...], str]
+    ) -> web.StreamResponse:
+        limit = self.max_package if route.raw_body else self.max_body
+        length = request.content_length
+        if length is not None and length > limit:
+            return _too_large(limit)
+        refusal = _content_type_refusal(request, route)
+        if refusal is not None:
+            return refusal
+        metadata = tuple(("authorization", v) for v in request.headers.getall("Authorization", []))
+        context = HttpCallContext(metadata, _peer(request))
+        details = _CallDetails(route.grpc_method, metadata)
+        raw = self.handlers[route.grpc_method]
+
+        async def continuation(_: Any) -> grpc.RpcMethodHandler:
+            return raw
+
+        handler = await self.pipeline.intercept_service(continuation, details)  # type: ignore[arg-type]
+        try:
+            if route.client_streaming:
+                response = await handler.stream_unary(
+                    self._stream(request, route, variables), context
+                )
+            elif handler.unary_unary is None:
+                # A refusal (listener_core.interceptor.rejecting_handler) has a streaming
+                # shape so that it never reads the request: the body stays unread here too.
+                response = await handler.stream_unary(_no_requests(), context)
+            else:
+                try:
+                    message: Any = await self._request(request, route, variables)
+                except web.HTTPRequestEntityTooLarge:
+                    return _too_large(limit)
+                except errors.InvalidArgument as exc:
+                    message = malformed(exc)
+                response = await handler.unary_unary(message, context)
+        except grpc.aio.AbortError:
+            return _status_response(context.status())
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(limit)
+        except Exception:  # the error stage maps everything; this is a bug's safety net
+            log.exception("HTTP call %s failed", route.grpc_method)
+            return _error_response(errors.Internal("internal error", reason="INTERNAL"))
+        return web.json_response(transcode.to_json(response))
+
+    def _new(self, route: routing.Route) -> Message:
+        cls: type[Message] = message_factory.GetMessageClass(route.input)
+        return cls()
+
+    async def _request(
+        self, request: web.Request, route: routing.Route, variables: dict[tuple[str, ...], str]
+    ) -> Message:
+        """The request message of a unary method: body, then query, then path variables."""
+        body = await request.read()
+        message = self._new(route)
+        cls = type(message)
+        if route.body == "*":
+            if request.query:
+                names = ", ".join(sorted(set(request.query)))
+                raise transcode.bad_request(
+                    f"this method takes its fields in the body, not as query parameters ({names})",
+                    reason="UNKNOWN_FIELD",
+                )
+            message = transcode.to_message(route.input, cls, transcode.parse_json(body), "the body")
+        else:
+            data = transcode.query_to_dict(
+                route.input, request.query.items(), route.path_fields | _body_paths(route)
+            )
+            field = route.body_field
+            if field is not None:
+                data[field.json_name] = transcode.parse_json(body)
+                if not isinstance(data[field.json_name], dict) and field.message_type:
+                    raise transcode.bad_request(
+                        "the body must be a JSON object", field.name, reason="MALFORMED_JSON"
+                    )
+            elif body.strip():
+                raise transcode.bad_request(
+                    f"{route.http_method} {route.template.text} takes no body",
+                    reason="UNEXPECTED_BODY",
+                )
+            message = transcode.to_message(route.input, cls, data, "the request")
+        for path, value in variables.items():
+            transcode.set_path(message, path, value)
+        return message
+
+    async def _stream(
+        self, request: web.Request, route: routing.Route, variables: dict[tuple[str, ...], str]
+    ) -> AsyncIterator[Any]:
+        """A raw body as request messages of ``CHUNK_BYTES`` each; the query's and path's
+        fields ride on the first."""
+        field = route.body_field
+        assert field is not None
+        try:
+            first = transcode.to_message(
+                route.input,
+                type(self._new(route)),
+                transcode.query_to_dict(
+                    route.input, request.query.items(), route.path_fields | {(field.name,)}
+                ),
+                "the request",
+            )
+        except errors.InvalidArgument as exc:
+            yield malformed(exc)
+            return
+        for path, value in variables.items():
+            transcode.set_path(first, path, value)
+        message = first
+        sent = False
+        while True:
+            chunk = await request.content.read(CHUNK_BYTES)
+            if not chunk:
+                break
+            setattr(message, field.name, chunk)
+            yield message
+            sent = True
+            message = self._new(route)
+        if not sent:
+            yield message
+
+    # -- the console ----------------------------------------------------------------------------
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return _not_allowed(["GET", "HEAD"])
+        relative = request.path.lstrip("/") or "index.html"
+        root = self.static_dir.resolve()
+        target = (root / relative).resolve()
+        hidden = any(part.startswith(".") for part in Path(relative).parts)
+        if hidden or not target.is_relative_to(root) or not target.is_file():
+            return web.Response(status=404, text="not found\n", content_type="text/plain")
+        headers = {"Cache-Control": "no-cache"}
+        return web.FileResponse(target, headers=headers)
+
+
+def _body_paths(route: routing.Route) -> set[tuple[str, ...]]:
+    field = route.body_field
+    return {(field.name,)} if field is not None else set()
+
+
+def _content_type_refusal(request: web.Request, route: routing.Route) -> web.Response | None:
+    media = _media_type(request)
+    if route.raw_body:
+        if media in _RAW_TYPES:
+            return None
+        wanted = "application/zip"
+    elif not request.can_read_body or not media or media in _JSON_TYPES or media.endswith("+json"):
+        return None
+    else:
+        wanted = "application/json"
+    return _error_response(
+        errors.InvalidArgument(
+            f"Content-Type {media or '(none)'} is not accepted here: send {wanted}",
+            reason="UNSUPPORTED_MEDIA_TYPE",
+            metadata={"accepted": wanted},
+        ),
+        415,
+    )
+
+
+def _too_large(limit: int) -> web.Response:
+    return _error_response(
+        errors.ResourceExhausted(
+            f"the body exceeds the limit of {limit} bytes",
+            reason="BODY_TOO_LARGE",
+            metadata={"limit": str(limit)},
+        ),
+        413,
+    )
+
+
+def _not_allowed(allowed: Sequence[str]) -> web.Response:
+    response = _status_response(
+        status_pb2.Status(
+            code=grpc.StatusCode.UNIMPLEMENTED.value[0],
+            message=f"method not allowed here; allowed: {', '.join(allowed)}",
+        ),
+        405,
+    )
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers["Server"] = "listener"  # not the library and its version
+    if request.path.startswith("/v1/"):
+        response.headers["Cache-Control"] = "no-store"  # answers hold data a token unlocked
+
+
+# -- serving ------------------------------------------------------------------------------------
+
+
+def parse_addr(addr: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port``; None for ``off`` (or empty)."""
+    text = addr.strip()
+    if text.lower() in ("", "off"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"http_addr {addr!r}: expected host:port or off")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def ssl_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext | None:
+    """HTTPS with the API's own certificate when it has one (mTLS with its client CA)."""
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+@dataclass
+class HttpEndpoint:
+    runner: web.AppRunner
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(
+    gateway: Gateway, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> HttpEndpoint:
+    """Listens in the running loop; raises OSError if the address is taken."""
+    runner = web.AppRunner(gateway.application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=False)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(
+            f"cannot listen on {host}:{port} for HTTP/JSON ({why}): set http_addr "
+            "(LISTENER_HTTP_ADDR) to a free address, or to off"
+        ) from None
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0]
+    return HttpEndpoint(runner, host, int(bound[1]), tls is not None)

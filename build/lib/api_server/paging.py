@@ -1,0 +1,48 @@
+"""Page sizes and opaque page tokens (AIP-158)."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from listener_core import errors
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(value: int) -> int:
+    if value < 0:
+        raise errors.InvalidArgument(
+            "page_size must not be negative", field_violations=[("page_size", "negative")]
+        )
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode(cursor: str) -> str:
+    return base64.urlsafe_b64encode(cursor.encode()).decode()
+
+
+#: What a cursor inside a token may be: an id, or an event sequence (which must fit int64).
+_CURSOR = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_MAX_INT64 = 2**63 - 1
+
+
+def decode(token: str) -> str:
+    """The cursor of a token this server issued; anything else is INVALID_ARGUMENT.
+
+    Tokens are not signed, so a client can forge one: the cursor is held to the shapes this
+    server writes (ASCII ids, and sequences that fit a BIGINT), so a forged one can at most
+    start a listing elsewhere, never reach the store as text it cannot take.
+    """
+    if not token:
+        return ""
+    try:
+        cursor = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
+    except (ValueError, UnicodeError):
+        cursor = ""
+    if not _CURSOR.fullmatch(cursor) or (cursor.isdigit() and int(cursor) > _MAX_INT64):
+        raise errors.InvalidArgument(
+            "page_token is not one this server issued", field_violations=[("page_token", "invalid")]
+        )
+    return cursor

@@ -1,0 +1,260 @@
+"""listener.v1.PluginService: install, upgrade and uninstall plugin packages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import empty_pb2, json_format
+from sqlalchemy import exc as sa_exc
+
+from api_server import conversions, names, paging, validation
+from api_server.alert_fleet import AlertFleet
+from event_store import catalog
+from event_store.models import Plugin, utcnow
+from event_store.store import Store
+from listener.v1 import plugin_pb2, plugin_pb2_grpc
+from listener_common import params as sdk_params
+from listener_common.errors import ParamValidationError
+from listener_common.package import PackageInfo, inspect_package
+from listener_core import errors
+from listener_core.config import Config
+from listener_core.server import Context
+
+_UPDATABLE = {"display_name", "isolation"}
+
+
+class PluginService(plugin_pb2_grpc.PluginServiceServicer):
+    def __init__(self, store: Store, fleet: AlertFleet, config: Config) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.max_package = config.max_package_bytes
+        # Zip-bomb limits: checked from the zip's directory before anything is unpacked.
+        self.limits = {
+            "max_files": config.max_package_files,
+            "max_uncompressed": config.max_package_uncompressed_bytes,
+        }
+
+    async def _package(self, request: Any) -> tuple[PackageInfo, bytes]:
+        source = request.WhichOneof("package_source")
+        if source == "package":
+            data = bytes(request.package)
+        elif source == "package_sha256":
+            async with self.store.reader() as session:
+                data = (await catalog.get_package(session, request.package_sha256)).data
+        else:
+            raise errors.InvalidArgument(
+                "a package is required: set package (zip bytes) or package_sha256",
+                field_violations=[("package", "required")],
+            )
+        if len(data) > self.max_package:
+            raise errors.InvalidArgument(
+                f"package is {len(data)} bytes; the limit is {self.max_package}",
+                reason="PACKAGE_TOO_LARGE",
+                field_violations=[("package", "too large")],
+            )
+        return inspect_package(data, **self.limits), data
+
+    async def _describe(
+        self, plugin_id: str, info: PackageInfo, data: bytes, isolation: str
+    ) -> list[dict[str, Any]]:
+        described = await self.fleet.probe(plugin_id, info.sha256, data, isolation)
+        return [json_format.MessageToDict(s) for s in described.params]
+
+    @staticmethod
+    def _isolation(requested: int, default: str) -> str:
+        if requested == plugin_pb2.Isolation.ISOLATION_UNSPECIFIED:
+            return default
+        if requested not in conversions.ISOLATION_NAMES:
+            raise errors.InvalidArgument(
+                f"unknown isolation {requested}", field_violations=[("plugin.isolation", "unknown")]
+            )
+        return conversions.ISOLATION_NAMES[requested]  # type: ignore[index]
+
+    async def CreatePlugin(
+        self, request: plugin_pb2.CreatePluginRequest, context: Context
+    ) -> plugin_pb2.Plugin:
+        info, data = await self._package(request)
+        manifest = info.manifest
+        plugin_id = names.check_id(request.plugin_id or manifest.name, "plugin_id")
+        async with self.store.reader() as session:
+            if await session.get(Plugin, plugin_id) is not None:
+                raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists")
+        isolation = self._isolation(request.plugin.isolation, manifest.isolation)
+        form = await self._describe(plugin_id, info, data, isolation)
+        now = utcnow()
+        row = Plugin(
+            id=plugin_id,
+            display_name=request.plugin.display_name or manifest.display_name or manifest.name,
+            version=str(manifest.version),
+            entry=manifest.entry,
+            sdk=str(manifest.sdk),
+            isolation=isolation,
+            sha256=info.sha256,
+            params_json=json.dumps(form),
+            state="ACTIVE",
+            revision=1,
+            create_time=now,
+            update_time=now,
+        )
+        try:
+            async with self.store.transaction() as session:
+                await catalog.put_package(session, info.sha256, data)
+                session.add(row)
+        except sa_exc.IntegrityError:
+            raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists") from None
+        await self.fleet.activate_plugin(plugin_id, info.sha256, isolation)
+        return conversions.plugin_message(row)
+
+    async def UploadPluginPackage(
+        self,
+        request_iterator: AsyncIterator[plugin_pb2.UploadPluginPackageRequest],
+        context: Context,
+    ) -> plugin_pb2.UploadPluginPackageResponse:
+        digest = hashlib.sha256()
+        chunks: list[bytes] = []
+        size = 0
+        expected = ""
+        async for message in request_iterator:
+            expected = message.sha256 or expected
+            size += len(message.chunk)
+            if size > self.max_package:
+                raise errors.InvalidArgument(
+                    f"package exceeds the limit of {self.max_package} bytes",
+                    reason="PACKAGE_TOO_LARGE",
+                )
+            digest.update(message.chunk)
+            chunks.append(message.chunk)
+        sha256 = digest.hexdigest()
+        if expected and expected != sha256:
+            raise errors.InvalidArgument(
+                f"uploaded content has sha256 {sha256}, not the announced {expected}",
+                reason="SHA256_MISMATCH",
+            )
+        data = b"".join(chunks)
+        inspect_package(data, **self.limits)
+        async with self.store.transaction() as session:
+            await catalog.put_package(session, sha256, data)
+        return plugin_pb2.UploadPluginPackageResponse(sha256=sha256, size=size)
+
+    async def GetPlugin(
+        self, request: plugin_pb2.GetPluginRequest, context: Context
+    ) -> plugin_pb2.Plugin:
+        plugin_id = names.parse(request.name, names.PLUGINS)
+        async with self.store.reader() as session:
+            return conversions.plugin_message(await catalog.get_plugin(session, plugin_id))
+
+    async def ListPlugins(
+        self, request: plugin_pb2.ListPluginsRequest, context: Context
+    ) -> plugin_pb2.ListPluginsResponse:
+        size = paging.page_size(request.page_size)
+        after = paging.decode(request.page_token)
+        async with self.store.reader() as session:
+            rows = list(await catalog.list_plugins(session, after, size + 1))
+        more = len(rows) > size
+        rows = rows[:size]
+        return plugin_pb2.ListPluginsResponse(
+            plugins=[conversions.plugin_message(r) for r in rows],
+            next_page_token=paging.encode(rows[-1].id) if more else "",
+        )
+
+    async def UpdatePlugin(
+        self, request: plugin_pb2.UpdatePluginRequest, context: Context
+    ) -> plugin_pb2.Plugin:
+        plugin_id = names.parse(request.plugin.name, names.PLUGINS, "plugin.name")
+        paths = validation.mask_paths(request.update_mask.paths, _UPDATABLE)
+        new_package = request.WhichOneof("package_source") is not None
+        info, data, form = None, b"", None
+        if new_package:
+            info, data = await self._package(request)
+            async with self.store.reader() as session:
+                current = await catalog.get_plugin(session, plugin_id)
+            isolation = current.isolation
+            if "isolation" in paths:
+                isolation = self._isolation(request.plugin.isolation, isolation)
+            form = await self._describe(plugin_id, info, data, isolation)
+        async with self.store.transaction() as session:
+            row = await catalog.get_plugin(session, plugin_id, for_update=True)
+            catalog.check_etag("plugin", request.plugin.name, row.revision, request.plugin.etag)
+            before = {
+                c: getattr(row, c)
+                for c in (
+                    "sha256",
+                    "version",
+                    "entry",
+                    "sdk",
+                    "params_json",
+                    "isolation",
+                    "display_name",
+                    "revision",
+                    "update_time",
+                )
+            }
+            if "display_name" in paths:
+                row.display_name = request.plugin.display_name
+            if "isolation" in paths:
+                row.isolation = self._isolation(request.plugin.isolation, row.isolation)
+            if info is not None and form is not None:
+                await self._check_instances(session, plugin_id, form)
+                await catalog.put_package(session, info.sha256, data)
+                row.sha256, row.version = info.sha256, str(info.manifest.version)
+                row.entry, row.sdk = info.manifest.entry, str(info.manifest.sdk)
+                row.params_json = json.dumps(form)
+            row.revision += 1
+            row.update_time = utcnow()
+        if row.sha256 != before["sha256"] or row.isolation != before["isolation"]:
+            try:  # hot swap to the new package or isolation mode
+                await self.fleet.activate_plugin(plugin_id, row.sha256, row.isolation)
+            except errors.ServiceError:
+                async with self.store.transaction() as session:  # roll back to the old package
+                    old = await catalog.get_plugin(session, plugin_id, for_update=True)
+                    for column, value in before.items():
+                        setattr(old, column, value)
+                    if row.sha256 != before["sha256"]:
+                        await session.flush()
+                        await catalog.drop_package_if_unused(session, row.sha256)
+                raise
+            if row.sha256 != before["sha256"]:
+                async with self.store.transaction() as session:
+                    await catalog.drop_package_if_unused(session, str(before["sha256"]))
+        return conversions.plugin_message(row)
+
+    async def _check_instances(
+        self, session: Any, plugin_id: str, form: list[dict[str, Any]]
+    ) -> None:
+        """A new version must accept every existing instance's params."""
+        problems = []
+        for iid in await catalog.instance_ids_of_plugin(session, plugin_id):
+            inst = await catalog.get_instance(session, iid)
+            try:
+                sdk_params.validate_params(form, json.loads(inst.params_json))
+            except ParamValidationError as exc:
+                problems.append(f"listenerInstances/{iid}: {exc}")
+        if problems:
+            raise errors.FailedPrecondition(
+                "the new package's params do not accept existing instances: " + "; ".join(problems),
+                reason="INSTANCES_INCOMPATIBLE",
+            )
+
+    async def DeletePlugin(
+        self, request: plugin_pb2.DeletePluginRequest, context: Context
+    ) -> empty_pb2.Empty:
+        plugin_id = names.parse(request.name, names.PLUGINS)
+        async with self.store.transaction() as session:
+            row = await catalog.get_plugin(session, plugin_id, for_update=True)
+            catalog.check_etag("plugin", request.name, row.revision, request.etag)
+            users = await catalog.instance_ids_of_plugin(session, plugin_id)
+            if users:
+                shown = ", ".join(names.instance_name(i) for i in users[:10])
+                raise errors.FailedPrecondition(
+                    f"plugin {request.name} is used by {len(users)} listener instance(s): {shown}; "
+                    "delete them first",
+                    reason="PLUGIN_IN_USE",
+                )
+            await session.delete(row)
+            await session.flush()
+            await catalog.drop_package_if_unused(session, row.sha256)
+        await self.fleet.unload_plugin(plugin_id)
+        return empty_pb2.Empty()

@@ -1,0 +1,390 @@
+"""Delivery state per instance: the cursor, failures, the dead-letter list, fencing.
+
+Every write by a runner names the owner and fence it started with and touches nothing if
+either moved: a takeover by another alert server and every operator change of the cursor
+(skip, replay, redeliver, pause) bump the fence, so a stale runner can never record
+progress over them. It learns so from ``LeaseLost`` and re-reads its state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from event_store import retention
+from event_store.models import Delivery, Event, ListenerInstance, ParkedEvent, utcnow
+from listener_core import errors
+
+MAX_ERROR_CHARS = 2000
+KEEP_ATTEMPTS = 10
+
+
+class LeaseLost(Exception):
+    """The runner's owner or fence is no longer current: it must re-read or stop."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    time: str
+    duration_ms: float
+    sequence: int
+    event_id: str
+    count: int
+    error: str = ""
+
+
+def push_attempt(history: list[dict[str, Any]], attempt: Attempt) -> list[dict[str, Any]]:
+    """Prepends an attempt to an instance's history (capped); returns a snapshot of it, to
+    serialize with :func:`history_json` when it is written (often never: superseded)."""
+    history.insert(0, asdict(attempt))
+    del history[KEEP_ATTEMPTS:]
+    return list(history)
+
+
+def history_json(history: list[dict[str, Any]]) -> str:
+    return json.dumps(history)
+
+
+def _fenced(instance_id: str, owner: str, fence: int) -> Any:
+    return (
+        (Delivery.instance_id == instance_id)
+        & (Delivery.owner == owner)
+        & (Delivery.fence == fence)
+    )
+
+
+async def _update(session: AsyncSession, where: Any, values: dict[str, Any]) -> None:
+    result = await session.execute(update(Delivery).where(where).values(**values))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost()
+
+
+async def record_progress(
+    session: AsyncSession,
+    instance_id: str,
+    owner: str,
+    fence: int,
+    delivered_seq: int,
+    attempts_json: str,
+) -> None:
+    """Moves the cursor forward after the plugin returned; clears any failure."""
+    now = utcnow()
+    await _update(
+        session,
+        _fenced(instance_id, owner, fence),
+        {
+            "delivered_seq": delivered_seq,
+            "attempts": 0,
+            "last_error": "",
+            "next_attempt_time": None,
+            "last_delivery_time": now,
+            "update_time": now,
+            "recent_attempts": attempts_json,
+        },
+    )
+
+
+async def record_progress_many(
+    session: AsyncSession, entries: Sequence[tuple[str, str, int, int, str]]
+) -> set[str]:
+    """Moves many cursors in one statement (instance, owner, fence, sequence, attempts JSON);
+    returns the instances whose write was refused (owner or fence moved).
+
+    One executemany keeps the store's write lock for one driver call, however many
+    instances an alert server runs."""
+    now = utcnow()
+    table = cast(Table, Delivery.__table__)
+    stmt = (
+        update(table)
+        .where(
+            table.c.instance_id == bindparam("b_id"),
+            table.c.owner == bindparam("b_owner"),
+            table.c.fence == bindparam("b_fence"),
+            table.c.delivered_seq <= bindparam("b_seq"),
+        )
+        .values(
+            delivered_seq=bindparam("b_seq"),
+            attempts=0,
+            last_error="",
+            next_attempt_time=None,
+            last_delivery_time=now,
+            update_time=now,
+            recent_attempts=bindparam("b_hist"),
+        )
+    )
+    params = [
+        {"b_id": i, "b_owner": o, "b_fence": f, "b_seq": s, "b_hist": h}
+        for i, o, f, s, h in entries
+    ]
+    conn = await session.connection()
+    written = await conn.execute(stmt, params)
+    if written.rowcount == len(params):
+        return set()
+    rows = await conn.execute(
+        select(table.c.instance_id, table.c.owner, table.c.fence).where(
+            table.c.instance_id.in_([e[0] for e in entries])
+        )
+    )
+    current = {iid: (owner, int(fence)) for iid, owner, fence in rows.all()}
+    return {i for i, o, f, _s, _h in entries if current.get(i) != (o, f)}
+
+
+async def record_failure(
+    session: AsyncSession,
+    instance_id: str,
+    owner: str,
+    fence: int,
+    delivered_seq: int,
+    attempts: int,
+    error: str,
+    next_attempt: datetime | None,
+    attempts_json: str,
+) -> None:
+    """Keeps the cursor at the last success and records the head event's failure."""
+    await _update(
+        session,
+        _fenced(instance_id, owner, fence),
+        {
+            "delivered_seq": delivered_seq,
+            "attempts": attempts,
+            "last_error": error[:MAX_ERROR_CHARS],
+            "next_attempt_time": next_attempt,
+            "update_time": utcnow(),
+            "recent_attempts": attempts_json,
+        },
+    )
+
+
+async def park(
+    session: AsyncSession,
+    instance_id: str,
+    owner: str,
+    fence: int,
+    sequence: int,
+    event_id: str,
+    attempts: int,
+    error: str,
+    attempts_json: str,
+) -> None:
+    """Moves the failed head event to the dead-letter list and the cursor past it."""
+    await record_progress(session, instance_id, owner, fence, sequence, attempts_json)
+    await _put_parked(session, instance_id, sequence, event_id, attempts, error)
+
+
+async def _put_parked(
+    session: AsyncSession, instance_id: str, sequence: int, event_id: str, attempts: int, error: str
+) -> None:
+    existing = await session.get(ParkedEvent, (instance_id, sequence))
+    if existing is not None:
+        existing.attempts, existing.last_error = attempts, error[:MAX_ERROR_CHARS]
+        existing.redeliver, existing.park_time = 0, utcnow()
+        return
+    session.add(
+        ParkedEvent(
+            instance_id=instance_id,
+            sequence=sequence,
+            event_id=event_id,
+            attempts=attempts,
+            last_error=error[:MAX_ERROR_CHARS],
+            park_time=utcnow(),
+            redeliver=0,
+        )
+    )
+
+
+async def finish_redelivery(
+    session: AsyncSession, instance_id: str, sequence: int, error: str
+) -> None:
+    """After an operator's redelivery: gone from the list on success, else kept with the error."""
+    row = await session.get(ParkedEvent, (instance_id, sequence))
+    if row is None:
+        return
+    if not error:
+        await session.delete(row)
+    else:
+        row.attempts += 1
+        row.last_error = error[:MAX_ERROR_CHARS]
+        row.redeliver = 0
+
+
+async def redeliveries(session: AsyncSession, instance_id: str) -> list[int]:
+    query = (
+        select(ParkedEvent.sequence)
+        .where(ParkedEvent.instance_id == instance_id, ParkedEvent.redeliver == 1)
+        .order_by(ParkedEvent.sequence)
+    )
+    return list((await session.execute(query)).scalars().all())
+
+
+async def deliveries_by_id(
+    session: AsyncSession, instance_ids: Sequence[str]
+) -> dict[str, Delivery]:
+    query = select(Delivery).where(Delivery.instance_id.in_(instance_ids))
+    return {d.instance_id: d for d in (await session.execute(query)).scalars()}
+
+
+async def redeliveries_of(
+    session: AsyncSession, instance_ids: Sequence[str]
+) -> dict[str, list[int]]:
+    """:func:`redeliveries` of many instances in one query (those with none are absent)."""
+    query = (
+        select(ParkedEvent.instance_id, ParkedEvent.sequence)
+        .where(ParkedEvent.instance_id.in_(instance_ids), ParkedEvent.redeliver == 1)
+        .order_by(ParkedEvent.instance_id, ParkedEvent.sequence)
+    )
+    found: dict[str, list[int]] = {}
+    for instance_id, sequence in await session.execute(query):
+        found.setdefault(instance_id, []).append(sequence)
+    return found
+
+
+async def note_start_failure(
+    session: AsyncSession, instance_id: str, owner: str, error: str
+) -> None:
+    """The instance could not even start here (its plugin does not load, its params do not
+    decrypt): say so in its status, since no runner exists to record anything."""
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.instance_id == instance_id, Delivery.owner == owner)
+        .values(last_error=error[:MAX_ERROR_CHARS], attempts=Delivery.attempts + 1)
+    )
+
+
+# -- operator actions (API server) ---------------------------------------------------------
+
+
+async def _locked(session: AsyncSession, instance_id: str) -> Delivery:
+    row = (
+        await session.execute(
+            select(Delivery).where(Delivery.instance_id == instance_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise errors.NotFound(f"listener instance listenerInstances/{instance_id} not found")
+    return row
+
+
+async def _types(session: AsyncSession, instance_id: str) -> list[int]:
+    inst = await session.get(ListenerInstance, instance_id)
+    assert inst is not None
+    return [int(t) for t in inst.event_types.split(",") if t]
+
+
+async def head_event(session: AsyncSession, instance_id: str, after: int) -> Event | None:
+    types = await _types(session, instance_id)
+    query = (
+        select(Event)
+        .where(Event.sequence > after, Event.type.in_(types))
+        .order_by(Event.sequence)
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def bump(session: AsyncSession, instance_id: str) -> None:
+    """Makes the runner re-read its state (desired state changed)."""
+    row = await _locked(session, instance_id)
+    row.fence += 1
+
+
+async def retry_now(session: AsyncSession, instance_id: str) -> None:
+    row = await _locked(session, instance_id)
+    row.next_attempt_time = utcnow()
+    row.fence += 1
+
+
+async def skip_head(session: AsyncSession, instance_id: str) -> int:
+    """Parks the head event (with its failure) and moves past it; returns its sequence."""
+    row = await _locked(session, instance_id)
+    head = await head_event(session, instance_id, row.delivered_seq)
+    if head is None:
+        raise errors.FailedPrecondition(
+            f"listenerInstances/{instance_id} has no pending event to skip", reason="NO_HEAD_EVENT"
+        )
+    await _put_parked(
+        session, instance_id, head.sequence, head.id, row.attempts, row.last_error or "skipped"
+    )
+    row.delivered_seq = head.sequence
+    row.attempts, row.last_error, row.next_attempt_time = 0, "", None
+    row.fence += 1
+    return head.sequence
+
+
+async def replay(
+    session: AsyncSession, instance_id: str, from_sequence: int | None, from_time: datetime | None
+) -> int:
+    """Moves the cursor back so that events from the given point are delivered again."""
+    row = await _locked(session, instance_id)
+    if from_time is not None:
+        first = await session.scalar(
+            select(func.min(Event.sequence)).where(Event.publish_time >= from_time)
+        )
+        from_sequence = int(first) if first is not None else row.delivered_seq + 1
+    assert from_sequence is not None
+    if from_sequence < 1:
+        raise errors.InvalidArgument(
+            "from_sequence must be 1 or more", field_violations=[("from_sequence", "< 1")]
+        )
+    purged = await retention.purged_up_to(session)
+    if from_sequence <= purged and from_sequence <= row.delivered_seq:
+        raise errors.FailedPrecondition(
+            f"events up to sequence {purged} were purged by retention; replay from "
+            f"{purged + 1} or later (parked events stay: redeliver them instead)",
+            reason="EVENTS_PURGED",
+        )
+    row.delivered_seq = min(row.delivered_seq, from_sequence - 1)
+    row.attempts, row.last_error, row.next_attempt_time = 0, "", None
+    row.fence += 1
+    return from_sequence
+
+
+async def mark_redeliver(session: AsyncSession, instance_id: str, sequences: Sequence[int]) -> int:
+    row = await _locked(session, instance_id)
+    query = update(ParkedEvent).where(ParkedEvent.instance_id == instance_id)
+    if sequences:
+        query = query.where(ParkedEvent.sequence.in_(sequences))
+    result = await session.execute(query.values(redeliver=1))
+    row.fence += 1
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def list_parked(
+    session: AsyncSession, instance_id: str, after: int, limit: int
+) -> list[tuple[ParkedEvent, Event | None]]:
+    query = (
+        select(ParkedEvent, Event)
+        .outerjoin(Event, Event.sequence == ParkedEvent.sequence)
+        .where(ParkedEvent.instance_id == instance_id, ParkedEvent.sequence > after)
+        .order_by(ParkedEvent.sequence)
+        .limit(limit)
+    )
+    return [(p, e) for p, e in (await session.execute(query)).all()]
+
+
+@dataclass(frozen=True)
+class Status:
+    delivery: Delivery | None
+    pending: int
+    oldest_pending: datetime | None
+    parked: int
+
+
+async def status(session: AsyncSession, instance_id: str, types: Sequence[int]) -> Status:
+    """What the API shows of an instance's delivery: three indexed queries."""
+    delivery = await session.get(Delivery, instance_id)
+    after = delivery.delivered_seq if delivery is not None else 0
+    pending_q = select(func.count(), func.min(Event.publish_time)).where(
+        Event.sequence > after, Event.type.in_(types)
+    )
+    pending, oldest = (await session.execute(pending_q)).one()
+    parked = await session.scalar(
+        select(func.count()).select_from(ParkedEvent).where(ParkedEvent.instance_id == instance_id)
+    )
+    oldest_time = oldest if isinstance(oldest, datetime) else None
+    return Status(delivery, int(pending or 0), oldest_time, int(parked or 0))

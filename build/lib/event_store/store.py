@@ -1,0 +1,80 @@
+"""The store both servers open: engine, sessions and schema upgrade in one object."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from event_store import events
+from event_store.engine import create_engine
+from event_store.events import StoredEvent
+from event_store.migrate import upgrade_schema
+from event_store.sqlite_writer import SqliteWriter
+
+
+class Store:
+    """Writes go through ``transaction()``, reads through ``reader()``; on SQLite the two
+    use separate engines (see ``event_store.engine.create_engine``)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        read_engine: AsyncEngine | None = None,
+        writer: SqliteWriter | None = None,
+    ) -> None:
+        self.engine = engine
+        self.read_engine = read_engine or engine
+        self.writer = writer
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.url.get_backend_name()
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> Store:
+        engine = create_engine(url)
+        if migrate:
+            await upgrade_schema(engine)
+        if engine.url.get_backend_name() == "sqlite":
+            path = engine.url.database
+            writer = SqliteWriter(Path(path)) if path and path != ":memory:" else None
+            return cls(engine, create_engine(url, writer=False), writer)
+        return cls(engine)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on normal exit and rolls back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def append_groups(self, groups: events.Groups) -> list[list[StoredEvent]]:
+        """Appends and commits publishes (see :func:`event_store.events.append_groups`); on
+        a SQLite file in one hop to its writer thread."""
+        if self.writer is not None:
+            return await self.writer.append_groups(groups)
+        async with self.write_connection() as connection:
+            return await events.append_groups(connection, groups)
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A plain connection in a transaction (commits on normal exit): for the hot write
+        paths that need no ORM session."""
+        async with self.engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        async with self.read_sessions() as session:
+            yield session

@@ -1,0 +1,1 @@
+"""listenerctl, the operator's command line: ``python -m listener_cli --help``."""

@@ -1,0 +1,175 @@
+"""gRPC server bootstrap shared by both servers: health, reflection, limits, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from listener_core import logs
+from listener_core.config import ConfigError
+from listener_core.interceptor import ErrorInterceptor
+from listener_core.metrics import ServerMetrics
+from listener_core.metrics_interceptor import ObservabilityInterceptor
+from listener_core.pipeline import Pipeline
+from listener_core.stages import Gate, Layer
+
+log = logging.getLogger(__name__)
+
+#: Largest message a server sends (replies); it is not a caller's to choose.
+MAX_SEND_BYTES = 64 * 2**20
+
+# grpcio ships no type information: a servicer method's context is typed as Any.
+Context: TypeAlias = Any
+
+
+def build_pipeline(
+    interceptors: Sequence[Layer | Gate] = (), metrics: ServerMetrics | None = None
+) -> Pipeline:
+    """``metrics`` puts the RPC metrics and audit interceptor outermost, so it sees every
+    call's final status."""
+    observe = [ObservabilityInterceptor(metrics)] if metrics is not None else []
+    return Pipeline([*observe, ErrorInterceptor(), *interceptors])
+
+
+def create_server(
+    *,
+    max_message_bytes: int,
+    interceptors: Sequence[Layer | Gate] = (),
+    metrics: ServerMetrics | None = None,
+    pipeline: Pipeline | None = None,
+    max_concurrent_rpcs: int = 0,
+    max_streams_per_connection: int = 0,
+) -> grpc.aio.Server:
+    """Serves through ``pipeline`` when given (to share it with the HTTP gateway), else
+    through ``build_pipeline(interceptors, metrics)``.
+
+    What one caller can make the server hold is bounded three ways: a request above
+    ``max_message_bytes`` is refused before it is parsed; a connection may carry at most
+    ``max_streams_per_connection`` calls at once (HTTP/2 MAX_CONCURRENT_STREAMS: the client
+    queues the rest); and the server runs at most ``max_concurrent_rpcs`` calls at once (more
+    get RESOURCE_EXHAUSTED at once). A refused call's request is never read at all
+    (``listener_core.interceptor.rejecting_handler``). 0 leaves a limit off. grpcio offers no
+    memory quota to Python (its ``grpc.resource_quota`` argument is a C pointer)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # What the server sends (pages of events, packages to alert servers) is its own
+        # doing, so not held to the receive limit.
+        ("grpc.max_send_message_length", max(max_message_bytes, MAX_SEND_BYTES)),
+        ("grpc.so_reuseport", 0),
+    ]
+    if max_streams_per_connection > 0:
+        options.append(("grpc.max_concurrent_streams", max_streams_per_connection))
+    return grpc.aio.server(
+        interceptors=[pipeline or build_pipeline(interceptors, metrics)],
+        options=options,
+        maximum_concurrent_rpcs=max_concurrent_rpcs or None,
+    )
+
+
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Iterable[str]
+) -> health.HealthServicer:
+    """Serves grpc.health.v1 (all listed services SERVING) and server reflection."""
+    names = list(service_names)
+    servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for name in ["", *names]:
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    return servicer
+
+
+def bind(
+    server: grpc.aio.Server, addr: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
+    """Binds a TLS port when ``credentials`` are given, else a plaintext one; raises if the
+    address is taken (no silent port 0)."""
+    if credentials is not None:
+        port = int(server.add_secure_port(addr, credentials))
+    else:
+        port = int(server.add_insecure_port(addr))
+    if port == 0:
+        raise OSError(f"cannot listen on {addr}")
+    return port
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether ``addr`` (``host:port``, ``[v6]:port`` or ``unix:path``) is reachable only from
+    this machine. Names other than ``localhost`` count as not loopback: they may resolve to
+    anything."""
+    if addr.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = addr.rsplit(":", 1)[0] if ":" in addr else addr
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(addr: str, *, authenticated: bool, insecure: bool, what: str) -> None:
+    """Refuses to serve an unauthenticated API on a non-loopback address unless told to.
+
+    Open is the right default on loopback (development, tests, a sidecar); elsewhere it means
+    anyone on the network can install code into the alert server, so it takes ``--insecure``.
+    """
+    if authenticated or is_loopback(addr):
+        return
+    if insecure:
+        log.warning("%s on %s accepts calls from anyone (--insecure)", what, addr)
+        return
+    raise ConfigError(
+        f"{what} would listen on {addr} without authentication: configure tokens "
+        "(see SECURITY.md), bind to a loopback address, or pass --insecure "
+        "(LISTENER_INSECURE=true) on a network you trust"
+    )
+
+
+async def wait_for_signal() -> None:
+    """Returns on SIGTERM or SIGINT, so the caller can shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Logs to stderr as text lines or JSON objects (``log_format``)."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), handlers=[logs.handler(fmt)]
+    )
+    logs.quiet_libraries()
+
+
+def parse_args(argv: Sequence[str] | None, prog: str) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--config", help="TOML config file (LISTENER_* variables override it)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve without authentication on a non-loopback address (trusted networks only)",
+    )
+    return parser.parse_args(argv)
