@@ -1,1 +1,0 @@
-"""The alert server: hot-loads listener plugins and delivers events to them."""

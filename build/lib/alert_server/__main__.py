@@ -1,3 +1,0 @@
-from alert_server.app import main
-
-main()

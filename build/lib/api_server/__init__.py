@@ -1,1 +1,0 @@
-"""The public API server: plugin and instance administration, and event publishing."""

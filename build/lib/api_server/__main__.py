@@ -1,3 +1,0 @@
-from api_server.app import main
-
-main()

@@ -1,1 +1,0 @@
-"""listenerctl, the operator's command line: ``python -m listener_cli --help``."""
