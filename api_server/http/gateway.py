@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
+from urllib.parse import urlsplit
 
 import grpc
 from aiohttp import web
@@ -231,9 +232,11 @@ class Gateway:
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return None
         origin = request.headers.get("Origin")
-        own = f"{request.scheme}://{request.host}"
+        # By host name and port, not scheme: behind a proxy that ends TLS the page is https
+        # while this server sees http; a foreign page cannot have this server's host name.
+        foreign = origin is not None and urlsplit(origin).netloc.lower() != request.host.lower()
         site = request.headers.get("Sec-Fetch-Site", "same-origin").lower()
-        if (origin is not None and origin != own) or site not in ("same-origin", "none"):
+        if foreign or site not in ("same-origin", "none"):
             return errors.PermissionDenied(
                 "a changing call from another web site's page is refused",
                 reason="CROSS_ORIGIN",

@@ -256,6 +256,13 @@ async def test_other_sites_pages_cannot_call_an_open_server(tmp_path: Path) -> N
             headers={"Origin": own, "Sec-Fetch-Site": "same-origin"},
         )
         assert same.status == 200, same.body
+        proxied = await http.call(  # the page is https behind a proxy ending TLS
+            "POST",
+            "/v1/events:publish",
+            event,
+            headers={"Origin": own.replace("http:", "https:")},
+        )
+        assert proxied.status == 200, proxied.body
         for host in (f"localhost:{pair.api.http_port}", f"127.0.0.1:{pair.api.http_port}"):
             assert (await http.call("GET", "/v1/plugins", headers={"Host": host})).status == 200
         foreign_read = await http.call(
