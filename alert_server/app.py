@@ -75,7 +75,12 @@ async def start(config: Config) -> AlertServer:
         what="the alert server",
     )
     credentials = tls.server_credentials(config)
+    if config.internal_token:
+        grpc_server.warn_plaintext_internal_token(
+            [config.alert_addr], tls=credentials is not None, what="alert_addr"
+        )
     secret_box = SecretBox.from_config(config)
+    grpc_server.check_data_dir(config.data_dir, config.database_url)
     config = dataclasses.replace(config, internal_token="")  # the table keeps its digest
     process = await asyncio.to_thread(process_settings, config)
     store = await Store.open(config.database_url)
@@ -191,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = grpc_server.parse_args(argv, "alert_server")
     try:
         config = load_config(args.config, insecure=args.insecure)
+        grpc_server.forget_secret_variables()
         grpc_server.configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
     except ConfigError as exc:

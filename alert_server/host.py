@@ -330,6 +330,8 @@ class PluginHost:
             if instance_id in self.runners:
                 await self._stop_runner(instance_id)
                 await self._start_owned(instance_id, None)
+                await self._clear_start_failure(instance_id)
+                self.runners[instance_id].kick()
         if instance_id not in self.runners:
             await self.lease_cycle()
 
@@ -381,7 +383,11 @@ class PluginHost:
                 except Exception:
                     await self._try_start(iid, fence)
                     continue
-                runner.preload(row, inst, redeliver.get(iid, []))
+                if row.last_error.startswith(deliveries.START_FAILURE):
+                    await self._clear_start_failure(iid)
+                    row = None  # the runner reads its cleared state itself
+                if row is not None:
+                    runner.preload(row, inst, redeliver.get(iid, []))
                 runner.start()
 
     async def _start_owned(self, instance_id: str, fence: int | None) -> None:
@@ -464,13 +470,23 @@ class PluginHost:
                     claimed = await leases.claim_many(session, candidates, self.server_id, until)
                 await self._start_many(dict(claimed))
 
+    async def _clear_start_failure(self, instance_id: str) -> None:
+        with contextlib.suppress(Exception):  # the status only; the next start tries again
+            async with self.store.transaction() as session:
+                if await deliveries.clear_start_failure(session, instance_id, self.server_id):
+                    log.info("instance %s: started; its start failure is cleared", instance_id)
+
     async def _try_start(self, instance_id: str, fence: int | None) -> None:
         """Starts an owned instance; a failure shows in its status and is retried by the
-        next lease cycle."""
+        next lease cycle, a success clears it."""
         try:
             await self._start_owned(instance_id, fence)
+            await self._clear_start_failure(instance_id)
+            runner = self.runners.get(instance_id)
+            if runner is not None:
+                runner.kick()  # re-read the cleared state
         except Exception as exc:
-            error = f"cannot start: {type(exc).__name__}: {exc}"
+            error = f"{deliveries.START_FAILURE}{type(exc).__name__}: {exc}"
             log.error("instance %s %s", instance_id, error)
             with contextlib.suppress(Exception):
                 async with self.store.transaction() as session:

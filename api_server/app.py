@@ -100,6 +100,11 @@ async def start(config: Config) -> ApiServer:
     if tokens and credentials is None and not grpc_server.is_loopback(config.api_addr):
         log.warning("tokens travel in clear on %s: configure tls_cert and tls_key", config.api_addr)
     alert_credentials = tls.alert_channel_credentials(config)
+    if config.internal_token:
+        grpc_server.warn_plaintext_internal_token(
+            config.alert_target_list, tls=alert_credentials is not None, what="alert targets"
+        )
+    grpc_server.check_data_dir(config.data_dir, config.database_url)
     secret_box = SecretBox.from_config(config)
     config = dataclasses.replace(config, tokens=tokens.redacted())  # keep digests only
     store = await Store.open(config.database_url)
@@ -176,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = grpc_server.parse_args(argv, "api_server")
     try:
         config = load_config(args.config, insecure=args.insecure)
+        grpc_server.forget_secret_variables()
         grpc_server.configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:  # OSError: a listen address is taken

@@ -256,6 +256,26 @@ async def note_start_failure(
     )
 
 
+#: How a start failure's error begins (``alert_server.host``): the one error a successful
+#: start clears, since no event was involved.
+START_FAILURE = "cannot start: "
+
+
+async def clear_start_failure(session: AsyncSession, instance_id: str, owner: str) -> bool:
+    """The instance started after all (its key is back, its plugin loads): its status stops
+    showing the start failure at once, instead of at its next delivered event."""
+    result = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.instance_id == instance_id,
+            Delivery.owner == owner,
+            Delivery.last_error.startswith(START_FAILURE),
+        )
+        .values(last_error="", attempts=0, next_attempt_time=None)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 # -- operator actions (API server) ---------------------------------------------------------
 
 

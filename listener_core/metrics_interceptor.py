@@ -139,10 +139,11 @@ def _audit(
     except Exception:
         caller = ""
     log.info(
-        "%s %s: %s",
+        "%s %s: %s by %s",
         action,
         resource or "-",
         code,
+        caller or "-",
         extra={
             "action": action,
             "resource": resource,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
@@ -151,6 +153,53 @@ async def wait_for_signal() -> None:
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
+
+
+#: Environment variables holding secrets: read once by ``load_config``, then removed.
+SECRET_VARIABLES = ("LISTENER_TOKENS", "LISTENER_INTERNAL_TOKEN", "LISTENER_SECRET_KEY")
+
+
+def forget_secret_variables(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Removes the secret ``LISTENER_*`` variables from the environment once the config holds
+    them (as digests, for tokens), so no child process or library inherits or reads them.
+
+    Only ``os.environ`` changes: ``/proc/<pid>/environ`` keeps showing the environment the
+    process started with (SECURITY.md)."""
+    environ = os.environ if environ is None else environ
+    return [name for name in SECRET_VARIABLES if environ.pop(name, None) is not None]
+
+
+def warn_plaintext_internal_token(where: Iterable[str], *, tls: bool, what: str) -> None:
+    """The internal token is worth code execution on an alert server: say so when it would
+    cross a non-loopback network in clear."""
+    exposed = [addr for addr in where if not is_loopback(addr)]
+    if exposed and not tls:
+        log.warning(
+            "the internal token crosses the network in clear (%s: %s): it lets anyone who sees "
+            "it load code into the alert servers; configure TLS (SECURITY.md)",
+            what,
+            ", ".join(exposed),
+        )
+
+
+def check_data_dir(data_dir: str, database_url: str) -> None:
+    """Warns when the data directory or the SQLite database is open to other users."""
+    paths = [Path(data_dir)]
+    prefix = "sqlite+aiosqlite:///"
+    if database_url.startswith(prefix):
+        paths.append(Path(database_url.removeprefix(prefix)))
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o007:
+            log.warning(
+                "%s is accessible to other users (mode %o): it holds the store and the secret "
+                "key; chmod 700 it (or o-rwx)",
+                path,
+                mode & 0o777,
+            )
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
