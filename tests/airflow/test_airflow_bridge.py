@@ -26,6 +26,10 @@ from tests.support.databases import sqlite_url
 from tests.support.samples import logger_package
 from tests.support.servers import ServerPair, eventually, free_port
 
+# The first test's setup may build the Airflow virtualenv (one to two minutes, more under
+# load) and prepare its database before the DAG runs: more than the suite's 300 s default.
+pytestmark = pytest.mark.timeout(1200)
+
 BASE_URL = "http://airflow.test:8080/"
 TYPES = ["WORKFLOW_START", "WORKFLOW_END", "WORKFLOW_FAIL", "TASK_START", "TASK_END", "TASK_FAIL"]
 
