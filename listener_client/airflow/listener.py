@@ -5,8 +5,9 @@ dags test`` process for DAG runs, and in the task's own process for task instanc
 maps its object to a ListenerEvent and hands it to a thread-backed ``SyncPublisher``, then
 waits up to ``ack_timeout`` seconds for the store's acknowledgement: a task process may exit
 right after its hook returns, and an event acknowledged before the task goes on is ordered
-before everything the task causes (the DAG run's end comes after its tasks' ends). A hook
-never raises into Airflow: a failure is logged and counted, and Airflow carries on.
+before everything the task causes (the DAG run's end comes after its tasks' ends). During
+an outage only the first hook waits (see ``_publish``). A hook never raises into Airflow: a
+failure is logged and counted, and Airflow carries on.
 
 Only pluggy (an Airflow dependency) is imported here, not Airflow, so the hooks are plain
 methods that tests call without Airflow.
@@ -68,10 +69,13 @@ def default_publisher(settings: Settings) -> EventPublisher:
 
 @dataclass
 class Counters:
-    """What the listener did in this process: events acknowledged by the store, and events
-    that failed (mapping, publishing or no acknowledgement within ``ack_timeout``)."""
+    """What the listener did in this process. ``published``: acknowledged by the store before
+    the hook returned. ``unconfirmed``: handed to the publisher, not acknowledged by then (it
+    stays buffered and is sent while the process lives). ``failed``: not taken or refused (a
+    mapping error, a full buffer, an error from the server)."""
 
     published: int = 0
+    unconfirmed: int = 0
     failed: int = 0
 
 
@@ -89,6 +93,7 @@ class AirflowListener:
         self._settings: Settings | None = None
         self._publisher: EventPublisher | None = None
         self._pid = 0
+        self._stalled: Future[Any] | None = None
         self.counters = Counters()
 
     # -- Airflow's hooks (signatures: Airflow's listener hookspecs; pluggy passes the
@@ -151,14 +156,35 @@ class AirflowListener:
         )
 
     def _publish(self, build: Callable[[Settings], event_pb2.ListenerEvent], what: str) -> None:
-        """Maps, publishes and waits for the acknowledgement; logs and counts any failure."""
+        """Maps, publishes and waits for the acknowledgement; logs and counts any failure.
+
+        While an earlier event is still unacknowledged (the API servers are down or slow), a
+        hook hands its event over without waiting: Airflow pays ``ack_timeout`` once per
+        outage, not once per event, and the buffer keeps the order."""
         try:
             settings = self._current_settings()
             if not settings.targets:
                 return
             event = build(settings)
             publisher = self._current_publisher(settings)
-            publisher.publish(event).result(timeout=settings.ack_timeout)
+            future = publisher.publish(event)
+            stalled = self._stalled
+            if stalled is not None and not stalled.done():
+                self.counters.unconfirmed += 1
+                log.debug("listener service: event for %s buffered behind an earlier one", what)
+                return
+            try:
+                future.result(timeout=settings.ack_timeout)
+            except TimeoutError:
+                self._stalled = future
+                self.counters.unconfirmed += 1
+                log.warning(
+                    "listener service: event for %s not acknowledged within %gs; it stays"
+                    " buffered, and later events do not wait until it is acknowledged",
+                    what,
+                    settings.ack_timeout,
+                )
+                return
         except Exception as exc:
             self.counters.failed += 1
             log.warning(
@@ -168,6 +194,7 @@ class AirflowListener:
                 str(exc) or type(exc).__name__,
             )
             return
+        self._stalled = None
         self.counters.published += 1
 
     def _current_settings(self) -> Settings:
@@ -190,6 +217,7 @@ class AirflowListener:
             if self._publisher is None or self._pid != pid:
                 self._publisher = self._factory(settings)
                 self._pid = pid
+                self._stalled = None
             return self._publisher
 
     def close(self, timeout: float | None = None) -> None:

@@ -189,16 +189,16 @@ async def test_dag_runs_reach_a_logger_instance_in_order(
 async def test_airflow_runs_on_when_the_service_is_down(
     venv: Path, migrated_db: Path, tmp_path: Path
 ) -> None:
-    """No server listens: every hook gives up after ``ack_timeout``, logs, and the DAG run
-    still succeeds."""
+    """No server listens: the first hook waits ``ack_timeout`` and says so, the later ones
+    hand their events over without waiting, and the DAG run still succeeds."""
     home = airflow_home(
         venv, migrated_db, tmp_path, targets=f"127.0.0.1:{free_port()}", ack_timeout="1"
     )
     done = await asyncio.to_thread(home.run, "dags", "test", "bridge_ok")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert output.count("not published") == 5, output
-    assert "5 failed so far" in output
+    assert output.count("not acknowledged within 1s") == 1, output
+    assert "not published" not in output, output
 
 
 async def test_the_scheduler_publishes_workflow_start(
