@@ -25,8 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LISTENER_DATA_DIR=/var/lib/listener
 COPY --from=build /opt/listener /opt/listener
 RUN useradd --system --uid 10001 --home-dir /var/lib/listener listener \
- && mkdir -p /var/lib/listener \
- && chown listener /var/lib/listener
+ && install -d -m 0700 -o listener /var/lib/listener
 # Non-root; data_dir (package cache, SQLite when no db_url) is the only writable place it needs.
 USER 10001
 WORKDIR /var/lib/listener
