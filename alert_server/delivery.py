@@ -8,6 +8,12 @@ moves it to the dead-letter list after N attempts; other instances never wait.
 Every write is fenced (``event_store.deliveries``): when an operator moved the cursor or
 another alert server took the instance over, the write is refused, and the runner re-reads
 its state or, if it no longer owns the instance, stops.
+
+Before that, the lease discipline (``alert_server.lease_clock``): a runner hands events to
+its plugin only while this server's lease on the instance is known to be valid. When the
+validity runs out without a renewal, no new event or batch starts, a plugin call in flight
+is cut off at that moment (what was delivered before is kept), and the runner waits for the
+next successful renewal; if another server took the instance meanwhile, the host stops it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +87,10 @@ class PluginCallError(Exception):
 
 class Stopped(Exception):
     """This server no longer owns the instance."""
+
+
+class LeaseExpired(Exception):
+    """The lease ran out during a plugin call, which was cut off: no plugin failure."""
 
 
 def describe(exc: BaseException) -> str:
@@ -157,6 +167,12 @@ class InstanceRunner:
         self.progress = progress
         self.reads = reads
         self._progress: asyncio.Future[None] | None = None
+        # Until when (event loop's monotonic time) the lease may be acted on; the host
+        # extends it after each successful renewal. Plugin calls in flight, each with its
+        # own handler deadline, are cut off when it runs out.
+        self.lease_deadline = 0.0
+        self._lease_renewed = asyncio.Event()
+        self._calls: dict[asyncio.Timeout, float] = {}
 
     @property
     def state(self) -> str:
@@ -197,6 +213,43 @@ class InstanceRunner:
             old, self._plugin, self.package = self._plugin, plugin, package
         if old is not None:
             await self._close(old)
+
+    def extend_lease(self, deadline: float) -> None:
+        """A renewal succeeded: events may be handed over until ``deadline``."""
+        if deadline <= self.lease_deadline:
+            return
+        self.lease_deadline = deadline
+        self._lease_renewed.set()
+        for call, handler_deadline in self._calls.items():
+            call.reschedule(min(handler_deadline, deadline))
+
+    def _lease_valid(self) -> bool:
+        return asyncio.get_running_loop().time() < self.lease_deadline
+
+    async def _await_lease(self) -> None:
+        """Waits (not holding the runner's lock, so ``stop`` is not held up) until the
+        lease may be acted on."""
+        while not self._lease_valid():
+            self._lease_renewed.clear()
+            await self._lease_renewed.wait()
+
+    @contextlib.asynccontextmanager
+    async def _call(self, timeout: float) -> AsyncIterator[None]:
+        """One plugin call: cut off at its handler timeout or when the lease runs out,
+        whichever comes first (a renewal meanwhile moves the second). A cut because of the
+        lease raises ``LeaseExpired``, which is no failure of the plugin."""
+        handler_deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout_at(min(handler_deadline, self.lease_deadline)) as call:
+                self._calls[call] = handler_deadline
+                try:
+                    yield
+                finally:
+                    del self._calls[call]
+        except TimeoutError:
+            if asyncio.get_running_loop().time() < handler_deadline:
+                raise LeaseExpired() from None
+            raise
 
     def kick(self, reload: bool = True) -> None:
         """Wakes the loop now (an operator's retry), re-reading the state first if asked."""
@@ -362,18 +415,24 @@ class InstanceRunner:
     async def _deliver(
         self, batch: Sequence[events.StoredEvent]
     ) -> tuple[int, PluginCallError | None]:
-        """Hands a batch over; returns the last delivered sequence and the failure, if any."""
+        """Hands a batch over while the lease is valid; returns the last delivered sequence
+        and the failure, if any. Stops early, without a failure, when the lease runs out."""
         delivered = self.cursor
         timeout = self.settings.handler_timeout
+        await self._await_lease()
         async with self._lock:
             if self._plugin is None:
                 self._plugin = await self._open(self.package)
             plugin = self._plugin
             if supports_batch(plugin):
+                if not self._lease_valid():
+                    return delivered, None
                 try:
                     sdk_events = [to_sdk_event(e) for e in batch]
-                    async with asyncio.timeout(timeout):  # no task per call, as wait_for makes
+                    async with self._call(timeout):
                         await deliver_batch(plugin, sdk_events)
+                except LeaseExpired:
+                    return delivered, None
                 except Exception as exc:
                     head = batch[0]
                     return delivered, _call_error(
@@ -383,9 +442,13 @@ class InstanceRunner:
                     )
                 return batch[-1].sequence, None
             for stored in batch:
+                if not self._lease_valid():
+                    break
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with self._call(timeout):
                         await plugin.on_event(to_sdk_event(stored))
+                except LeaseExpired:
+                    break
                 except Exception as exc:
                     return delivered, _call_error(
                         exc, stored, f"event {stored.id} (sequence {stored.sequence})"
@@ -406,6 +469,7 @@ class InstanceRunner:
             stored = found.get(sequence)
             error = "the event was purged" if stored is None else ""
             if stored is not None:
+                await self._await_lease()
                 async with self._lock:
                     try:
                         if self._plugin is None:

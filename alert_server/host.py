@@ -15,12 +15,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alert_server import lease_clock
 from alert_server.delivery import DeliverySettings, FailurePolicy, InstanceRunner
 from alert_server.loader import LoadedPackage, PackageLoader, Residue
 from alert_server.package_cache import PackageCache
@@ -114,6 +115,12 @@ class PluginHost:
         self.secrets: SecretBox | None = None
         self.package_limits: dict[str, int] = {}
         self.metrics: AlertMetrics | NullMetrics = NO_METRICS  # plugin load times
+        # Lease discipline (alert_server.lease_clock): until when each held lease may be
+        # acted on (monotonic), and what this server saw of the others' leases and beats.
+        self._valid: dict[str, float] = {}
+        self._leases_seen = lease_clock.Watch(lease_ttl)
+        self._beats_seen = lease_clock.Watch(lease_ttl)
+        self._last_token: datetime | None = None
 
     # -- packages -------------------------------------------------------------------------
 
@@ -423,6 +430,7 @@ class PluginHost:
             self.progress,
             self.reads,
         )
+        runner.extend_lease(self._valid.get(inst.id, 0.0))
         self.runners[inst.id] = runner
         if start:
             runner.start()
@@ -441,34 +449,78 @@ class PluginHost:
                     log.error("plugin %s failed to load: %s", plugin.id, exc)
         await self.lease_cycle()
 
+    def _token(self) -> datetime:
+        """The ``lease_until`` to write: a full term from now, and always a new value."""
+        self._last_token = leases.next_token(
+            utcnow() + timedelta(seconds=self.lease_ttl), self._last_token
+        )
+        return self._last_token
+
+    def _granted(self, instance_ids: Iterable[str], sent_at: float) -> None:
+        """A renewal or claim sent at ``sent_at`` succeeded: these leases may be acted on
+        until its validity ends (``lease_clock``)."""
+        until = lease_clock.validity(sent_at, self.lease_ttl)
+        for iid in instance_ids:
+            self._valid[iid] = until
+            runner = self.runners.get(iid)
+            if runner is not None:
+                runner.extend_lease(until)
+
     async def lease_cycle(self) -> None:
-        """Heartbeat, renew leases, drop lost instances, and take or give a fair share."""
-        now = utcnow()
-        until = now + timedelta(seconds=self.lease_ttl)
+        """Heartbeat, renew leases, drop lost instances, and take or give a fair share.
+
+        The renewal's send time bounds how long its leases may be acted on; leases of
+        others are taken only once seen unchanged for a full term (``lease_clock``)."""
+        loop = asyncio.get_running_loop()
         async with self._lock:
-            async with self.store.transaction() as session:
-                await leases.heartbeat(session, self.server_id, self.address)
-                owned = await leases.renew(session, self.server_id, until)
-                servers = await leases.live_servers(session, self.lease_ttl)
-                total = await leases.total_instances(session)
+            sent_at = loop.time()
+            try:
+                async with self.store.transaction() as session:
+                    await leases.heartbeat(session, self.server_id, self.address)
+                    owned = await leases.renew(session, self.server_id, self._token())
+                    beats = await leases.heartbeats(session)
+                    others = await leases.others(session, self.server_id)
+            except Exception:
+                # What was seen before this gap says nothing about who is alive now.
+                self._leases_seen.forget()
+                self._beats_seen.forget()
+                raise
+            self._granted(owned, sent_at)
+            for iid in [i for i in self._valid if i not in owned]:
+                del self._valid[iid]
+            now = loop.time()
+            self._leases_seen.observe(others, now)
+            beats.pop(self.server_id, None)
+            self._beats_seen.observe(beats, now)
+            servers = 1 + sum(1 for s in beats if not self._beats_seen.unchanged_for_a_term(s, now))
             for iid, runner in list(self.runners.items()):
                 if iid not in owned or runner.stopped:
                     await self._stop_runner(iid)
                 elif runner.fence != owned[iid]:
                     runner.kick()
-            share = math.ceil(total / servers)
+            share = math.ceil((len(owned) + len(others)) / servers)
             for iid in list(owned)[share:] if len(owned) > share else []:
                 await self._stop_runner(iid)  # hand over: another server is short
                 async with self.store.transaction() as session:
                     await leases.release(session, iid, self.server_id)
                 owned.pop(iid)
+                self._valid.pop(iid, None)
             await self._start_many({iid: None for iid in owned if iid not in self.runners})
             if len(owned) < share:
-                async with self.store.reader() as session:
-                    candidates = await leases.claimable(session, share - len(owned))
-                async with self.store.transaction() as session:
-                    claimed = await leases.claim_many(session, candidates, self.server_id, until)
-                await self._start_many(dict(claimed))
+                now = loop.time()
+                candidates = [
+                    (iid, token)
+                    for iid, token in sorted(others.items())
+                    if not token.owner or self._leases_seen.unchanged_for_a_term(iid, now)
+                ][: share - len(owned)]
+                if candidates:
+                    sent_at = loop.time()
+                    async with self.store.transaction() as session:
+                        claimed = await leases.claim_many(
+                            session, candidates, self.server_id, self._token()
+                        )
+                    self._granted(claimed, sent_at)
+                    await self._start_many(dict(claimed))
 
     async def _clear_start_failure(self, instance_id: str) -> None:
         with contextlib.suppress(Exception):  # the status only; the next start tries again
@@ -505,6 +557,7 @@ class PluginHost:
         async with self._lock:
             for iid in list(self.runners):
                 await self._stop_runner(iid)
+            self._valid.clear()
         async with self.store.transaction() as session:
             await leases.leave(session, self.server_id)
 

@@ -2,19 +2,53 @@
 
 Each alert server heartbeats a row in ``alert_servers`` and holds leases on a fair share of
 the instances (their count over the live servers, rounded up). An instance whose lease
-lapsed (its owner died) is claimed by another server, and the claim bumps the fence so the
-old owner's late writes are refused (``event_store.deliveries``). The same code runs on
-every backend; it matters on PostgreSQL, where several alert servers share one store.
+lapsed (its owner died or lost the store) is claimed by another server, and the claim bumps
+the fence so the old owner's late writes are refused (``event_store.deliveries``). The same
+code runs on every backend; it matters on PostgreSQL and MariaDB, where several alert
+servers share one store.
+
+No decision here reads a wall clock against another server's: ``lease_until`` and
+``heartbeat_time`` are only *tokens* that change at every renewal (strictly: see
+:func:`next_token`). Whether a lease lapsed is decided by the taker watching a token stay
+unchanged for a full lease term on its own monotonic clock (``alert_server.lease_clock``),
+and a claim names the token it watched, so it fails if the owner renewed in between.
+
+Lock order: every statement here that writes several ``deliveries`` rows first locks them
+with ``SELECT … ORDER BY instance_id FOR UPDATE`` (the progress writer writes in the same
+order), so two writers never wait on each other in a cycle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store.models import AlertServerRow, Delivery, utcnow
+
+#: The smallest step between two tokens of one writer (every backend stores microseconds).
+TOKEN_STEP = timedelta(milliseconds=1)
+
+
+def next_token(wanted: datetime, previous: datetime | None) -> datetime:
+    """``wanted``, or just after ``previous`` if the wall clock did not move past it (a
+    step back, or two writes within its resolution): a renewal must always change the
+    token, or a watcher would take it for a missed one."""
+    if previous is not None and wanted <= previous:
+        return previous + TOKEN_STEP
+    return wanted
+
+
+@dataclass(frozen=True)
+class LeaseToken:
+    """What a taker watches of a lease it does not hold."""
+
+    owner: str
+    fence: int
+    lease_until: datetime | None
 
 
 async def heartbeat(session: AsyncSession, server_id: str, address: str) -> None:
@@ -22,11 +56,29 @@ async def heartbeat(session: AsyncSession, server_id: str, address: str) -> None
     if row is None:
         session.add(AlertServerRow(server_id=server_id, address=address, heartbeat_time=utcnow()))
     else:
-        row.heartbeat_time = utcnow()
+        row.heartbeat_time = next_token(utcnow(), row.heartbeat_time)
+        row.address = address
+
+
+async def heartbeats(session: AsyncSession) -> dict[str, datetime]:
+    """Every server's heartbeat token, its own included."""
+    rows = await session.execute(select(AlertServerRow.server_id, AlertServerRow.heartbeat_time))
+    return {server_id: beat for server_id, beat in rows.all()}
+
+
+async def _lock_owned(session: AsyncSession, server_id: str) -> None:
+    """Locks this server's rows in instance order before a multi-row update of them."""
+    await session.execute(
+        select(Delivery.instance_id)
+        .where(Delivery.owner == server_id)
+        .order_by(Delivery.instance_id)
+        .with_for_update()
+    )
 
 
 async def leave(session: AsyncSession, server_id: str) -> None:
     """A clean shutdown: frees this server's instances for the others at once."""
+    await _lock_owned(session, server_id)
     await session.execute(
         update(Delivery)
         .where(Delivery.owner == server_id)
@@ -35,18 +87,9 @@ async def leave(session: AsyncSession, server_id: str) -> None:
     await session.execute(delete(AlertServerRow).where(AlertServerRow.server_id == server_id))
 
 
-async def live_servers(session: AsyncSession, ttl: float) -> int:
-    since = utcnow() - timedelta(seconds=ttl)
-    count = await session.scalar(
-        select(func.count())
-        .select_from(AlertServerRow)
-        .where(AlertServerRow.heartbeat_time >= since)
-    )
-    return max(1, int(count or 0))
-
-
 async def renew(session: AsyncSession, server_id: str, until: datetime) -> dict[str, int]:
     """Extends this server's leases; returns the instances it still owns and their fences."""
+    await _lock_owned(session, server_id)
     await session.execute(
         update(Delivery).where(Delivery.owner == server_id).values(lease_until=until)
     )
@@ -56,43 +99,45 @@ async def renew(session: AsyncSession, server_id: str, until: datetime) -> dict[
     return {iid: int(fence) for iid, fence in rows.all()}
 
 
-async def total_instances(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(Delivery)) or 0)
-
-
-async def claimable(session: AsyncSession, limit: int) -> list[str]:
-    now = utcnow()
+async def others(session: AsyncSession, server_id: str) -> dict[str, LeaseToken]:
+    """The leases this server does not hold (free ones have owner ``""``)."""
     rows = await session.execute(
-        select(Delivery.instance_id)
-        .where(or_(Delivery.owner == "", Delivery.lease_until < now))
-        .order_by(Delivery.instance_id)
-        .limit(limit)
+        select(Delivery.instance_id, Delivery.owner, Delivery.fence, Delivery.lease_until).where(
+            Delivery.owner != server_id
+        )
     )
-    return list(rows.scalars().all())
+    return {iid: LeaseToken(owner, int(fence), until) for iid, owner, fence, until in rows.all()}
 
 
 async def claim_many(
-    session: AsyncSession, instance_ids: list[str], server_id: str, until: datetime
+    session: AsyncSession,
+    watched: Sequence[tuple[str, LeaseToken]],
+    server_id: str,
+    until: datetime,
 ) -> dict[str, int]:
-    """Takes every free or lapsed lease among ``instance_ids`` in one statement; returns
-    the ones now held with their new fences (a start with 1,000 instances stays fast)."""
-    if not instance_ids:
-        return {}
-    now = utcnow()
-    await session.execute(
-        update(Delivery)
-        .where(
-            Delivery.instance_id.in_(instance_ids),
-            or_(Delivery.owner == "", Delivery.lease_until < now),
+    """Takes each lease whose token is still the one watched (free, or lapsed by the
+    taker's own observation), in instance order; returns those now held, with their new
+    fences. A lease renewed since it was watched is left alone."""
+    claimed: dict[str, int] = {}
+    for iid, token in sorted(watched, key=lambda w: w[0]):
+        lease = (
+            Delivery.lease_until.is_(None)
+            if token.lease_until is None
+            else Delivery.lease_until == token.lease_until
         )
-        .values(owner=server_id, lease_until=until, fence=Delivery.fence + 1)
-    )
-    rows = await session.execute(
-        select(Delivery.instance_id, Delivery.fence).where(
-            Delivery.instance_id.in_(instance_ids), Delivery.owner == server_id
+        result = await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.instance_id == iid,
+                Delivery.owner == token.owner,
+                Delivery.fence == token.fence,
+                lease,
+            )
+            .values(owner=server_id, lease_until=until, fence=token.fence + 1)
         )
-    )
-    return {iid: int(fence) for iid, fence in rows.all()}
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed[iid] = token.fence + 1
+    return claimed
 
 
 async def release(session: AsyncSession, instance_id: str, server_id: str) -> None:
