@@ -37,8 +37,11 @@ class ServiceError(Exception):
         reason: str | None = None,
         field_violations: Sequence[tuple[str, str]] = (),
         metadata: dict[str, str] | None = None,
+        retry_delay: float | None = None,
     ) -> None:
+        """``retry_delay`` (seconds) goes to the client as a ``RetryInfo`` hint."""
         super().__init__(message)
+        self.retry_delay = retry_delay
         self.message = message
         self.reason = reason or self.default_reason
         self.field_violations = list(field_violations)

@@ -21,10 +21,14 @@ from sqlalchemy import exc as sa_exc
 from listener_common import errors as sdk_errors
 from listener_core import errors
 from listener_core.stages import Layer
+from listener_core.store_errors import store_unreachable
 
 log = logging.getLogger(__name__)
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+#: The retry hint (google.rpc.RetryInfo) sent with STORE_UNAVAILABLE, in seconds.
+STORE_RETRY_DELAY = 1.0
 
 
 def to_service_error(exc: BaseException) -> errors.ServiceError:
@@ -47,14 +51,12 @@ def to_service_error(exc: BaseException) -> errors.ServiceError:
         return errors.InvalidArgument(
             f"a value does not fit the store: {_first_line(exc)}", reason="VALUE_OUT_OF_RANGE"
         )
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
-        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
-    ):
+    if isinstance(exc, sa_exc.OperationalError) or store_unreachable(exc):
         return errors.Unavailable(
-            f"the store is unavailable: {_first_line(exc)}", reason="STORE_UNAVAILABLE"
+            f"the store is unavailable: {_first_line(exc)}",
+            reason="STORE_UNAVAILABLE",
+            retry_delay=STORE_RETRY_DELAY,
         )
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return errors.Unavailable(f"unavailable: {exc}", reason="UNAVAILABLE")
     return errors.Internal(f"internal error: {type(exc).__name__}", reason="INTERNAL")
 
 
@@ -70,6 +72,12 @@ def to_status(err: errors.ServiceError) -> status_pb2.Status:
     detail = any_pb2.Any()
     detail.Pack(info)
     status.details.append(detail)
+    if err.retry_delay is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(err.retry_delay * 1e9))
+        detail = any_pb2.Any()
+        detail.Pack(retry)
+        status.details.append(detail)
     if err.field_violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
