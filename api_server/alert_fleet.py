@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -27,6 +28,57 @@ _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 Stub = plugin_host_pb2_grpc.PluginHostServiceStub
 
+#: Seconds between two reminders that an alert server is still unreachable.
+REMIND_EVERY = 60.0
+
+
+class Reachability:
+    """Logs an alert server's reachability once per change, then a periodic reminder.
+
+    While one is down every publish's nudge fails: logging each failure wrote about 55
+    lines a second per API server."""
+
+    def __init__(self, target: str, remind_every: float = REMIND_EVERY) -> None:
+        self.target = target
+        self.remind_every = remind_every
+        self.reachable = True
+        self.failures = 0
+        self._down_since = 0.0
+        self._reminded = 0.0
+
+    def failed(self, details: str | None) -> None:
+        now = time.monotonic()
+        self.failures += 1
+        if self.reachable:
+            self.reachable = False
+            self._down_since = self._reminded = now
+            log.warning(
+                "alert server %s unreachable: %s (reported again every %.0f s while it lasts)",
+                self.target,
+                details,
+                self.remind_every,
+            )
+        elif now - self._reminded >= self.remind_every:
+            self._reminded = now
+            log.warning(
+                "alert server %s still unreachable after %.0f s (%d failed calls): %s",
+                self.target,
+                now - self._down_since,
+                self.failures,
+                details,
+            )
+
+    def succeeded(self) -> None:
+        if not self.reachable:
+            log.info(
+                "alert server %s reachable again after %.1f s (%d failed calls)",
+                self.target,
+                time.monotonic() - self._down_since,
+                self.failures,
+            )
+        self.reachable = True
+        self.failures = 0
+
 
 async def _notify(request: pb.NotifyRequest, stub: Stub) -> None:
     await stub.Notify(request, timeout=2.0)
@@ -42,6 +94,7 @@ class AlertFleet:
         credentials: grpc.ChannelCredentials | None = None,
         internal_token: str = "",
         server_name: str = "",
+        remind_every: float = REMIND_EVERY,
     ) -> None:
         """``credentials`` make the channels TLS (mTLS with a client certificate);
         ``internal_token`` goes with every call; ``server_name`` is the name to expect in the
@@ -62,6 +115,7 @@ class AlertFleet:
             for t in self.targets
         ]
         self._stubs = [plugin_host_pb2_grpc.PluginHostServiceStub(c) for c in self._channels]
+        self.reach = {t: Reachability(t, remind_every) for t in self.targets}
         self._notify_seq = 0
         self._notify_wake = asyncio.Event()
         self._notifier: asyncio.Task[None] | None = None
@@ -85,13 +139,15 @@ class AlertFleet:
         last: grpc.aio.AioRpcError | None = None
         for target, stub in zip(self.targets, self._stubs, strict=True):
             try:
-                return await stub.LoadPlugin(request, timeout=self.timeout)  # type: ignore[no-any-return]
+                reply = await stub.LoadPlugin(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _UNREACHABLE:
-                    log.warning("alert server %s unreachable: %s", target, exc.details())
+                    self.reach[target].failed(exc.details())
                     last = exc
                     continue
                 raise self._translate(exc) from None
+            self.reach[target].succeeded()
+            return reply  # type: ignore[no-any-return]
         raise errors.Unavailable(
             "no alert server could check the package: "
             + (last.details() or "unreachable" if last else "none configured"),
@@ -125,12 +181,13 @@ class AlertFleet:
         ) -> BaseException | None:
             try:
                 await call(stub)
-                return None
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _UNREACHABLE:
                     return self._translate(exc)
-                log.warning("alert server %s unreachable: %s", target, exc.details())
+                self.reach[target].failed(exc.details())
                 return errors.Unavailable(f"alert server {target} unreachable")
+            self.reach[target].succeeded()
+            return None
 
         return list(
             await asyncio.gather(
@@ -197,8 +254,12 @@ class AlertFleet:
             try:
                 reply = await stub.SendTestEvent(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
-                log.warning("alert server %s: SendTestEvent failed: %s", target, exc.details())
+                if exc.code() in _UNREACHABLE:
+                    self.reach[target].failed(exc.details())
+                else:
+                    log.warning("alert server %s: SendTestEvent failed: %s", target, exc.details())
                 continue
+            self.reach[target].succeeded()
             if reply.running:
                 return reply  # type: ignore[no-any-return]
         raise errors.FailedPrecondition(

@@ -27,6 +27,21 @@ _VALID_TYPES = set(_PAYLOAD_TYPES.values())
 MAX_SOURCE_CHARS = 255
 MAX_REQUEST_ID_CHARS = 128
 CALLER_CHARS = 80  # the store's column (a long unix socket peer is cut)
+#: What a page of ListEvents leaves of the message limit for everything but event bodies,
+#: and what each event adds to its body (id, sequence, type, times, framing).
+PAGE_SLACK_BYTES = 64 * 1024
+EVENT_OVERHEAD_BYTES = 256
+
+
+def fitting(sizes: Sequence[int], budget: int) -> int:
+    """How many events (by body size, in order) fit in ``budget`` bytes; at least one, so
+    a listing always moves on."""
+    used = 0
+    for n, size in enumerate(sizes):
+        used += size + EVENT_OVERHEAD_BYTES
+        if used > budget:
+            return max(1, n)
+    return len(sizes)
 
 
 def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
@@ -112,6 +127,7 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         self.store = store
         self.fleet = fleet
         self.max_batch = config.max_batch_events
+        self.page_bytes = max(config.max_message_bytes - PAGE_SLACK_BYTES, 1)
         self.committer = GroupCommitter(store, fleet.notify, on_stored=metrics.published)
 
     async def _publish(
@@ -172,10 +188,13 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
                 raise errors.InvalidArgument(
                     f"unknown event type(s) {bad}", field_violations=[("event_types", "unknown")]
                 )
+        # Sized first, read second: a page stays under the message limit (a shorter page
+        # with a next_page_token), and is never built in memory beyond it.
         async with self.store.reader() as session:
-            rows = await events.read_after(session, after, types, size + 1)  # type: ignore[arg-type]
-        more = len(rows) > size
-        rows = rows[:size]
+            sizes = await events.sizes_after(session, after, types, size + 1)  # type: ignore[arg-type]
+            take = fitting(sizes[:size], self.page_bytes)
+            rows = await events.read_after(session, after, types, take) if take else []  # type: ignore[arg-type]
+        more = len(sizes) > take
         return event_service_pb2.ListEventsResponse(
             events=[conversions.event_message(r) for r in rows],
             next_page_token=paging.encode(str(rows[-1].sequence)) if more else "",

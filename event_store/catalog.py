@@ -46,6 +46,14 @@ async def drop_package_if_unused(session: AsyncSession, sha256: str) -> None:
 
 
 def check_etag(kind: str, name: str, revision: int, etag: str) -> None:
+    """An etag this server could have issued (a revision number) that is not the current
+    one is a lost race (ABORTED); anything else is the caller's mistake."""
+    if etag and not (etag.isascii() and etag.isdigit()):
+        raise errors.InvalidArgument(
+            f"etag {etag[:64]!r} is not one this server issued (etags are revision numbers)",
+            reason="INVALID_ETAG",
+            field_violations=[("etag", "not an etag this server issued")],
+        )
     if etag and etag != str(revision):
         raise errors.Aborted(
             f"{kind} {name} was changed since etag {etag!r} (now {revision}); read it again",

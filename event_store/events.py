@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 import uuid_utils
-from sqlalchemy import Dialect, select
+from sqlalchemy import Dialect, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from event_store.models import Counter, Event, PublishRequest, utcnow
@@ -281,6 +281,20 @@ async def read_after(
     result = await connection.exec_driver_sql(sql, (after, *chosen, limit))
     rows: Sequence[Any] = result.all()
     return [StoredEvent(r[0], r[1], r[2], _aware(r[3]), bytes(r[4])) for r in rows]
+
+
+async def sizes_after(
+    session: AsyncSession, after: int, types: Sequence[int] | None, limit: int
+) -> list[int]:
+    """The body sizes (bytes) of the events :func:`read_after` would return, without
+    reading the bodies: a listing sizes its page before it loads anything."""
+    if types is not None and not types:
+        return []
+    query = select(func.length(Event.body)).where(Event.sequence > after)
+    if types is not None:
+        query = query.where(Event.type.in_(list(types)))
+    rows = await session.execute(query.order_by(Event.sequence).limit(limit))
+    return [int(n or 0) for n in rows.scalars().all()]
 
 
 async def max_sequence(session: AsyncSession) -> int:
