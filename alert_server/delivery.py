@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from alert_server.backoff import retry_delay
@@ -37,6 +38,7 @@ from alert_server.wakeup import SequenceSignal
 from event_store import deliveries, events
 from event_store.deliveries import Attempt, LeaseLost
 from event_store.models import Delivery, ListenerInstance, utcnow
+from event_store.retry import in_transaction
 from event_store.store import Store
 from listener_common import DeliveryError, ListenerPlugin
 from listener_common.plugin import deliver_batch, supports_batch
@@ -480,8 +482,15 @@ class InstanceRunner:
                         )
                     except Exception as exc:
                         error = describe(exc)
-            async with self.store.transaction() as session:
-                await deliveries.finish_redelivery(session, self.instance_id, sequence, error)
+            await in_transaction(
+                self.store,
+                partial(
+                    deliveries.finish_redelivery,
+                    instance_id=self.instance_id,
+                    sequence=sequence,
+                    error=error,
+                ),
+            )
             self._redeliver.remove(sequence)
 
     def _lost(self) -> None:
@@ -519,18 +528,20 @@ class InstanceRunner:
                 self.last_error,
                 extra=ids,
             )
-            async with self.store.transaction() as session:
-                await deliveries.park(
-                    session,
-                    self.instance_id,
-                    self.owner,
-                    self.fence,
-                    event.sequence,
-                    event.id,
-                    self.attempts,
-                    self.last_error,
-                    history,
-                )
+            await in_transaction(
+                self.store,
+                partial(
+                    deliveries.park,
+                    instance_id=self.instance_id,
+                    owner=self.owner,
+                    fence=self.fence,
+                    sequence=event.sequence,
+                    event_id=event.id,
+                    attempts=self.attempts,
+                    error=self.last_error,
+                    attempts_json=history,
+                ),
+            )
             self.settings.metrics.parked(self.instance_id)
             self.cursor = event.sequence
             self.attempts, self.last_error, self.next_attempt = 0, "", None
@@ -547,18 +558,20 @@ class InstanceRunner:
             delay,
             extra=ids,
         )
-        async with self.store.transaction() as session:
-            await deliveries.record_failure(
-                session,
-                self.instance_id,
-                self.owner,
-                self.fence,
-                self.cursor,
-                self.attempts,
-                self.last_error,
-                self.next_attempt,
-                history,
-            )
+        await in_transaction(
+            self.store,
+            partial(
+                deliveries.record_failure,
+                instance_id=self.instance_id,
+                owner=self.owner,
+                fence=self.fence,
+                delivered_seq=self.cursor,
+                attempts=self.attempts,
+                error=self.last_error,
+                next_attempt=self.next_attempt,
+                attempts_json=history,
+            ),
+        )
 
 
 def _ms(started: float) -> float:

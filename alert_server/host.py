@@ -18,8 +18,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alert_server import lease_clock
 from alert_server.delivery import DeliverySettings, FailurePolicy, InstanceRunner
@@ -31,6 +34,7 @@ from alert_server.reads import SharedReads
 from alert_server.wakeup import SequenceSignal
 from event_store import catalog, deliveries, leases
 from event_store.models import Delivery, ListenerInstance, Plugin, utcnow
+from event_store.retry import in_transaction
 from event_store.store import Store
 from listener_common import ListenerPlugin
 from listener_common import package as sdk_package
@@ -472,14 +476,24 @@ class PluginHost:
         The renewal's send time bounds how long its leases may be acted on; leases of
         others are taken only once seen unchanged for a full term (``lease_clock``)."""
         loop = asyncio.get_running_loop()
+        sent_at = 0.0
+
+        async def renewal(
+            session: AsyncSession,
+        ) -> tuple[dict[str, int], dict[str, datetime], dict[str, leases.LeaseToken]]:
+            nonlocal sent_at
+            sent_at = loop.time()  # of the attempt that succeeds
+            await leases.heartbeat(session, self.server_id, self.address)
+            owned = await leases.renew(session, self.server_id, self._token())
+            return (
+                owned,
+                await leases.heartbeats(session),
+                await leases.others(session, self.server_id),
+            )
+
         async with self._lock:
-            sent_at = loop.time()
             try:
-                async with self.store.transaction() as session:
-                    await leases.heartbeat(session, self.server_id, self.address)
-                    owned = await leases.renew(session, self.server_id, self._token())
-                    beats = await leases.heartbeats(session)
-                    others = await leases.others(session, self.server_id)
+                owned, beats, others = await in_transaction(self.store, renewal)
             except Exception:
                 # What was seen before this gap says nothing about who is alive now.
                 self._leases_seen.forget()
@@ -501,8 +515,9 @@ class PluginHost:
             share = math.ceil((len(owned) + len(others)) / servers)
             for iid in list(owned)[share:] if len(owned) > share else []:
                 await self._stop_runner(iid)  # hand over: another server is short
-                async with self.store.transaction() as session:
-                    await leases.release(session, iid, self.server_id)
+                await in_transaction(
+                    self.store, partial(leases.release, instance_id=iid, server_id=self.server_id)
+                )
                 owned.pop(iid)
                 self._valid.pop(iid, None)
             await self._start_many({iid: None for iid in owned if iid not in self.runners})
@@ -514,11 +529,15 @@ class PluginHost:
                     if not token.owner or self._leases_seen.unchanged_for_a_term(iid, now)
                 ][: share - len(owned)]
                 if candidates:
-                    sent_at = loop.time()
-                    async with self.store.transaction() as session:
-                        claimed = await leases.claim_many(
+
+                    async def claim(session: AsyncSession) -> dict[str, int]:
+                        nonlocal sent_at
+                        sent_at = loop.time()
+                        return await leases.claim_many(
                             session, candidates, self.server_id, self._token()
                         )
+
+                    claimed = await in_transaction(self.store, claim)
                     self._granted(claimed, sent_at)
                     await self._start_many(dict(claimed))
 
@@ -558,8 +577,7 @@ class PluginHost:
             for iid in list(self.runners):
                 await self._stop_runner(iid)
             self._valid.clear()
-        async with self.store.transaction() as session:
-            await leases.leave(session, self.server_id)
+        await in_transaction(self.store, partial(leases.leave, server_id=self.server_id))
 
     async def close(self) -> None:
         async with self._lock:

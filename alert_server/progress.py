@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from event_store import deliveries
+from event_store.retry import in_transaction
 from event_store.store import Store
 
 log = logging.getLogger(__name__)
@@ -114,20 +115,13 @@ class ProgressWriter:
         return True
 
     async def _write(self, entries: list[_Entry]) -> set[_Entry]:
-        async with self.store.transaction() as session:
-            refused = await deliveries.record_progress_many(
-                session,
-                [
-                    (
-                        e.instance_id,
-                        e.owner,
-                        e.fence,
-                        e.sequence,
-                        deliveries.history_json(e.history),
-                    )
-                    for e in entries
-                ],
-            )
+        rows = [
+            (e.instance_id, e.owner, e.fence, e.sequence, deliveries.history_json(e.history))
+            for e in entries
+        ]
+        refused = await in_transaction(
+            self.store, lambda session: deliveries.record_progress_many(session, rows)
+        )
         return {e for e in entries if e.instance_id in refused}
 
 

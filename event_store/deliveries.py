@@ -118,9 +118,11 @@ async def record_progress_many(
             recent_attempts=bindparam("b_hist"),
         )
     )
+    # In instance order, as every multi-row writer of deliveries locks (event_store.leases):
+    # two writers taking the same rows in different orders deadlock.
     params = [
         {"b_id": i, "b_owner": o, "b_fence": f, "b_seq": s, "b_hist": h}
-        for i, o, f, s, h in entries
+        for i, o, f, s, h in sorted(entries, key=lambda e: e[0])
     ]
     conn = await session.connection()
     written = await conn.execute(stmt, params)

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from listener_common import errors as sdk_errors
 from listener_core import errors
 from listener_core.stages import Layer
-from listener_core.store_errors import store_unreachable
+from listener_core.store_errors import is_conflict, store_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ def to_service_error(exc: BaseException) -> errors.ServiceError:
         # VARCHAR lengths and integer ranges; SQLite does not): the caller's fault, not ours.
         return errors.InvalidArgument(
             f"a value does not fit the store: {_first_line(exc)}", reason="VALUE_OUT_OF_RANGE"
+        )
+    if is_conflict(exc):  # still conflicting after the retries, or a writer without them
+        return errors.Aborted(
+            f"a concurrent change got in the way; retry the call: {_first_line(exc)}",
+            reason="STORE_CONFLICT",
         )
     if isinstance(exc, sa_exc.OperationalError) or store_unreachable(exc):
         return errors.Unavailable(

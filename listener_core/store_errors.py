@@ -34,6 +34,12 @@ _NET_ERRNOS = {
 }
 
 
+#: A transaction the store aborted to resolve a conflict with another: PostgreSQL's
+#: serialization_failure and deadlock_detected, MySQL's lock wait timeout and deadlock.
+_PG_CONFLICTS = {"40001", "40P01"}
+_MYSQL_CONFLICTS = {1205, 1213}
+
+
 def _causes(exc: BaseException) -> list[BaseException]:
     """The exception, what SQLAlchemy wraps, and what it was raised from (bounded)."""
     found: list[BaseException] = []
@@ -75,3 +81,17 @@ def _unreachable_one(exc: BaseException) -> bool:
 def store_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the store cannot be reached right now (not a bad statement)."""
     return any(_unreachable_one(e) for e in _causes(exc))
+
+
+def _conflict_one(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if state in _PG_CONFLICTS:
+        return True
+    code = exc.args[0] if exc.args else None
+    return code in _MYSQL_CONFLICTS and "mysql" in type(exc).__module__
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether the store aborted the transaction for a deadlock or serialization conflict
+    (running it again from the start is the cure)."""
+    return any(_conflict_one(e) for e in _causes(exc))
