@@ -573,10 +573,13 @@ class PluginHost:
                 log.warning("lease cycle failed: %s", exc)
 
     async def leave(self) -> None:
+        """A clean shutdown: stops every runner after its batch in flight, writes every
+        cursor, then frees the leases; the next owners redeliver nothing."""
         async with self._lock:
             for iid in list(self.runners):
                 await self._stop_runner(iid)
             self._valid.clear()
+            await self.progress.drain()  # also cursors of runners a cancelled cycle stopped
         await in_transaction(self.store, partial(leases.leave, server_id=self.server_id))
 
     async def close(self) -> None:

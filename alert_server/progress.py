@@ -71,13 +71,18 @@ class ProgressWriter:
             self._task = asyncio.create_task(self._run(), name="progress-writer")
         return entry.done
 
-    async def close(self) -> None:
-        """Writes what is pending, then stops."""
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Waits (at most ``timeout``) until every cursor handed in so far is written: a
+        clean handover gives the next owner the newest cursors, so it redelivers nothing."""
         if self._pending and self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    asyncio.gather(*(e.done for e in self._pending.values())), timeout=10
+                    asyncio.gather(*(e.done for e in self._pending.values())), timeout
                 )
+
+    async def close(self) -> None:
+        """Writes what is pending, then stops."""
+        await self.drain()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

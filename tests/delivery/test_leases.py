@@ -88,3 +88,82 @@ async def test_store_outage_longer_than_the_lease_leaves_one_deliverer(tmp_path:
             await asyncio.to_thread(pair.stop)
             for proxy in proxies.values():
                 await proxy.cut()
+
+
+async def test_graceful_handover_delivers_nothing_twice(tmp_path: Path) -> None:
+    """A server joining takes its share, then the first one stops cleanly (SIGTERM): every
+    instance changes hands while events flow, and since nobody crashed no event arrives
+    twice."""
+    async with postgres_database() as url:
+        addrs = {name: f"127.0.0.1:{free_port()}" for name in ("a", "b")}
+        pair = ServerPair(
+            url,
+            tmp_path / "data",
+            extra_env={
+                "LISTENER_LEASE_TTL": str(LEASE_TTL),
+                "LISTENER_ALERT_TARGETS": ",".join(addrs.values()),
+            },
+        )
+
+        def spawn(name: str) -> None:
+            pair.spawn(
+                f"alert_{name}",
+                "alert_server",
+                addrs[name],
+                LISTENER_ALERT_ADDR=addrs[name],
+                LISTENER_DATA_DIR=str(tmp_path / name),
+                LISTENER_SERVER_ID=f"alert-{name}",
+            )
+
+        try:
+            await asyncio.to_thread(spawn, "a")
+            await asyncio.to_thread(pair.start, "api_server")
+            async with clients(pair.api_addr) as c:
+                await install(c, witness_package())
+                outs = {f"i{n}": tmp_path / f"out{n}.jsonl" for n in range(4)}
+                for iid, out in outs.items():
+                    await create_instance(
+                        c, iid, "plugins/witness", {"logFile": str(out)}, ["TASK_FAIL"]
+                    )
+
+                async def owners() -> list[str]:
+                    return [(await get_instance(c, i)).delivery.owner for i in outs]
+
+                publisher = Publisher(c.events, per_batch=5)
+                publisher.start()
+                await eventually(lambda: all(len(read_lines(o)) > 50 for o in outs.values()))
+                await asyncio.to_thread(spawn, "b")  # joins: takes two instances over
+
+                async def split() -> bool:
+                    return sorted(await owners()) == ["alert-a"] * 2 + ["alert-b"] * 2
+
+                await eventually(split, timeout=30, interval=0.2)
+                marks = {i: len(read_lines(o)) for i, o in outs.items()}
+                await eventually(
+                    lambda: all(len(read_lines(o)) > marks[i] + 50 for i, o in outs.items()),
+                    timeout=30,
+                )
+                proc = pair.procs.pop("alert_a")
+                proc.terminate()  # a clean shutdown hands its instances over
+                assert await asyncio.to_thread(proc.wait, 30) == 0
+
+                async def all_b() -> bool:
+                    return set(await owners()) == {"alert-b"}
+
+                await eventually(all_b, timeout=30, interval=0.2)
+                restored = len(publisher.acked)
+                await eventually(lambda: len(publisher.acked) >= restored + 200, timeout=60)
+                await publisher.stop()
+                assert not publisher.failures, publisher.details
+                for out in outs.values():
+                    await eventually(
+                        lambda o=out: {x["id"] for x in read_lines(o)} >= set(publisher.acked),
+                        timeout=60,
+                    )
+                reports = [check(i, read_lines(o), publisher.acked) for i, o in outs.items()]
+                text = "\n".join(r.line() for r in reports)
+                assert all(r.servers == 2 for r in reports), text  # each changed hands
+                assert all(r.duplicates == 0 and r.overlaps == 0 for r in reports), text
+                assert all(r.lost == 0 and r.out_of_order == 0 for r in reports), text
+        finally:
+            await asyncio.to_thread(pair.stop)
