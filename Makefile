@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install run test lint typecheck proto proto-check openapi plugins bench clean java
+.PHONY: install run test lint typecheck proto proto-check openapi plugins bench chaos clean java
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ clients/java/build/listener-client.jar: $(PROTOS) $(shell find clients/java/src 
 
 bench: $(STAMP) plugins
 	$(PY) -m bench
+
+## Chaos against real servers on PostgreSQL and SQLite (a few minutes; see docs/operators.md).
+chaos: $(STAMP)
+	$(PY) -m chaos
 
 clean:
 	rm -rf dist data .pytest_cache .mypy_cache clients/java/build
