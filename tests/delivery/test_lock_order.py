@@ -53,8 +53,7 @@ async def waiting_on_locks(store: Store, kind: str) -> int:
             )
         else:
             query = (
-                "SELECT count(*) FROM information_schema.innodb_trx "
-                "WHERE trx_state = 'LOCK WAIT'"
+                "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
             )
         return int((await session.execute(text(query))).scalar_one())
 
