@@ -92,7 +92,8 @@ def _java_classpath() -> str:
 
 
 async def java_library(addr: str, count: int) -> float:
-    """ListenerPublisher in a JVM, timed inside it (JVM start-up left out)."""
+    """ListenerPublisher in a JVM, timed inside it after 20,000 untimed events (JVM start-up
+    and JIT warm-up left out: a scheduler's publisher runs for days)."""
     proc = await asyncio.create_subprocess_exec(
         "java",
         "-cp",

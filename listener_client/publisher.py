@@ -242,13 +242,17 @@ class Publisher:
         future of its ``PublishResult``, done once the store has it. Raises ValueError for an
         event the server would refuse, BufferFullError per ``when_full``, and
         PublisherClosedError after ``close()``."""
-        message = to_event(event)
-        check_event(message)
-        self._start()
-        if self._closing:
-            raise PublisherClosedError("the publisher is closed")
+        message = self._take_in(event)
         if self._accepted - self._resolved >= self.buffer_size:
             await self._wait_for_room()
+        return self._accept(message)
+
+    def publish_nowait(self, event: EventLike) -> asyncio.Future[PublishResult]:
+        """``publish`` for code that cannot await (a callback in the loop): a full buffer
+        raises BufferFullError at once, whatever ``when_full`` says."""
+        message = self._take_in(event)
+        if self._accepted - self._resolved >= self.buffer_size:
+            raise BufferFullError(f"the publisher's buffer holds {self.buffer_size} events")
         return self._accept(message)
 
     async def flush(self) -> None:
@@ -288,6 +292,14 @@ class Publisher:
         await self.close()
 
     # -- taking events ------------------------------------------------------------------
+
+    def _take_in(self, event: EventLike) -> event_pb2.ListenerEvent:
+        message = to_event(event)
+        check_event(message)
+        self._start()
+        if self._closing:
+            raise PublisherClosedError("the publisher is closed")
+        return message
 
     def _start(self) -> None:
         """Opens the channels and the sender in the running loop (not in ``__init__``, so a

@@ -118,6 +118,8 @@ async def test_block_when_full_waits_up_to_the_timeout_then_for_room(tmp_path: P
     with pytest.raises(BufferFullError, match="stayed full"):
         await pub.publish(numbered(3))
     assert time.monotonic() - started >= 0.25
+    with pytest.raises(BufferFullError):  # for callers that cannot await: never waits
+        pub.publish_nowait(numbered(3))
     pub.block_timeout = 120
     blocked = asyncio.create_task(pub.publish(numbered(3)))
     await eventually(lambda: pub.stats.retried >= 3)
