@@ -243,6 +243,11 @@ def _admin_flow(console: Console, page: Page, receiver: Receiver) -> None:
     # -- edit: the secret stays masked and kept ----------------------------------------------------
     page.click("#edit")
     expect(page.locator("#p-secret")).to_have_value("")
+    # The plugin marks its url secret too: masked the same way, kept when left empty.
+    expect(page.locator("#p-url")).to_have_value("")
+    expect(page.locator("#p-url")).to_have_attribute(
+        "placeholder", re.compile("leave empty to keep")
+    )
     expect(page.locator("#p-secret")).to_have_attribute(
         "placeholder", re.compile("leave empty to keep")
     )

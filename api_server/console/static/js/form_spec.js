@@ -6,6 +6,7 @@ import { h } from "./ui.js";
 
 /** What password params look like in every answer: the server never sends a secret. */
 export const MASK = "******";
+const KEEP = "set — leave empty to keep it";
 
 /** A form value as params carry it: bools true/false, lists as JSON, whole floats as ints. */
 export function toText(value) {
@@ -65,6 +66,9 @@ function buildControl(entry, initial) {
   const kind = entry.type || "input";
   const props = entry.props || {};
   const rule = ruleOf(entry);
+  // A secret (a password field, or any field the plugin marks secret) never comes back: its
+  // value arrives masked, meaning "set; leave the box empty to keep it".
+  const masked = initial === MASK && ["input", "textarea", "password"].includes(kind);
   const common = { id, name: field, "aria-describedby": describedBy(field, entry), "aria-required": rule.required ? "true" : null, dataset: { param: field } };
   switch (kind) {
     case "input-number": {
@@ -72,16 +76,13 @@ function buildControl(entry, initial) {
       return h("input", { ...common, type: "number", inputmode: "decimal", value: initial, min: rule.min ?? null, max: rule.max ?? null, step: String(step) });
     }
     case "textarea": {
-      const el = h("textarea", { ...common, rows: String(props.rows || 4), placeholder: props.placeholder || null });
-      el.value = initial;
+      const el = h("textarea", { ...common, rows: String(props.rows || 4), placeholder: masked ? KEEP : (props.placeholder || null), dataset: { param: field, masked: masked ? "1" : "" } });
+      el.value = masked ? "" : initial;
       return el;
     }
-    case "password": {
-      // The stored secret never comes back: a masked value means "set; leave empty to keep".
-      const masked = initial === MASK;
+    case "password":
       return h("input", { ...common, type: "password", autocomplete: "new-password", value: masked ? "" : initial,
-        placeholder: masked ? "set — leave empty to keep it" : (props.placeholder || null), dataset: { param: field, masked: masked ? "1" : "" } });
-    }
+        placeholder: masked ? KEEP : (props.placeholder || null), dataset: { param: field, masked: masked ? "1" : "" } });
     case "switch":
       return h("input", { ...common, type: "checkbox", role: "switch", checked: String(initial).toLowerCase() === "true" });
     case "select": {
@@ -101,7 +102,8 @@ function buildControl(entry, initial) {
       return box;
     }
     default:
-      return h("input", { ...common, type: "text", value: initial, placeholder: props.placeholder || null, autocomplete: "off", spellcheck: "false" });
+      return h("input", { ...common, type: "text", value: masked ? "" : initial, placeholder: masked ? KEEP : (props.placeholder || null),
+        autocomplete: "off", spellcheck: "false", dataset: { param: field, masked: masked ? "1" : "" } });
   }
 }
 
@@ -143,7 +145,7 @@ export function renderParams(spec, values) {
     if (kind === "radio") return (wrapper.querySelector("input:checked") || {}).value || "";
     if (kind === "checkbox") return JSON.stringify([...wrapper.querySelectorAll("input:checked")].map((i) => i.value));
     const control = document.getElementById(controlId(field));
-    if (kind === "password" && control.dataset.masked === "1" && control.value === "") return initial; // keep the stored secret
+    if (control.dataset.masked === "1" && control.value === "") return initial; // keep the stored secret
     return control.value;
   }
 
@@ -163,7 +165,7 @@ export function renderParams(spec, values) {
     const errors = {};
     for (const [field, { entry }] of wrappers) {
       const text = read(field);
-      const problem = text === MASK && entry.type === "password" ? "" : checkValue(entry, text);
+      const problem = text === MASK ? "" : checkValue(entry, text);
       if (problem) errors[field] = problem;
       out[field] = text;
     }
