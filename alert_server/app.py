@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -21,11 +22,13 @@ from alert_server.process_plugin import ProcessSettings
 from alert_server.servicer import PluginHostServicer
 from alert_server.wakeup import SequenceSignal, listen_postgres, poll_forever
 from event_store import events, retention
+from event_store.ping import ping
 from event_store.store import Store
 from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
 from listener_core import auth, tls
 from listener_core import server as grpc_server
 from listener_core.config import Config, ConfigError, load_config
+from listener_core.health import HealthReporter
 from listener_core.metrics import AlertMetrics, InstanceSample, MetricsEndpoint, start_endpoint
 from listener_core.secrets import SecretBox
 
@@ -44,8 +47,12 @@ class AlertServer:
     _tasks: list[asyncio.Task[None]]
     metrics: AlertMetrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
+    health: HealthReporter | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.health is not None:
+            await self.health.drain()
+            await self.health.close()
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.close()
         await self.server.stop(grace)
@@ -125,9 +132,9 @@ async def start(config: Config) -> AlertServer:
         interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
     )
     plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
-    grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
+    health_servicer = await grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
     port = grpc_server.bind(server, config.alert_addr, credentials)
-    host.address = f"{config.alert_addr.rpartition(':')[0]}:{port}"
+    host.address = advertised_address(config.alert_addr, port, config.alert_advertise_addr)
     if not config.server_id:
         # Stable across restarts on the same address: a restarted server takes its own
         # instances back at once instead of waiting for their leases to lapse.
@@ -145,7 +152,26 @@ async def start(config: Config) -> AlertServer:
     log.info(
         "alert server %s listening on %s (store %s)", host.server_id, host.address, store.backend
     )
-    return AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
+    alert = AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
+    alert.health = HealthReporter(health_servicer, [SERVICE_NAME], partial(ping, store))
+    alert.health.start()
+    return alert
+
+
+#: Listen hosts that mean "every interface": no one can call them, so the host name stands in.
+_WILDCARDS = {"", "0.0.0.0", "[::]", "::"}
+
+
+def advertised_address(listen_addr: str, port: int, advertise: str = "") -> str:
+    """What API servers are told to call (recorded with each heartbeat): ``advertise`` when
+    set, else the listen address with its bound port, this host's name replacing a wildcard
+    host (in a container, the name its peers resolve)."""
+    if advertise:
+        return advertise
+    host = listen_addr.rpartition(":")[0]
+    if host in _WILDCARDS:
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 def process_settings(config: Config) -> ProcessSettings:
@@ -188,7 +214,10 @@ async def purge_forever(store: Store, retention_seconds: float, interval: float)
 async def serve(config: Config) -> None:
     alert = await start(config)
     await grpc_server.wait_for_signal()
-    log.info("alert server shutting down")
+    log.info("alert server draining for %.1f s, then shutting down", config.drain_seconds)
+    if alert.health is not None:
+        await alert.health.drain()
+    await asyncio.sleep(config.drain_seconds)
     await alert.stop()
 
 

@@ -1,5 +1,8 @@
 """Drives every alert server the API server knows, over the internal contract.
 
+Which ones: a static list (``alert_targets``), or those found in the store
+(``api_server.discovery`` calls ``set_targets`` as they join and leave).
+
 Probing a package needs one alert server's answer; other changes are sent to every alert
 server and tolerate one being down, since each reconciles from the store when it comes back.
 """
@@ -11,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -84,6 +88,13 @@ async def _notify(request: pb.NotifyRequest, stub: Stub) -> None:
     await stub.Notify(request, timeout=2.0)
 
 
+@dataclass
+class _Member:
+    channel: grpc.aio.Channel
+    stub: Stub
+    reach: Reachability
+
+
 class AlertFleet:
     def __init__(
         self,
@@ -98,35 +109,76 @@ class AlertFleet:
     ) -> None:
         """``credentials`` make the channels TLS (mTLS with a client certificate);
         ``internal_token`` goes with every call; ``server_name`` is the name to expect in the
-        alert servers' certificates when it is not the host in ``targets``."""
-        options: list[tuple[str, Any]] = [
+        alert servers' certificates when it is not the host in ``targets``. The targets may
+        change later (``set_targets``: discovery through the store)."""
+        self._options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
         if server_name:
-            options.append(("grpc.ssl_target_name_override", server_name))
-        interceptors = [BearerToken(internal_token)] if internal_token else None
-        self.targets = list(targets)
+            self._options.append(("grpc.ssl_target_name_override", server_name))
+        self._credentials = credentials
+        self._interceptors = [BearerToken(internal_token)] if internal_token else None
+        self._remind_every = remind_every
         self.timeout = timeout
-        self._channels = [
-            grpc.aio.secure_channel(t, credentials, options=options, interceptors=interceptors)
-            if credentials is not None
-            else grpc.aio.insecure_channel(t, options=options, interceptors=interceptors)
-            for t in self.targets
-        ]
-        self._stubs = [plugin_host_pb2_grpc.PluginHostServiceStub(c) for c in self._channels]
-        self.reach = {t: Reachability(t, remind_every) for t in self.targets}
+        self._members: dict[str, _Member] = {}
+        for target in dict.fromkeys(targets):
+            self._members[target] = self._member(target)
+        #: Called when a call finds no alert server at all (discovery reads the store now).
+        self.refresh: Callable[[], Awaitable[None]] | None = None
         self._notify_seq = 0
         self._notify_wake = asyncio.Event()
         self._notifier: asyncio.Task[None] | None = None
+
+    def _member(self, target: str) -> _Member:
+        channel = (
+            grpc.aio.secure_channel(
+                target, self._credentials, options=self._options, interceptors=self._interceptors
+            )
+            if self._credentials is not None
+            else grpc.aio.insecure_channel(
+                target, options=self._options, interceptors=self._interceptors
+            )
+        )
+        return _Member(
+            channel,
+            plugin_host_pb2_grpc.PluginHostServiceStub(channel),
+            Reachability(target, self._remind_every),
+        )
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self._members)
+
+    @property
+    def reach(self) -> dict[str, Reachability]:
+        return {t: m.reach for t, m in self._members.items()}
+
+    async def set_targets(self, targets: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Drives exactly ``targets`` from now on; returns those added and removed. Calls in
+        flight to a removed one finish on its channel, closed with a grace."""
+        wanted = list(dict.fromkeys(targets))
+        added = [t for t in wanted if t not in self._members]
+        removed = [t for t in self._members if t not in wanted]
+        gone = [self._members.pop(t) for t in removed]
+        for target in added:
+            self._members[target] = self._member(target)
+        for member in gone:
+            await member.channel.close(grace=self.timeout)
+        return added, removed
+
+    async def _live(self) -> list[tuple[str, _Member]]:
+        if not self._members and self.refresh is not None:
+            await self.refresh()
+        return list(self._members.items())
 
     async def close(self) -> None:
         if self._notifier is not None:
             self._notifier.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._notifier
-        for channel in self._channels:
-            await channel.close()
+        for member in self._members.values():
+            await member.channel.close()
 
     async def probe(
         self, plugin_id: str, sha256: str, package: bytes, isolation: str = ""
@@ -137,20 +189,24 @@ class AlertFleet:
             plugin_id=plugin_id, sha256=sha256, package=package, dry_run=True, isolation=isolation
         )
         last: grpc.aio.AioRpcError | None = None
-        for target, stub in zip(self.targets, self._stubs, strict=True):
+        for _, member in await self._live():
             try:
-                reply = await stub.LoadPlugin(request, timeout=self.timeout)
+                reply = await member.stub.LoadPlugin(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _UNREACHABLE:
-                    self.reach[target].failed(exc.details())
+                    member.reach.failed(exc.details())
                     last = exc
                     continue
                 raise self._translate(exc) from None
-            self.reach[target].succeeded()
+            member.reach.succeeded()
             return reply  # type: ignore[no-any-return]
         raise errors.Unavailable(
             "no alert server could check the package: "
-            + (last.details() or "unreachable" if last else "none configured"),
+            + (
+                last.details() or "unreachable"
+                if last
+                else "none is alive (no recent heartbeat in the store)"
+            ),
             reason="ALERT_UNAVAILABLE",
         )
 
@@ -176,24 +232,18 @@ class AlertFleet:
     async def _each(
         self, call: Callable[[plugin_host_pb2_grpc.PluginHostServiceStub], Awaitable[Any]]
     ) -> list[BaseException | None]:
-        async def one(
-            target: str, stub: plugin_host_pb2_grpc.PluginHostServiceStub
-        ) -> BaseException | None:
+        async def one(target: str, member: _Member) -> BaseException | None:
             try:
-                await call(stub)
+                await call(member.stub)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _UNREACHABLE:
                     return self._translate(exc)
-                self.reach[target].failed(exc.details())
+                member.reach.failed(exc.details())
                 return errors.Unavailable(f"alert server {target} unreachable")
-            self.reach[target].succeeded()
+            member.reach.succeeded()
             return None
 
-        return list(
-            await asyncio.gather(
-                *(one(t, s) for t, s in zip(self.targets, self._stubs, strict=True))
-            )
-        )
+        return list(await asyncio.gather(*(one(t, m) for t, m in list(self._members.items()))))
 
     async def activate_plugin(self, plugin_id: str, sha256: str, isolation: str = "") -> None:
         """Loads (or hot-swaps to) the stored package in the given isolation mode; a
@@ -250,16 +300,16 @@ class AlertFleet:
 
     async def send_test(self, instance_id: str, event: bytes) -> pb.SendTestEventResponse:
         request = pb.SendTestEventRequest(instance_id=instance_id, event=event)
-        for target, stub in zip(self.targets, self._stubs, strict=True):
+        for target, member in await self._live():
             try:
-                reply = await stub.SendTestEvent(request, timeout=self.timeout)
+                reply = await member.stub.SendTestEvent(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _UNREACHABLE:
-                    self.reach[target].failed(exc.details())
+                    member.reach.failed(exc.details())
                 else:
                     log.warning("alert server %s: SendTestEvent failed: %s", target, exc.details())
                 continue
-            self.reach[target].succeeded()
+            member.reach.succeeded()
             if reply.running:
                 return reply  # type: ignore[no-any-return]
         raise errors.FailedPrecondition(

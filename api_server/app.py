@@ -8,17 +8,20 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 
 from api_server import validation
 from api_server.alert_fleet import AlertFleet
 from api_server.caller_service import CallerService
+from api_server.discovery import Discovery
 from api_server.event_service import EventService
 from api_server.http import gateway as http_gateway
 from api_server.instance_service import ListenerInstanceService
 from api_server.limits import PublishLimiter
 from api_server.plugin_service import PluginService
+from event_store.ping import ping
 from event_store.store import Store
 from listener.v1 import (
     caller_pb2,
@@ -33,6 +36,7 @@ from listener.v1 import (
 from listener_core import auth, tls
 from listener_core import server as grpc_server
 from listener_core.config import Config, ConfigError, load_config
+from listener_core.health import HealthReporter
 from listener_core.metrics import ApiMetrics, MetricsEndpoint, start_endpoint
 from listener_core.secrets import SecretBox
 
@@ -57,6 +61,8 @@ class ApiServer:
     metrics: ApiMetrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     http: http_gateway.HttpEndpoint | None = None
+    health: HealthReporter | None = None
+    discovery: Discovery | None = None
 
     @property
     def http_port(self) -> int:
@@ -64,12 +70,17 @@ class ApiServer:
         return self.http.port
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.health is not None:
+            await self.health.drain()
+            await self.health.close()
         if self.http is not None:
             await self.http.close()
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.close()
         await self.server.stop(grace)
         await self.events.committer.close()
+        if self.discovery is not None:
+            await self.discovery.close()
         await self.fleet.close()
         await self.store.close()
 
@@ -100,22 +111,27 @@ async def start(config: Config) -> ApiServer:
     if tokens and credentials is None and not grpc_server.is_loopback(config.api_addr):
         log.warning("tokens travel in clear on %s: configure tls_cert and tls_key", config.api_addr)
     alert_credentials = tls.alert_channel_credentials(config)
-    if config.internal_token:
+    if config.internal_token and config.alert_targets:
         grpc_server.warn_plaintext_internal_token(
-            config.alert_target_list, tls=alert_credentials is not None, what="alert targets"
+            config.alert_targets, tls=alert_credentials is not None, what="alert targets"
         )
     grpc_server.check_data_dir(config.data_dir, config.database_url)
     secret_box = SecretBox.from_config(config)
     config = dataclasses.replace(config, tokens=tokens.redacted())  # keep digests only
     store = await Store.open(config.database_url)
     fleet = AlertFleet(
-        config.alert_target_list,
+        config.alert_targets,
         timeout=config.alert_timeout,
         max_message_bytes=config.alert_message_bytes,
         credentials=alert_credentials,
         internal_token=config.internal_token,
         server_name=config.alert_tls_server_name,
     )
+    discovery = (
+        Discovery(store, fleet, config.lease_ttl) if config.discovers_alert_servers else None
+    )
+    if discovery is not None:
+        await discovery.start()
     metrics = ApiMetrics()
     pipeline = grpc_server.build_pipeline(
         [
@@ -140,11 +156,14 @@ async def start(config: Config) -> ApiServer:
     event_service = EventService(store, fleet, config, metrics)
     event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, table)
     caller_pb2_grpc.add_CallerServiceServicer_to_server(CallerService(tokens), table)
-    grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
+    health_servicer = await grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
     port = grpc_server.bind(server, config.api_addr, credentials)
     await server.start()
     endpoint = await start_endpoint(config.api_metrics_addr, metrics)
     api = ApiServer(config, store, fleet, server, port, event_service, metrics, endpoint)
+    api.discovery = discovery
+    api.health = HealthReporter(health_servicer, SERVICE_NAMES, partial(ping, store))
+    api.health.start()
     if http_bind is not None:
         gateway = http_gateway.Gateway(
             pipeline,
@@ -165,7 +184,7 @@ async def start(config: Config) -> ApiServer:
         "TLS" if credentials is not None else "plaintext",
         f"{len(tokens)} token(s)" if tokens else "no authentication",
         store.backend,
-        ", ".join(config.alert_target_list),
+        ", ".join(config.alert_targets) or "found in the store",
     )
     return api
 
@@ -173,7 +192,10 @@ async def start(config: Config) -> ApiServer:
 async def serve(config: Config) -> None:
     api = await start(config)
     await grpc_server.wait_for_signal()
-    log.info("API server shutting down")
+    log.info("API server draining for %.1f s, then shutting down", config.drain_seconds)
+    if api.health is not None:
+        await api.health.drain()
+    await asyncio.sleep(config.drain_seconds)
     await api.stop()
 
 

@@ -30,7 +30,11 @@ class Config:
     http_addr: str = "127.0.0.1:8080"
     # The alert server's listen address (internal API).
     alert_addr: str = "127.0.0.1:50052"
-    # The alert servers an API server drives, comma separated; defaults to alert_addr.
+    # The address API servers should use for this alert server, recorded with its heartbeat
+    # in the store; empty: alert_addr, with this host's name in place of 0.0.0.0 / [::].
+    alert_advertise_addr: str = ""
+    # The alert servers an API server drives, comma separated; empty: every live alert server
+    # found in the store (their advertised addresses), following joins and departures.
     alert_targets: tuple[str, ...] = ()
     # Largest gRPC request the API server accepts (bytes); bigger packages go by the streamed
     # UploadPluginPackage. The alert server accepts max_package_bytes + 1 MiB if that is more.
@@ -74,6 +78,9 @@ class Config:
     lease_ttl: float = 15.0
     # This alert server's name in leases; "<hostname>:<port>" when empty.
     server_id: str = ""
+    # Seconds a server keeps accepting calls after SIGTERM while its health says NOT_SERVING,
+    # so load balancers and readiness probes move callers away before it stops.
+    drain_seconds: float = 0.0
     # Delivered events stay this long for replay before they are purged (seconds).
     retention_seconds: float = 86_400.0
     # How often an alert server purges delivered events (seconds).
@@ -131,8 +138,9 @@ class Config:
         return max(self.max_message_bytes, self.max_package_bytes + 2**20)
 
     @property
-    def alert_target_list(self) -> tuple[str, ...]:
-        return self.alert_targets or (self.alert_addr,)
+    def discovers_alert_servers(self) -> bool:
+        """No static ``alert_targets``: the API server finds the alert servers in the store."""
+        return not self.alert_targets
 
 
 class ConfigError(ValueError):

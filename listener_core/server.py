@@ -76,15 +76,16 @@ def create_server(
     )
 
 
-def add_health_and_reflection(
+async def add_health_and_reflection(
     server: grpc.aio.Server, service_names: Iterable[str]
-) -> health.HealthServicer:
-    """Serves grpc.health.v1 (all listed services SERVING) and server reflection."""
+) -> health.aio.HealthServicer:
+    """Serves grpc.health.v1 (all listed services SERVING until ``listener_core.health``
+    says otherwise) and server reflection."""
     names = list(service_names)
-    servicer = health.HealthServicer(experimental_non_blocking=True)
+    servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     for name in ["", *names]:
-        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [
             *names,

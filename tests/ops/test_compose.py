@@ -104,15 +104,12 @@ def test_compose_file_is_valid_and_consistent() -> None:
     assert api["depends_on"]["alert-server"]["condition"] == "service_healthy"
     assert alert["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert all(p["host_ip"] == "127.0.0.1" for p in api["ports"])
-    # Scalable: no fixed container name or host port, and the API server's targets are the
-    # names Compose gives the replicas (<project>-alert-server-<n>), one per replica.
-    assert "container_name" not in alert and "ports" not in alert
-    targets = api["environment"]["LISTENER_ALERT_TARGETS"].split(",")
-    replicas = alert["deploy"]["replicas"]
-    alert_port = _addr_port(alert["environment"]["LISTENER_ALERT_ADDR"])
-    assert targets == [
-        f"{spec['name']}-alert-server-{n}:{alert_port}" for n in range(1, replicas + 1)
-    ]
+    # Scalable: no fixed container name, host port, hostname or advertised address, and no
+    # target list: the API servers find every replica through the store (DESIGN §12).
+    assert "container_name" not in alert and "ports" not in alert and "hostname" not in alert
+    assert "LISTENER_ALERT_TARGETS" not in api["environment"]
+    assert "LISTENER_ALERT_ADVERTISE_ADDR" not in alert["environment"]
+    assert alert["environment"]["LISTENER_ALERT_ADDR"].startswith("0.0.0.0:")
 
     # A missing secret stops Compose with the variable's name, before anything starts.
     proc = docker_compose("config", env={k: v for k, v in SECRETS.items() if "ADMIN" not in k})
