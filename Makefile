@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install run test lint typecheck proto proto-check openapi plugins bench chaos clean java
+.PHONY: install run test lint typecheck proto proto-check openapi plugins sdk bench chaos clean java
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ java: clients/java/build/listener-client.jar
 clients/java/build/listener-client.jar: $(PROTOS) $(shell find clients/java/src -name '*.java') clients/java/build.sh | $(STAMP)
 	bash clients/java/build.sh $(abspath $(PY))
 
+## The plugin SDK alone (listener_common, needs only packaging) as
+## dist/sdk/listener_sdk-<version>-py3-none-any.whl, built from sdk/pyproject.toml.
+sdk: $(STAMP)
+	rm -rf build/sdk dist/sdk && mkdir -p build/sdk dist/sdk
+	cp sdk/pyproject.toml sdk/README.md build/sdk/
+	cp -r listener_common build/sdk/
+	find build/sdk -name __pycache__ -prune -exec rm -rf {} +
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation build/sdk -w dist/sdk
+	rm -rf build/sdk
+
 bench: $(STAMP) plugins
 	$(PY) -m bench
 
@@ -64,3 +74,5 @@ chaos: $(STAMP)
 
 clean:
 	rm -rf dist data .pytest_cache .mypy_cache clients/java/build
+
+	rm -rf dist build data .pytest_cache .mypy_cache

@@ -2,7 +2,7 @@
 
 At least once: the cursor moves only after the plugin returned, so a crash in between
 redelivers the same events with the same ids. A failure blocks the instance on its head
-event and retries it with backoff (``alert_server.backoff``), or, under the ``park`` policy,
+event and retries it with backoff (``listener_common._dispatch``), or, under the ``park`` policy,
 moves it to the dead-letter list after N attempts; other instances never wait.
 
 Every write is fenced (``event_store.deliveries``): when an operator moved the cursor or
@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from alert_server.backoff import retry_delay
 from alert_server.convert import ALL_TYPES, to_sdk_event
 from alert_server.loader import LoadedPackage
 from alert_server.progress import ProgressWriter
@@ -40,8 +39,9 @@ from event_store.deliveries import Attempt, LeaseLost
 from event_store.models import Delivery, ListenerInstance, utcnow
 from event_store.retry import in_transaction
 from event_store.store import Store
-from listener_common import DeliveryError, ListenerPlugin
-from listener_common.plugin import deliver_batch, supports_batch
+from listener_common import ListenerPlugin, _dispatch
+from listener_common._dispatch import FailurePolicy as FailurePolicy  # host.py imports it here
+from listener_common._dispatch import describe
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,6 @@ class DeliverySettings:
     retry_max: float = 300.0
     # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
     metrics: AlertMetrics | NullMetrics = NO_METRICS
-
-
-@dataclass(frozen=True)
-class FailurePolicy:
-    mode: str = "block"  # or "park"
-    park_after: int = 0
-
-    def parks(self, attempts: int, permanent: bool) -> bool:
-        if self.mode != "park":
-            return False
-        return permanent or attempts >= max(1, self.park_after)
 
 
 class PluginCallError(Exception):
@@ -93,22 +82,6 @@ class Stopped(Exception):
 
 class LeaseExpired(Exception):
     """The lease ran out during a plugin call, which was cut off: no plugin failure."""
-
-
-def describe(exc: BaseException) -> str:
-    if type(exc) is TimeoutError and not exc.args:  # asyncio's timeout, not a plugin's own
-        return "handler timed out"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _call_error(exc: BaseException, event: events.StoredEvent, what: str) -> PluginCallError:
-    return PluginCallError(
-        f"{what}: {describe(exc)}",
-        event=event,
-        retry_after=exc.retry_after if isinstance(exc, DeliveryError) else None,
-        permanent=isinstance(exc, DeliveryError) and exc.permanent,
-    )
 
 
 def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:
@@ -274,18 +247,16 @@ class InstanceRunner:
     # -- plugin calls ---------------------------------------------------------------------
 
     async def _open(self, package: LoadedPackage) -> ListenerPlugin:
-        plugin = package.plugin_class()
+        timeout = self.settings.handler_timeout
         try:
-            await asyncio.wait_for(plugin.open(dict(self.config)), self.settings.handler_timeout)
-        except Exception as exc:
-            raise PluginCallError(f"open failed: {describe(exc)}") from exc
-        return plugin
+            return await _dispatch.open_plugin(package.plugin_class, self.config, timeout)
+        except _dispatch.OpenFailed as exc:
+            raise PluginCallError(str(exc)) from exc.__cause__
 
     async def _close(self, plugin: ListenerPlugin) -> None:
-        try:
-            await asyncio.wait_for(plugin.close(), self.settings.handler_timeout)
-        except Exception as exc:
-            log.warning("instance %s: close failed: %s", self.instance_id, describe(exc))
+        error = await _dispatch.close_plugin(plugin, self.settings.handler_timeout)
+        if error:
+            log.warning("instance %s: close failed: %s", self.instance_id, error)
 
     async def _close_plugin(self) -> None:
         plugin, self._plugin = self._plugin, None
@@ -419,44 +390,28 @@ class InstanceRunner:
     ) -> tuple[int, PluginCallError | None]:
         """Hands a batch over while the lease is valid; returns the last delivered sequence
         and the failure, if any. Stops early, without a failure, when the lease runs out."""
-        delivered = self.cursor
-        timeout = self.settings.handler_timeout
         await self._await_lease()
         async with self._lock:
             if self._plugin is None:
                 self._plugin = await self._open(self.package)
-            plugin = self._plugin
-            if supports_batch(plugin):
-                if not self._lease_valid():
-                    return delivered, None
-                try:
-                    sdk_events = [to_sdk_event(e) for e in batch]
-                    async with self._call(timeout):
-                        await deliver_batch(plugin, sdk_events)
-                except LeaseExpired:
-                    return delivered, None
-                except Exception as exc:
-                    head = batch[0]
-                    return delivered, _call_error(
-                        exc,
-                        head,
-                        f"batch of {len(batch)} from event {head.id} (sequence {head.sequence})",
-                    )
-                return batch[-1].sequence, None
-            for stored in batch:
-                if not self._lease_valid():
-                    break
-                try:
-                    async with self._call(timeout):
-                        await plugin.on_event(to_sdk_event(stored))
-                except LeaseExpired:
-                    break
-                except Exception as exc:
-                    return delivered, _call_error(
-                        exc, stored, f"event {stored.id} (sequence {stored.sequence})"
-                    )
-                delivered = stored.sequence
-        return delivered, None
+            count, failure = await _dispatch.deliver(
+                self._plugin,
+                batch,
+                self.settings.handler_timeout,
+                to_sdk_event,
+                call=self._call,
+                proceed=self._lease_valid,
+                stop=(LeaseExpired,),
+            )
+        delivered = batch[count - 1].sequence if count else self.cursor
+        if failure is None:
+            return delivered, None
+        return delivered, PluginCallError(
+            failure.message,
+            event=batch[failure.index],
+            retry_after=failure.retry_after,
+            permanent=failure.permanent,
+        )
 
     async def _redeliver_parked(self) -> None:
         """Delivers the events an operator asked to redeliver from the dead-letter list."""
@@ -546,9 +501,9 @@ class InstanceRunner:
             self.cursor = event.sequence
             self.attempts, self.last_error, self.next_attempt = 0, "", None
             return
-        delay = retry_delay(self.attempts, self.settings.retry_base, self.settings.retry_max)
-        if exc.retry_after is not None:
-            delay = max(delay, min(exc.retry_after, self.settings.retry_max))
+        delay = _dispatch.next_delay(
+            self.attempts, self.settings.retry_base, self.settings.retry_max, exc.retry_after
+        )
         self.next_attempt = utcnow() + timedelta(seconds=delay)
         log.warning(
             "instance %s: attempt %d failed: %s; next attempt in %.1fs",

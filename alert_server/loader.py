@@ -36,6 +36,10 @@ attribute is the real ``importlib``'s. What is *not* redirected, and documented 
 pass the module object or ``__package__`` instead), and host libraries importing by name on a
 plugin's behalf.
 
+The namespace machinery itself lives in ``listener_common._namespace`` (shared with
+``listener_common.testing``, which must not import server code); this module adds process
+isolation and unloading with leak reports.
+
 **Process isolation.** ``isolation="process"`` does not import the package here at all: a
 child process (``python -m alert_server.plugin_child``) loads it with this same loader, and
 ``plugin_class`` is a generated proxy whose methods talk to a child per plugin object
@@ -53,38 +57,28 @@ silently keeping the old version in memory (DolphinScheduler's reload leak).
 from __future__ import annotations
 
 import asyncio
-import builtins
 import gc
-import importlib
-import importlib.abc
-import importlib.machinery
-import linecache
-import logging
-import re
 import sys
 import threading
 import types
 import typing
 import weakref
-import zipimport
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from listener_common import ListenerPlugin, params
-from listener_common.errors import PackageError
+from listener_common import ListenerPlugin
+from listener_common._namespace import ROOT, Namespaces, safe_name, under
+from listener_common.errors import PluginLoadError
+from listener_common.names import name_problem
 from listener_common.package import RESERVED_NAMES, PackageInfo
 
-ROOT = "_listener_plugins"
+__all__ = ["ROOT", "LoadedPackage", "PackageLoader", "PluginLoadError", "Residue"]
+
 ISOLATIONS = ("namespace", "process")
 
 if typing.TYPE_CHECKING:
     from alert_server.process_plugin import ProcessSettings
-
-
-class PluginLoadError(PackageError):
-    """The package is well formed but its code does not load (the message says why)."""
 
 
 @dataclass(eq=False)
@@ -107,101 +101,6 @@ class LoadedPackage:
     @property
     def version(self) -> str:
         return str(self.info.manifest.version)
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^0-9a-zA-Z_]", "_", text)
-
-
-def _own(name: str, top_level: frozenset[str]) -> bool:
-    return name.partition(".")[0] in top_level
-
-
-class _ImportlibView(types.ModuleType):
-    """A package's view of ``importlib``: its own ``import_module``, the rest delegated."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(importlib, name)
-
-
-def _make_import(prefix: str, top_level: frozenset[str]) -> Callable[..., types.ModuleType]:
-    """The package's ``__import__``; it hands out the package's ``importlib`` view too."""
-    real_import = builtins.__import__
-    view = _ImportlibView("importlib", "importlib, as seen by one plugin package")
-
-    def _import(
-        name: str,
-        globals: dict[str, Any] | None = None,
-        locals: dict[str, Any] | None = None,
-        fromlist: Sequence[str] | None = (),
-        level: int = 0,
-    ) -> types.ModuleType:
-        if level == 0 and _own(name, top_level):
-            module = real_import(f"{prefix}.{name}", globals, locals, fromlist, 0)
-            if fromlist:
-                return module
-            return sys.modules[f"{prefix}.{name.partition('.')[0]}"]
-        if level == 0 and name.partition(".")[0] == "importlib":
-            module = real_import(name, globals, locals, fromlist, 0)
-            # ``from importlib.util import x`` wants the submodule; everything else binds or
-            # reads attributes of the top-level name, which is the view.
-            return module if fromlist and name != "importlib" else view
-        return real_import(name, globals, locals, fromlist, level)
-
-    def import_module(name: str, package: str | None = None) -> types.ModuleType:
-        if not name.startswith(".") and _own(name, top_level):
-            name = f"{prefix}.{name}"
-        return importlib.import_module(name, package)
-
-    view.import_module = import_module  # type: ignore[attr-defined]
-    view.__import__ = _import  # type: ignore[attr-defined]
-    return _import
-
-
-class _NamespacedLoader(importlib.abc.Loader):
-    """Wraps the zip importer's loader to run each module with the package's builtins."""
-
-    def __init__(self, inner: Any, ns_builtins: dict[str, Any]) -> None:
-        self._inner = inner
-        self._builtins = ns_builtins
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-        return self._inner.create_module(spec)  # type: ignore[no-any-return]
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        module.__dict__["__builtins__"] = self._builtins
-        self._inner.exec_module(module)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _PluginFinder(importlib.abc.MetaPathFinder):
-    """Finds ``<prefix>.*`` modules in the prefix's zip; ignores every other name."""
-
-    def __init__(self) -> None:
-        self.namespaces: dict[str, dict[str, Any]] = {}
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if not fullname.startswith(ROOT + "."):
-            return None
-        parts = fullname.split(".")
-        if len(parts) < 3:
-            return None
-        ns_builtins = self.namespaces.get(".".join(parts[:2]))
-        if ns_builtins is None:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _NamespacedLoader(spec.loader, ns_builtins)
-        return spec
-
-
-def _under(name: object, prefix: str) -> bool:
-    return isinstance(name, str) and (name == prefix or name.startswith(prefix + "."))
 
 
 def _code_name(code: types.CodeType, module: str) -> str:
@@ -262,7 +161,7 @@ class Residue:
             frame = frames.get(thread.ident) if thread.ident is not None else None
             while frame is not None:
                 module = frame.f_globals.get("__name__")
-                if _under(module, self.prefix):
+                if under(module, self.prefix):
                     where = _code_name(frame.f_code, str(module))
                     break
                 frame = frame.f_back
@@ -270,10 +169,10 @@ class Residue:
             if (
                 not where
                 and target is not None
-                and _under(getattr(target, "__module__", ""), self.prefix)
+                and under(getattr(target, "__module__", ""), self.prefix)
             ):
                 where = f"{target.__module__}.{getattr(target, '__qualname__', '?')}"
-            if not where and _under(type(thread).__module__, self.prefix):
+            if not where and under(type(thread).__module__, self.prefix):
                 where = f"{type(thread).__module__}.{type(thread).__qualname__}"
             if where:
                 state = "daemon thread" if thread.daemon else "thread"
@@ -286,7 +185,7 @@ class Residue:
             coro = task.get_coro()
             frame = getattr(coro, "cr_frame", None)
             module = frame.f_globals.get("__name__") if frame is not None else None
-            if frame is not None and _under(module, self.prefix):
+            if frame is not None and under(module, self.prefix):
                 found.append(
                     f"asyncio task {task.get_name()!r} still runs "
                     f"{_code_name(frame.f_code, str(module))}"
@@ -314,7 +213,7 @@ def _holders(
     modules = {
         id(vars(m)): name
         for name, m in list(sys.modules.items())
-        if m is not None and not _under(name, prefix) and not _under(name, ROOT)
+        if m is not None and not under(name, prefix) and not under(name, ROOT)
     }
     found: list[str] = []
     queue: list[Any] = list(targets)
@@ -335,7 +234,7 @@ def _holders(
                     continue  # a running thread: reported with the code it runs
                 found.append(f"held by host module global {module}.{key} ({_describe_obj(obj)})")
                 continue
-            if isinstance(ref, dict) and _under(ref.get("__name__"), prefix):
+            if isinstance(ref, dict) and under(ref.get("__name__"), prefix):
                 continue  # the package's own globals: a cycle, not a holder
             queue.append(ref)
     return found
@@ -345,24 +244,13 @@ class PackageLoader:
     """Loads and unloads packages; thread-safe (loads run off the event loop)."""
 
     def __init__(self, process: ProcessSettings | None = None) -> None:
-        self._finder = _PluginFinder()
-        self._lock = threading.RLock()
+        self._namespaces = Namespaces()
         self._counter = 0
         self._process = process
-        if ROOT not in sys.modules:
-            root = types.ModuleType(ROOT, "Namespaces of loaded listener plugins.")
-            root.__path__ = []
-            sys.modules[ROOT] = root
-        sys.meta_path.insert(0, self._finder)
 
     def close(self) -> None:
         """Unloads whatever is still loaded and removes the import hook."""
-        with self._lock:
-            for prefix in list(self._finder.namespaces):
-                package = sys.modules.get(prefix)
-                self._forget(prefix, Path(getattr(package, "__path__", [""])[0]))
-            if self._finder in sys.meta_path:
-                sys.meta_path.remove(self._finder)
+        self._namespaces.close()
 
     def load(
         self,
@@ -381,62 +269,32 @@ class PackageLoader:
         isolation = isolation or manifest.isolation
         if isolation not in ISOLATIONS:
             raise PluginLoadError(f"unknown isolation {isolation!r}; use namespace or process")
+        problem = name_problem(plugin_id)
+        if problem:  # the API server checks ids too; the loader does not rely on it
+            raise PluginLoadError(problem)
         reserved = sorted(info.top_level_names & RESERVED_NAMES)
         if reserved:  # inspect_package refuses these too; the loader does not rely on it
             raise PluginLoadError(f"package bundles {', '.join(reserved)}: reserved for the host")
-        with self._lock:
+        with self._namespaces.lock:
             self._counter += 1
             # The same package may be loaded in both modes during a switch of isolation.
             tag = ("_proc" if isolation == "process" else "") + (
                 f"_probe{self._counter}" if probe else ""
             )
-            name = _safe(f"{plugin_id}_{manifest.version}_{info.sha256[:12]}{tag}")
+            name = safe_name(f"{plugin_id}_{manifest.version}_{info.sha256[:12]}{tag}")
             prefix = f"{ROOT}.{name}"
-            if prefix in sys.modules or prefix in self._finder.namespaces:
+            if prefix in self._namespaces:
                 raise PluginLoadError(f"{plugin_id} {manifest.version} is already loaded")
             if isolation == "namespace":
-                package = types.ModuleType(prefix)
-                package.__path__ = [str(zip_path)]
-                package.__package__ = prefix
-                ns_builtins = dict(builtins.__dict__)
-                ns_builtins["__import__"] = _make_import(prefix, info.top_level_names)
-                self._finder.namespaces[prefix] = ns_builtins
-                sys.modules[prefix] = package
+                self._namespaces.add(name, zip_path, info.top_level_names)
         if isolation == "process":
             return self._load_process(plugin_id, info, zip_path, prefix)
         try:
-            cls, form = self._import_entry(prefix, manifest.entry)
+            cls, form = self._namespaces.import_entry(prefix, manifest.entry)
         except BaseException:
-            self._forget(prefix, zip_path)
+            self._namespaces.forget(prefix, zip_path)
             raise
         return LoadedPackage(plugin_id, info, zip_path, prefix, cls, form)
-
-    def _import_entry(
-        self, prefix: str, entry: str
-    ) -> tuple[type[ListenerPlugin], list[dict[str, Any]]]:
-        module_name, _, class_name = entry.partition(":")
-        try:
-            module = importlib.import_module(f"{prefix}.{module_name}")
-        except Exception as exc:
-            raise PluginLoadError(
-                f"entry module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
-            ) from exc
-        cls: Any = module
-        for part in class_name.split("."):
-            cls = getattr(cls, part, None)
-        if cls is None:
-            raise PluginLoadError(f"entry {entry!r}: module {module_name!r} has no {class_name!r}")
-        if not (isinstance(cls, type) and issubclass(cls, ListenerPlugin)):
-            raise PluginLoadError(
-                f"entry {entry!r} is not a subclass of listener_common.ListenerPlugin"
-            )
-        try:
-            form = params.form_json(cls)
-        except Exception as exc:
-            raise PluginLoadError(
-                f"{class_name}.params() failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        return cls, form
 
     def _load_process(
         self, plugin_id: str, info: PackageInfo, zip_path: Path, prefix: str
@@ -454,17 +312,17 @@ class PackageLoader:
     def unload(self, loaded: LoadedPackage) -> Residue:
         """Forgets the package; returns weak references to what of it should now die."""
         refs: list[weakref.ref[Any]] = [weakref.ref(loaded.plugin_class)]
-        with self._lock:
+        with self._namespaces.lock:
             for name, module in list(sys.modules.items()):
-                if not _under(name, loaded.prefix) or module is None:
+                if not under(name, loaded.prefix) or module is None:
                     continue
                 refs.append(weakref.ref(module))
                 for value in list(vars(module).values()):
-                    if isinstance(value, type | types.FunctionType) and _under(
+                    if isinstance(value, type | types.FunctionType) and under(
                         getattr(value, "__module__", None), loaded.prefix
                     ):
                         refs.append(weakref.ref(value))
-            self._forget(loaded.prefix, loaded.zip_path)
+            self._namespaces.forget(loaded.prefix, loaded.zip_path)
         return Residue(
             loaded.plugin_id,
             loaded.version,
@@ -474,48 +332,5 @@ class PackageLoader:
             refs,
         )
 
-    def _forget(self, prefix: str, zip_path: Path) -> None:
-        with self._lock:
-            self._finder.namespaces.pop(prefix, None)
-            for name in [n for n in sys.modules if _under(n, prefix)]:
-                del sys.modules[name]
-            root = sys.modules.get(ROOT)
-            if root is not None:
-                vars(root).pop(prefix.rpartition(".")[2], None)
-            zip_text = str(zip_path)
-            still_used = any(
-                zip_text in getattr(sys.modules.get(p), "__path__", [])
-                for p in self._finder.namespaces
-            )
-            if not still_used and zip_text:
-                for key in [k for k in sys.path_importer_cache if k.startswith(zip_text)]:
-                    del sys.path_importer_cache[key]
-                zip_cache: dict[str, Any] = getattr(zipimport, "_zip_directory_cache", {})
-                for key in [k for k in zip_cache if k.startswith(zip_text)]:
-                    del zip_cache[key]
-                for key in [k for k in linecache.cache if k.startswith(zip_text)]:
-                    del linecache.cache[key]
-            self._forget_loggers(prefix)
-            # typing memoises subscripted generics (``Optional[PluginClass]``) forever.
-            for clear in getattr(typing, "_cleanups", ()):
-                clear()
-            importlib.invalidate_caches()
-
-    @staticmethod
-    def _forget_loggers(prefix: str) -> None:
-        """Drops ``logging.getLogger(__name__)`` loggers of the package (with any handlers
-        the plugin attached), including from the placeholders of their parent names, which
-        would otherwise keep every version's loggers for good."""
-        with logging._lock:  # type: ignore[attr-defined]  # the module's own registry lock
-            loggers = logging.Logger.manager.loggerDict
-            gone = {id(loggers.pop(k)) for k in [k for k in loggers if _under(k, prefix)]}
-            for key, item in list(loggers.items()):
-                if isinstance(item, logging.PlaceHolder):
-                    for child in [c for c in item.loggerMap if id(c) in gone]:
-                        del item.loggerMap[child]
-                    if not item.loggerMap and _under(key, ROOT):
-                        del loggers[key]
-
     def loaded_prefixes(self) -> list[str]:
-        with self._lock:
-            return list(self._finder.namespaces)
+        return self._namespaces.prefixes()

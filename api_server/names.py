@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 
+from listener_common.names import NAME_PATTERN, NAME_RULE
 from listener_core import errors
 
-ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 PLUGINS = "plugins"
 INSTANCES = "listenerInstances"
 
@@ -18,12 +17,13 @@ def shown(value: str, limit: int = 80) -> str:
 
 
 def check_id(value: str, field: str) -> str:
+    """Plugin and instance ids follow the SDK's one rule for plugin names (a manifest's name
+    is the default plugin id), so the error quotes that rule."""
     # fullmatch: "$" would also accept a trailing newline.
-    if not ID_PATTERN.fullmatch(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise errors.InvalidArgument(
-            f"{field} {shown(value)} is not a valid id: 1-63 characters of a-z, 0-9 and '-', "
-            "starting with a letter and not ending with '-'",
-            field_violations=[(field, "must match ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")],
+            f"{field} {shown(value)} is not a valid id: {NAME_RULE}",
+            field_violations=[(field, f"must match ^{NAME_PATTERN.pattern}$")],
         )
     return value
 

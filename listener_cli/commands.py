@@ -18,6 +18,9 @@ from listener_client import ListenerClient, event_type, to_event, type_name
 from listener_client.client import Package
 from listener_common.errors import PackageError
 from listener_common.package import build_package, inspect_package
+from listener_common.params import parse_assignments
+from listener_common.scaffold import new_project
+from listener_common.testing import __main__ as plugin_test
 
 Handler = Callable[[ListenerClient | None, argparse.Namespace], Awaitable[int]]
 
@@ -32,7 +35,7 @@ class CommandError(Exception):
 
 async def run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
-    if handler is build:  # needs no server
+    if handler in (build, new, test):  # need no server
         return await handler(None, args)
     async with ListenerClient(
         args.server,
@@ -59,13 +62,7 @@ def _types(text: str | None) -> list[int] | None:
 
 
 def _params(items: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
-        params[key.strip()] = value
-    return params
+    return parse_assignments(items)
 
 
 def _package(path_text: str, tmp: Path) -> tuple[Path, Package]:
@@ -108,6 +105,17 @@ async def build(client: ListenerClient | None, args: argparse.Namespace) -> int:
     else:
         print(f"{path}  {render.size(info.size)}  sha256 {info.sha256}")
     return 0
+
+
+async def new(client: ListenerClient | None, args: argparse.Namespace) -> int:
+    root = new_project(args.name, Path(args.dir))  # ValueError: the name rule, exit 4
+    print(f"wrote {root}: test it with 'listenerctl plugin test {root} --param outFile=...'")
+    return 0
+
+
+async def test(client: ListenerClient | None, args: argparse.Namespace) -> int:
+    # The harness runs its own event loop: give it a thread rather than nest loops.
+    return await asyncio.to_thread(plugin_test.run, args, as_json=args.json)
 
 
 async def install(client: ListenerClient | None, args: argparse.Namespace) -> int:

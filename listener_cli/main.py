@@ -18,6 +18,7 @@ import grpc
 
 from listener_cli import commands
 from listener_client import EVENT_TYPE_NAMES, ListenerClientError
+from listener_common.testing.__main__ import add_arguments as plugin_test_arguments
 
 EXIT_OK = 0
 EXIT_OTHER = 1
@@ -145,10 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     # -- plugin -----------------------------------------------------------------------
-    plugin = group("plugin", "plugin packages: build, install, update, uninstall, list, get")
+    plugin = group(
+        "plugin", "plugin packages: new, test, build, install, update, uninstall, list, get"
+    )
     p = command(plugin, "build", "build a plugin package (zip) from a folder", commands.build)
     p.add_argument("folder", help="plugin source folder with listener-plugin.toml")
     p.add_argument("--out", default="dist/plugins", help="output folder (default dist/plugins)")
+    p = command(plugin, "new", "write a new plugin project (no server needed)", commands.new)
+    p.add_argument("name", help="plugin name, also the default plugin id")
+    p.add_argument("--dir", default=".", help="parent folder (default .)")
+    p = command(
+        plugin, "test", "run a plugin on sample events, as the alert server would", commands.test
+    )
+    plugin_test_arguments(p)
 
     def package_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--display-name", help="name shown in lists")

@@ -4,7 +4,8 @@ Servers map these to statuses by class, so the hierarchy is part of the contract
 
     ListenerError                   anything the SDK rejects
     ├── PackageError                a plugin zip that cannot be installed
-    │   └── ManifestError           its listener-plugin.toml is missing a key or has a bad one
+    │   ├── ManifestError           its listener-plugin.toml is missing a key or has a bad one
+    │   └── PluginLoadError         well formed, but its code does not load
     ├── ParamValidationError        listener instance params that do not fit the plugin's form
     └── DeliveryError               raised by a plugin: how a failed delivery should be retried
 """
@@ -25,6 +26,10 @@ class PackageError(ListenerError):
 
 class ManifestError(PackageError):
     """The package's manifest is invalid; the message names the key at fault."""
+
+
+class PluginLoadError(PackageError):
+    """The package is well formed but its code does not load (the message says why)."""
 
 
 class ParamValidationError(ListenerError):

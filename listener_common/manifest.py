@@ -2,7 +2,7 @@
 
 Example::
 
-    name = "logger"                       # ^[a-z][a-z0-9_-]{0,62}$
+    name = "logger"                       # the plugin name rule: listener_common.names
     version = "1.0.0"                     # PEP 440
     entry = "logger_listener:LoggerListener"
     sdk = ">=1,<2"                        # SDK versions the plugin works with (default ">=1")
@@ -25,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from listener_common._version import __version__
 from listener_common.errors import ManifestError
+from listener_common.names import name_problem
 
 __all__ = ["MANIFEST_NAME", "Manifest", "parse_manifest"]
 
@@ -32,7 +33,6 @@ MANIFEST_NAME = "listener-plugin.toml"
 
 Isolation = Literal["namespace", "process"]
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _ENTRY = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
 _DEFAULT_SDK = SpecifierSet(">=1")
@@ -93,11 +93,9 @@ def parse_manifest(data: bytes) -> Manifest:
         )
 
     name = _text(raw, "name")
-    if not _NAME.match(name):
-        raise ManifestError(
-            f"{MANIFEST_NAME}: 'name' {name!r} must match {_NAME.pattern} "
-            "(lower case letters, digits, '_' and '-', starting with a letter)"
-        )
+    problem = name_problem(name)
+    if problem:
+        raise ManifestError(f"{MANIFEST_NAME}: 'name' {problem}")
     version_text = _text(raw, "version")
     try:
         version = Version(version_text)

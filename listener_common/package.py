@@ -156,14 +156,18 @@ def inspect_package(
 
 
 def _source_files(src_dir: Path, skip_dir: Path) -> list[str]:
-    """Relative POSIX paths to pack: no dotfiles, ``__pycache__``, bytecode or build output."""
+    """Relative POSIX paths to pack: no dotfiles, ``__pycache__``, bytecode, build output, nor
+    the project's own ``tests/`` folder (a plugin's tests run on the author's machine)."""
     found: list[str] = []
     for root, dirs, files in os.walk(src_dir):
         here = Path(root)
         dirs[:] = [
             d
             for d in dirs
-            if not d.startswith(".") and d != "__pycache__" and (here / d).resolve() != skip_dir
+            if not d.startswith(".")
+            and d != "__pycache__"
+            and (here / d).resolve() != skip_dir
+            and not (here == src_dir and d == "tests")
         ]
         for file in files:
             if file.startswith(".") or file.endswith((".pyc", ".pyo")):

@@ -34,6 +34,7 @@ __all__ = [
     "Switch",
     "Textarea",
     "form_json",
+    "parse_assignments",
     "secret_fields",
     "typed_config",
     "validate_params",
@@ -319,6 +320,17 @@ def _check(entry: Mapping[str, Any], text: str) -> tuple[str, str | None]:
             return text, f"{', '.join(bad)} not among the options {', '.join(allowed)}"
         return text, None
     return text, None
+
+
+def parse_assignments(items: Iterable[str], option: str = "--param") -> dict[str, str]:
+    """``["k=v", ...]`` from a command line as a params map; ValueError names a bad item."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
 
 
 def validate_params(form: Sequence[Mapping[str, Any]], values: Mapping[str, str]) -> dict[str, str]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from alert_server.backoff import retry_delay
+from listener_common._dispatch import retry_delay
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:

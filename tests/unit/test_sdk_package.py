@@ -108,7 +108,10 @@ def test_manifest_defaults() -> None:
         (b'name = "a"\nversion = "1"\n', "missing required key 'entry'"),
         (b'version = "1"\nentry = "a:A"\n', "missing required key 'name'"),
         (b'name = "a"\nentry = "a:A"\n', "missing required key 'version'"),
-        (b'name = "Bad Name"\nversion = "1"\nentry = "a:A"\n', "'name' 'Bad Name' must match"),
+        (
+            b'name = "Bad Name"\nversion = "1"\nentry = "a:A"\n',
+            "'name' 'Bad Name' is not a valid plugin name: 1-63 characters",
+        ),
         (b'name = "a"\nversion = "one"\nentry = "a:A"\n', "'version' 'one' is not a PEP 440"),
         (b'name = "a"\nversion = "1"\nentry = "a.A"\n', "'entry' 'a.A' must look like"),
         (b'name = "a"\nversion = "1"\nentry = "a:A"\nsdk = "1+"\n', "'sdk' '1+' is not"),
