@@ -18,13 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -58,11 +69,48 @@ _TYPE_NAMES = {
 INSTANCE_STATES = ("ACTIVE", "BLOCKED", "PAUSED")
 
 
+def _version() -> str:
+    try:
+        return metadata.version("listener-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class ServerMetrics:
-    """What every server measures: its RPCs, by method and status code."""
+    """What every server measures: its RPCs, by method and status code, under this
+    project's names and under the names every gRPC dashboard knows
+    (``grpc_server_started_total``, ``grpc_server_handled_total``,
+    ``grpc_server_handling_seconds`` with ``grpc_type``/``grpc_service``/``grpc_method``/
+    ``grpc_code``, as go-grpc-prometheus and the Java and C++ exporters name them); the
+    process and Python collectors; and ``listener_build_info``."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        Info("listener_build", "The running build", registry=self.registry).info(
+            {"version": _version(), "python": platform.python_version()}
+        )
+        grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started",
+            "RPCs started on the server",
+            grpc_labels,
+            registry=self.registry,
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, whatever their status",
+            [*grpc_labels, "grpc_code"],
+            registry=self.registry,
+        )
+        self.grpc_handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Response latency of RPCs handled by the server",
+            grpc_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.rpcs = Counter(
             "listener_rpc_requests",
             "RPCs handled, by full method name and gRPC status code",

@@ -87,7 +87,8 @@ class ObservabilityInterceptor(Layer):
     def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.response_streaming:
             return handler  # streaming answers (health Watch, reflection) are not measured
-        wrap = self._wrapper(method, is_admin_action(method))
+        kind = "unary" if handler.unary_unary is not None else "client_stream"
+        wrap = self._wrapper(method, is_admin_action(method), kind)
         kwargs: dict[str, Any] = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -98,13 +99,19 @@ class ObservabilityInterceptor(Layer):
             return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **kwargs)
         return handler
 
-    def _wrapper(self, method: str, admin: bool) -> Callable[[Behavior], Behavior]:
+    def _wrapper(self, method: str, admin: bool, kind: str) -> Callable[[Behavior], Behavior]:
         seconds = self.metrics.rpc_seconds.labels(method)
         counts = self.metrics.rpcs
+        service, _, name = method.strip("/").partition("/")
+        grpc_labels = (kind, service, name)
+        started_count = self.metrics.grpc_started.labels(*grpc_labels)
+        handling = self.metrics.grpc_handling_seconds.labels(*grpc_labels)
+        handled = self.metrics.grpc_handled
 
         def wrap(behavior: Behavior) -> Behavior:
             async def measured(request: Any, context: Any) -> Any:
                 started = time.perf_counter()
+                started_count.inc()
                 code = "OK"
                 response: Any = None
                 try:
@@ -121,6 +128,8 @@ class ObservabilityInterceptor(Layer):
                     elapsed = time.perf_counter() - started
                     seconds.observe(elapsed)
                     counts.labels(method, code).inc()
+                    handling.observe(elapsed)
+                    handled.labels(*grpc_labels, code).inc()
                     if admin:
                         _audit(method, request, response, code, context, elapsed)
 

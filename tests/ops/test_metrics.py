@@ -80,6 +80,23 @@ async def test_counters_follow_the_traffic(tmp_path: Path) -> None:
         get_plugin = "/listener.v1.PluginService/GetPlugin"
         assert value(api, rpc, method=get_plugin, code="NOT_FOUND") == 1
         assert value(api, "listener_rpc_duration_seconds_count", method=publish) == 4
+        # The same, under the conventional gRPC names and labels.
+        unary = {"grpc_type": "unary", "grpc_service": "listener.v1.EventService"}
+        assert value(api, "grpc_server_started_total", **unary, grpc_method="PublishEvent") == 4
+        handled = "grpc_server_handled_total"
+        assert value(api, handled, **unary, grpc_method="PublishEvent", grpc_code="OK") == 4
+        assert value(api, handled, **unary, grpc_method="PublishEvents", grpc_code="OK") == 1
+        plugins = {"grpc_type": "unary", "grpc_service": "listener.v1.PluginService"}
+        assert value(api, handled, **plugins, grpc_method="GetPlugin", grpc_code="NOT_FOUND") == 1
+        handling = "grpc_server_handling_seconds_count"
+        assert value(api, handling, **unary, grpc_method="PublishEvent") == 4
+        # Process and Python collectors, and what runs.
+        assert value(api, "process_cpu_seconds_total") > 0
+        assert value(api, "process_resident_memory_bytes") > 0
+        assert ("python_gc_collections_total", (("generation", "0"),)) in api
+        assert any(name == "python_info" for name, _ in api)
+        builds = [dict(labels) for name, labels in alert if name == "listener_build_info"]
+        assert len(builds) == 1 and builds[0]["version"] and builds[0]["python"]
         # The alert server counts its own (internal) RPCs in its own registry.
         assert (
             value(api, rpc, method="/listener.alert.v1.PluginHostService/LoadPlugin", code="OK")
@@ -137,14 +154,20 @@ def test_registries_are_per_server() -> None:
 
 
 async def test_the_sample_dashboard_queries_only_exposed_metrics(tmp_path: Path) -> None:
-    """deploy/grafana-dashboard.json must not chart a metric the servers do not export."""
+    """deploy/grafana-dashboard.json must not chart, and deploy/prometheus/rules.yml must not
+    alert on, a metric the servers do not export."""
     dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    ours = r"(?:listener|grpc_server)_[a-z_]+"
     wanted = {
         name
         for panel in dashboard["panels"]
         for target in panel["targets"]
-        for name in re.findall(r"listener_[a-z_]+", target["expr"])
+        for name in re.findall(ours, target["expr"])
     }
+    rules = (REPO / "deploy" / "prometheus" / "rules.yml").read_text()
+    from_rules = set(re.findall(ours, rules))
+    assert {"listener_instance_state", "grpc_server_handled_total"} <= from_rules
+    wanted |= from_rules
     metrics = {"api_metrics_addr": "127.0.0.1:0", "alert_metrics_addr": "127.0.0.1:0"}
     async with (
         running_pair(sqlite_url(tmp_path), tmp_path, **metrics) as pair,
@@ -169,7 +192,7 @@ async def test_the_sample_dashboard_queries_only_exposed_metrics(tmp_path: Path)
             text = "".join(
                 [(await http.get(f"http://127.0.0.1:{port}/metrics")).text for port in ports]
             )
-            found = set(re.findall(r"^(listener_[a-z_]+)", text, re.MULTILINE))
+            found = set(re.findall(rf"^(?:# TYPE )?({ours})", text, re.MULTILINE))
             return found if wanted <= found else set()
 
         assert wanted <= await eventually(exposed)
