@@ -183,3 +183,37 @@ def test_launcher_usage(launcher: Path) -> None:
         timeout=120,
     )
     assert wrong.returncode == 2 and "--batch-size needs a number" in wrong.stderr
+
+
+@pytest.fixture(scope="module")
+def classpath(launcher: Path) -> str:
+    """The launcher's class path: the jar and Debian's jars."""
+    text = launcher.read_text().split('-cp "')[1].split('"')[0]
+    return text.replace("$DIR", str(launcher.parent))
+
+
+async def test_java_publisher_batching_linger_and_buffer_policies(
+    tmp_path: Path, classpath: str
+) -> None:
+    """clients/java/test/…/PublisherChecks: count and linger batching against a real server,
+    FAIL and BLOCK when full, flush and close with timeouts against a dead address."""
+    source = REPO / "clients/java/test/io/listener/client/PublisherChecks.java"
+    built = tmp_path / "classes"
+    javac = await asyncio.create_subprocess_exec(
+        "javac", "-nowarn", "-cp", classpath, "-d", str(built), str(source)
+    )
+    assert await asyncio.wait_for(javac.wait(), 300) == 0
+    async with running_pair(sqlite_url(tmp_path), tmp_path) as pair:
+        checks = await asyncio.create_subprocess_exec(
+            "java",
+            "-cp",
+            f"{built}:{classpath}",
+            "io.listener.client.PublisherChecks",
+            pair.api_addr,
+            f"127.0.0.1:{free_port()}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(checks.communicate(), 300)
+    assert checks.returncode == 0, out.decode() + err.decode()
+    assert out.decode().count("ok ") == 5, out.decode()
