@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from alert_server.convert import ALL_TYPES, to_sdk_event
+from alert_server.errors import LeaseExpired, PluginCallError, Stopped
 from alert_server.loader import LoadedPackage
 from alert_server.progress import ProgressWriter
 from alert_server.reads import SharedReads
@@ -57,31 +58,6 @@ class DeliverySettings:
     retry_max: float = 300.0
     # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
     metrics: AlertMetrics | NullMetrics = NO_METRICS
-
-
-class PluginCallError(Exception):
-    """A plugin's open or handler raised or timed out; the message is what operators see."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        event: events.StoredEvent | None = None,
-        retry_after: float | None = None,
-        permanent: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.event = event
-        self.retry_after = retry_after
-        self.permanent = permanent
-
-
-class Stopped(Exception):
-    """This server no longer owns the instance."""
-
-
-class LeaseExpired(Exception):
-    """The lease ran out during a plugin call, which was cut off: no plugin failure."""
 
 
 def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:

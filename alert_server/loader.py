@@ -61,12 +61,13 @@ import gc
 import sys
 import threading
 import types
-import typing
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alert_server import process_plugin
+from alert_server.process_plugin import ProcessSettings
 from listener_common import ListenerPlugin
 from listener_common._namespace import ROOT, Namespaces, safe_name, under
 from listener_common.errors import PluginLoadError
@@ -76,9 +77,6 @@ from listener_common.package import RESERVED_NAMES, PackageInfo
 __all__ = ["ROOT", "LoadedPackage", "PackageLoader", "PluginLoadError", "Residue"]
 
 ISOLATIONS = ("namespace", "process")
-
-if typing.TYPE_CHECKING:
-    from alert_server.process_plugin import ProcessSettings
 
 
 @dataclass(eq=False)
@@ -299,8 +297,6 @@ class PackageLoader:
     def _load_process(
         self, plugin_id: str, info: PackageInfo, zip_path: Path, prefix: str
     ) -> LoadedPackage:
-        from alert_server import process_plugin
-
         settings = self._process or process_plugin.ProcessSettings()
         form, batch = process_plugin.describe(plugin_id, info.sha256, zip_path, settings)
         cls = process_plugin.proxy_class(

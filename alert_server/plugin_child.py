@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from alert_server import sandbox
+from alert_server.errors import ProtocolError
 from alert_server.plugin_protocol import (
     PROTOCOL_VERSION,
-    ProtocolError,
     encode,
     error_to_wire,
     read_frame,

@@ -29,16 +29,13 @@ import os
 import struct
 from typing import Any
 
+from alert_server.errors import ProtocolError, RemoteError
 from listener_common.errors import DeliveryError
 
 PROTOCOL_VERSION = 1
 #: Largest frame either side accepts: a batch of events is far smaller.
 MAX_FRAME = 256 * 2**20
 _HEADER = struct.Struct(">I")
-
-
-class ProtocolError(Exception):
-    """The other side sent something that is not a frame of this protocol."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -129,12 +126,6 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
         "retry_after": retry_after,
         "permanent": bool(getattr(exc, "permanent", False)),
     }
-
-
-class RemoteError(Exception):
-    """Base of the exceptions rebuilt from a child's error: ``ValueError`` in the child
-    arrives as a ``RemoteError`` subclass named ``ValueError``, so operators read the same
-    ``ValueError: …`` as with namespace isolation."""
 
 
 _REMOTE_TYPES: dict[str, type[RemoteError]] = {}

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from alert_server import sandbox
-from alert_server.loader import PluginLoadError
+from alert_server.errors import ChildDied, PluginProcessError, ProtocolError
 from alert_server.plugin_protocol import (
     PROTOCOL_VERSION,
-    ProtocolError,
     decode_all,
     encode,
     error_from_wire,
@@ -45,6 +44,7 @@ from alert_server.plugin_protocol import (
 )
 from alert_server.sandbox import ChildUser
 from listener_common import ListenerPlugin
+from listener_common.errors import PluginLoadError
 from listener_common.events import ListenerEvent
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,6 @@ class ChildSpec:
     zip_path: str
     prefix: str
     settings: ProcessSettings
-
-
-class ChildDied(Exception):
-    """The plugin's process ended; the message says how (exit status or signal)."""
-
-
-class PluginProcessError(Exception):
-    """The plugin's process cannot serve the call (not started, or waiting to restart)."""
 
 
 def child_command(settings: ProcessSettings) -> list[str]:

@@ -16,12 +16,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from listener_common.errors import ParamValidationError
-
-if TYPE_CHECKING:
-    from listener_common.plugin import ListenerPlugin
 
 __all__ = [
     "Checkbox",
@@ -216,7 +213,16 @@ class Checkbox(_Choice):
     validate_type = "array"
 
 
-def form_json(plugin_cls: type[ListenerPlugin]) -> list[dict[str, Any]]:
+class DeclaresParams(Protocol):
+    """What :func:`form_json` needs of a plugin class (``ListenerPlugin`` is one): its params.
+
+    A protocol rather than ``type[ListenerPlugin]`` so this module does not import ``plugin``,
+    which imports it."""
+
+    def params(self) -> Sequence[PluginParam]: ...
+
+
+def form_json(plugin_cls: DeclaresParams) -> list[dict[str, Any]]:
     """The plugin's form; raises ValueError if two params share a field name."""
     form = [param.to_form() for param in plugin_cls.params()]
     seen: set[str] = set()
