@@ -18,15 +18,10 @@ from typing import Any
 from google.protobuf.message import Message
 
 from event_store.events import StoredEvent
+from listener import event_types
 from listener.v1 import event_pb2
 from listener_common import events
 
-_TYPE_NAMES = {
-    value.number: value.name.removeprefix("EVENT_TYPE_")
-    for value in event_pb2.EventType.DESCRIPTOR.values
-}
-#: Every event type a publisher can send (0, UNSPECIFIED, is never stored).
-ALL_TYPES = frozenset(number for number in _TYPE_NAMES if number)
 _TIMESTAMP = "google.protobuf.Timestamp"
 _CACHE_SIZE = 20_000
 _cache: OrderedDict[str, events.ListenerEvent] = OrderedDict()
@@ -53,7 +48,7 @@ def to_sdk_dict(stored: StoredEvent) -> dict[str, Any]:
     return {
         "id": stored.id,
         "sequence": stored.sequence,
-        "type": _TYPE_NAMES[stored.type],
+        "type": event_types.NAMES[stored.type],
         "event_time": msg.event_time.ToDatetime(tzinfo=UTC) if msg.HasField("event_time") else None,
         "publish_time": stored.publish_time,
         "source": msg.source,
@@ -97,9 +92,9 @@ def _direct_builders() -> dict[int, _Direct]:
     """Event types whose payloads have only scalar and timestamp fields (runs, removals,
     server down: the frequent ones). The others, with nested lists, take the general path."""
     built: dict[int, _Direct] = {}
-    for field in event_pb2.ListenerEvent.DESCRIPTOR.oneofs_by_name["payload"].fields:
-        number = event_pb2.EventType.Value("EVENT_TYPE_" + field.name.upper())
-        cls = events.EVENT_CLASSES[events.EventType(_TYPE_NAMES[number])]
+    for name, number in event_types.PAYLOAD_TYPE.items():
+        field = event_pb2.ListenerEvent.DESCRIPTOR.fields_by_name[name]
+        cls = events.EVENT_CLASSES[events.EventType(event_types.NAMES[number])]
         hints = typing.get_type_hints(cls)
         plain: list[tuple[str, _Setter]] = []
         times: list[tuple[str, _Setter]] = []

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from alert_server.convert import ALL_TYPES, to_sdk_event
+from alert_server.convert import to_sdk_event
 from alert_server.errors import LeaseExpired, PluginCallError, Stopped
 from alert_server.loader import LoadedPackage
 from alert_server.progress import ProgressWriter
@@ -40,6 +40,7 @@ from event_store.deliveries import Attempt, LeaseLost
 from event_store.models import Delivery, ListenerInstance, utcnow
 from event_store.retry import in_transaction
 from event_store.store import Store
+from listener import event_types
 from listener_common import ListenerPlugin, _dispatch
 from listener_common._dispatch import FailurePolicy as FailurePolicy  # host.py imports it here
 from listener_common._dispatch import describe
@@ -92,7 +93,7 @@ class InstanceRunner:
         self.package = package
         self.config = config
         # None reads every type: no "type IN (all thirteen)" filter for the common case.
-        self.types: list[int] | None = None if set(types) >= ALL_TYPES else list(types)
+        self.types: list[int] | None = None if set(types) >= event_types.ALL else list(types)
         self.policy = policy
         self.store = store
         self.signal = signal

@@ -12,6 +12,7 @@ from api_server.alert_fleet import AlertFleet
 from api_server.group_commit import GroupCommitter, earlier_result
 from event_store import events
 from event_store.store import Store
+from listener import event_types
 from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from listener_core import errors
 from listener_core.auth import caller_key
@@ -19,11 +20,6 @@ from listener_core.config import Config
 from listener_core.metrics import NO_METRICS, ApiMetrics, NullMetrics
 from listener_core.server import Context
 
-_PAYLOAD_TYPES = {
-    field.name: event_pb2.EventType.Value("EVENT_TYPE_" + field.name.upper())
-    for field in event_pb2.ListenerEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
-}
-_VALID_TYPES = set(_PAYLOAD_TYPES.values())
 MAX_SOURCE_CHARS = 255
 MAX_REQUEST_ID_CHARS = 128
 CALLER_CHARS = 80  # the store's column (a long unix socket peer is cut)
@@ -52,12 +48,12 @@ def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
     which = event.WhichOneof("payload")
     if which is None:
         raise errors.InvalidArgument(
-            f"{field}: a payload is required (one of {', '.join(_PAYLOAD_TYPES)})",
+            f"{field}: a payload is required (one of {', '.join(event_types.PAYLOAD_TYPE)})",
             reason="PAYLOAD_REQUIRED",
             field_violations=[(f"{field}.payload", "required")],
         )
-    expected = _PAYLOAD_TYPES[which]
-    if event.type and event.type not in _VALID_TYPES:
+    expected = event_types.PAYLOAD_TYPE[which]
+    if event.type and event.type not in event_types.ALL:
         raise errors.InvalidArgument(
             f"{field}.type: unknown event type {event.type}",
             reason="UNKNOWN_EVENT_TYPE",
@@ -183,7 +179,7 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         after = int(token) if token.isdigit() else request.after_sequence
         types = list(request.event_types) or None
         if types is not None:
-            bad = [t for t in types if t not in _VALID_TYPES]
+            bad = [t for t in types if t not in event_types.ALL]
             if bad:
                 raise errors.InvalidArgument(
                     f"unknown event type(s) {bad}", field_violations=[("event_types", "unknown")]
@@ -191,10 +187,13 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         # Sized first, read second: a page stays under the message limit (a shorter page
         # with a next_page_token), and is never built in memory beyond it.
         async with self.store.reader() as session:
-            sizes = await events.sizes_after(session, after, types, size + 1)  # type: ignore[arg-type]
-            take = fitting(sizes[:size], self.page_bytes)
+            sizes, more = await paging.read_page(
+                lambda limit: events.sizes_after(session, after, types, limit),  # type: ignore[arg-type]
+                size,
+            )
+            take = fitting(sizes, self.page_bytes)
+            more = more or take < len(sizes)
             rows = await events.read_after(session, after, types, take) if take else []  # type: ignore[arg-type]
-        more = len(sizes) > take
         return event_service_pb2.ListEventsResponse(
             events=[conversions.event_message(r) for r in rows],
             next_page_token=paging.encode(str(rows[-1].sequence)) if more else "",

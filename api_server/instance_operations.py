@@ -17,20 +17,17 @@ from event_store import catalog, deliveries
 from event_store.events import StoredEvent
 from event_store.models import utcnow
 from event_store.store import Store
+from listener import event_types
 from listener.v1 import event_pb2, listener_instance_pb2
 from listener_core import errors
 from listener_core.server import Context
 
 pb = listener_instance_pb2
-_PAYLOADS: dict[int, str] = {
-    event_pb2.EventType.Value("EVENT_TYPE_" + f.name.upper()): f.name
-    for f in event_pb2.ListenerEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
-}
 
 
 def test_event(event_type: int) -> event_pb2.ListenerEvent:
     """A recognisable sample event: source "listener-test", id "test-…", sequence 0."""
-    if event_type not in _PAYLOADS:
+    if event_type not in event_types.PAYLOAD_FIELD:
         raise errors.InvalidArgument(
             f"event_type {event_type} is not an event type",
             field_violations=[("event_type", "required, one of the 13 types")],
@@ -40,7 +37,7 @@ def test_event(event_type: int) -> event_pb2.ListenerEvent:
         type=event_pb2.EventType.ValueType(event_type),
         source="listener-test",
     )
-    getattr(event, _PAYLOADS[event_type]).SetInParent()
+    getattr(event, event_types.PAYLOAD_FIELD[event_type]).SetInParent()
     event.event_time.GetCurrentTime()
     event.publish_time.GetCurrentTime()
     return event
@@ -122,9 +119,9 @@ class InstanceOperations:
         after = int(token) if token.isdigit() else 0
         async with self.store.reader() as session:
             await catalog.get_instance(session, instance_id)
-            rows = await deliveries.list_parked(session, instance_id, after, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
+            rows, more = await paging.read_page(
+                lambda limit: deliveries.list_parked(session, instance_id, after, limit), size
+            )
         parked = []
         for row, event in rows:
             item = pb.ParkedEvent(

@@ -15,7 +15,8 @@ from api_server.instance_operations import InstanceOperations
 from event_store import catalog, deliveries, events
 from event_store.models import Delivery, ListenerInstance, Plugin, utcnow
 from event_store.store import Store
-from listener.v1 import event_pb2, listener_instance_pb2, listener_instance_pb2_grpc
+from listener import event_types
+from listener.v1 import listener_instance_pb2, listener_instance_pb2_grpc
 from listener_common import params as sdk_params
 from listener_core import errors
 from listener_core.secrets import SecretBox
@@ -23,7 +24,6 @@ from listener_core.server import Context
 
 pb = listener_instance_pb2
 _UPDATABLE = {"display_name", "params", "event_types", "failure_policy"}
-_VALID_TYPES = {v.number for v in event_pb2.EventType.DESCRIPTOR.values} - {0}
 
 
 def _types(values: Iterable[int], field: str) -> str:
@@ -33,7 +33,7 @@ def _types(values: Iterable[int], field: str) -> str:
             "event_types must name at least one event type",
             field_violations=[(field, "required")],
         )
-    bad = [v for v in chosen if v not in _VALID_TYPES]
+    bad = [v for v in chosen if v not in event_types.ALL]
     if bad:
         raise errors.InvalidArgument(
             f"unknown event type(s) {bad}",
@@ -162,9 +162,9 @@ class ListenerInstanceService(
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token)
         async with self.store.reader() as session:
-            rows = list(await catalog.list_instances(session, after, size + 1))
-            more = len(rows) > size
-            rows = rows[:size]
+            rows, more = await paging.read_page(
+                lambda limit: catalog.list_instances(session, after, limit), size
+            )
             messages = [await self._message(session, r) for r in rows]
         return pb.ListListenerInstancesResponse(
             listener_instances=messages,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from listener_core import errors
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -17,6 +21,15 @@ def page_size(value: int) -> int:
             "page_size must not be negative", field_violations=[("page_size", "negative")]
         )
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+async def read_page(
+    read: Callable[[int], Awaitable[Sequence[T]]], size: int
+) -> tuple[list[T], bool]:
+    """A page of at most ``size`` rows and whether more follow: ``read(limit)`` is asked for
+    one row more than the page, which answers "is there a next page?" without a count."""
+    rows = list(await read(size + 1))
+    return rows[:size], len(rows) > size
 
 
 def encode(cursor: str) -> str:

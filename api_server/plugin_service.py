@@ -152,9 +152,9 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token)
         async with self.store.reader() as session:
-            rows = list(await catalog.list_plugins(session, after, size + 1))
-        more = len(rows) > size
-        rows = rows[:size]
+            rows, more = await paging.read_page(
+                lambda limit: catalog.list_plugins(session, after, limit), size
+            )
         return plugin_pb2.ListPluginsResponse(
             plugins=[conversions.plugin_message(r) for r in rows],
             next_page_token=paging.encode(rows[-1].id) if more else "",

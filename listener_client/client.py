@@ -23,6 +23,7 @@ import grpc
 from google.protobuf import field_mask_pb2, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from listener import event_types
 from listener.v1 import (
     event_pb2,
     event_service_pb2,
@@ -36,6 +37,8 @@ from listener_client.channels import open_channel
 from listener_client.errors import ListenerClientError
 
 T = TypeVar("T")
+Page = TypeVar("Page")
+Item = TypeVar("Item")
 
 #: ``progress(sent_bytes, total_bytes)``, called as a package upload goes.
 Progress = Callable[[int, int], None]
@@ -93,9 +96,7 @@ def event_type(value: str | int) -> int:
 
 
 #: The 13 event type names without the ``EVENT_TYPE_`` prefix, in enum order.
-EVENT_TYPE_NAMES = [
-    v.name.removeprefix("EVENT_TYPE_") for v in event_pb2.EventType.DESCRIPTOR.values if v.number
-]
+EVENT_TYPE_NAMES = event_types.PUBLIC_NAMES
 
 
 def type_name(number: int) -> str:
@@ -212,6 +213,26 @@ class ListenerClient:
         except grpc.aio.AioRpcError as exc:
             raise ListenerClientError.from_rpc_error(exc) from None
         return cast(T, reply)
+
+    async def _every_page(
+        self,
+        method: Any,
+        request: Any,
+        result: type[Page],
+        items: Callable[[Page], Iterable[Item]],
+        limit: int | None = None,
+    ) -> list[Item]:
+        """Calls a List method page by page (AIP-158) and returns every item, or the first
+        ``limit``; ``request`` is the first page's request, its ``page_token`` then moved on."""
+        found: list[Item] = []
+        while limit is None or len(found) < limit:
+            request.page_size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
+            page = await self._call(method, request, result)
+            found.extend(items(page))
+            request.page_token = cast(Any, page).next_page_token
+            if not request.page_token:
+                break
+        return found if limit is None else found[:limit]
 
     async def health(self, service: str = "") -> bool:
         """Whether the server (or one of its services) answers SERVING to grpc.health.v1."""
@@ -334,18 +355,12 @@ class ListenerClient:
 
     async def list_plugins(self) -> list[plugin_pb2.Plugin]:
         """Every installed plugin (all pages)."""
-        found: list[plugin_pb2.Plugin] = []
-        token = ""
-        while True:
-            page = await self._call(
-                self._plugins.ListPlugins,
-                plugin_pb2.ListPluginsRequest(page_size=PAGE_SIZE, page_token=token),
-                plugin_pb2.ListPluginsResponse,
-            )
-            found.extend(page.plugins)
-            token = page.next_page_token
-            if not token:
-                return found
+        return await self._every_page(
+            self._plugins.ListPlugins,
+            plugin_pb2.ListPluginsRequest(),
+            plugin_pb2.ListPluginsResponse,
+            lambda page: page.plugins,
+        )
 
     # -- listener instances -------------------------------------------------------------
 
@@ -437,20 +452,12 @@ class ListenerClient:
         )
 
     async def list_instances(self) -> list[listener_instance_pb2.ListenerInstance]:
-        found: list[listener_instance_pb2.ListenerInstance] = []
-        token = ""
-        while True:
-            page = await self._call(
-                self._instances.ListListenerInstances,
-                listener_instance_pb2.ListListenerInstancesRequest(
-                    page_size=PAGE_SIZE, page_token=token
-                ),
-                listener_instance_pb2.ListListenerInstancesResponse,
-            )
-            found.extend(page.listener_instances)
-            token = page.next_page_token
-            if not token:
-                return found
+        return await self._every_page(
+            self._instances.ListListenerInstances,
+            listener_instance_pb2.ListListenerInstancesRequest(),
+            listener_instance_pb2.ListListenerInstancesResponse,
+            lambda page: page.listener_instances,
+        )
 
     async def _action(self, method: Any, request: Any) -> listener_instance_pb2.ListenerInstance:
         return await self._call(method, request, listener_instance_pb2.ListenerInstance)
@@ -507,22 +514,14 @@ class ListenerClient:
 
     async def list_parked(self, instance_id: str) -> list[listener_instance_pb2.ParkedEvent]:
         """The instance's dead-letter list (all pages)."""
-        found: list[listener_instance_pb2.ParkedEvent] = []
-        token = ""
-        while True:
-            page = await self._call(
-                self._instances.ListParkedEvents,
-                listener_instance_pb2.ListParkedEventsRequest(
-                    parent=_name("listenerInstances", instance_id),
-                    page_size=PAGE_SIZE,
-                    page_token=token,
-                ),
-                listener_instance_pb2.ListParkedEventsResponse,
-            )
-            found.extend(page.parked_events)
-            token = page.next_page_token
-            if not token:
-                return found
+        return await self._every_page(
+            self._instances.ListParkedEvents,
+            listener_instance_pb2.ListParkedEventsRequest(
+                parent=_name("listenerInstances", instance_id)
+            ),
+            listener_instance_pb2.ListParkedEventsResponse,
+            lambda page: page.parked_events,
+        )
 
     async def redeliver(self, instance_id: str, sequences: Iterable[int] = ()) -> int:
         """Asks for parked events to be delivered again (all when none are named); returns
@@ -582,22 +581,12 @@ class ListenerClient:
     ) -> list[event_pb2.ListenerEvent]:
         """Stored events after ``after_sequence``, in order, up to ``limit``."""
         types = [event_type(t) for t in event_types]
-        found: list[event_pb2.ListenerEvent] = []
-        token = ""
-        while limit is None or len(found) < limit:
-            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
-            page = await self._call(
-                self._events.ListEvents,
-                event_service_pb2.ListEventsRequest(
-                    page_size=size,
-                    page_token=token,
-                    after_sequence=after_sequence,
-                    event_types=cast(Any, types),
-                ),
-                event_service_pb2.ListEventsResponse,
-            )
-            found.extend(page.events)
-            token = page.next_page_token
-            if not token:
-                break
-        return found if limit is None else found[:limit]
+        return await self._every_page(
+            self._events.ListEvents,
+            event_service_pb2.ListEventsRequest(
+                after_sequence=after_sequence, event_types=cast(Any, types)
+            ),
+            event_service_pb2.ListEventsResponse,
+            lambda page: page.events,
+            limit,
+        )

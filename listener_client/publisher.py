@@ -31,6 +31,7 @@ from typing import Any, Literal, Self
 
 import grpc
 
+from listener import event_types
 from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from listener_client.channels import PathLike, open_channel
 from listener_client.client import EventLike, to_event
@@ -44,10 +45,6 @@ RETRYABLE = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
-_PAYLOADS = {
-    f.name: event_pb2.EventType.Value("EVENT_TYPE_" + f.name.upper())
-    for f in event_pb2.ListenerEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
-}
 MAX_SOURCE_CHARS = 255
 
 
@@ -105,8 +102,8 @@ def check_event(event: event_pb2.ListenerEvent) -> None:
     all or nothing, so one bad event must not take the others down with it."""
     which = event.WhichOneof("payload")
     if which is None:
-        raise ValueError(f"an event needs a payload (one of {', '.join(_PAYLOADS)})")
-    if event.type and event.type != _PAYLOADS[which]:
+        raise ValueError(f"an event needs a payload (one of {', '.join(event_types.PAYLOAD_TYPE)})")
+    if event.type and event.type != event_types.PAYLOAD_TYPE[which]:
         raise ValueError(f"type {event.type} does not match the payload {which}")
     if event.id or event.sequence or event.HasField("publish_time"):
         raise ValueError("id, sequence and publish_time are assigned by the server")

@@ -40,7 +40,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from listener.v1 import event_pb2
+from listener import event_types
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,6 @@ LATENCY_BUCKETS = (
     60.0,
     300.0,
 )
-_TYPE_NAMES = {
-    v.number: v.name.removeprefix("EVENT_TYPE_") for v in event_pb2.EventType.DESCRIPTOR.values
-}
 INSTANCE_STATES = ("ACTIVE", "BLOCKED", "PAUSED")
 
 
@@ -140,7 +137,9 @@ class ApiMetrics(ServerMetrics):
             ["type"],
             registry=self.registry,
         )
-        self._by_type = {n: self.events_published.labels(name) for n, name in _TYPE_NAMES.items()}
+        self._by_type = {
+            n: self.events_published.labels(name) for n, name in event_types.NAMES.items()
+        }
 
     def published(self, items: Sequence[tuple[int, bytes]]) -> None:
         """Counts a committed publish: ``items`` are its (type, body) pairs."""
