@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import struct
 from typing import Any
 
@@ -75,31 +74,6 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     except asyncio.IncompleteReadError:
         raise ProtocolError("stream ended inside a frame") from None
     return _decode(body)
-
-
-def read_frame_fd(fd: int) -> dict[str, Any] | None:
-    """Blocking read of the next message from a file descriptor; None at end of stream."""
-    header = _read_exactly(fd, _HEADER.size)
-    if header is None:
-        return None
-    body = _read_exactly(fd, _length(header))
-    if body is None:
-        raise ProtocolError("stream ended inside a frame")
-    return _decode(body)
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining:
-        chunk = os.read(fd, min(remaining, 2**20))
-        if not chunk:
-            if chunks:
-                raise ProtocolError("stream ended inside a frame")
-            return None
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
 
 
 def decode_all(data: bytes) -> list[dict[str, Any]]:

@@ -42,7 +42,6 @@ class SharedReads:
         # Each read in flight, with the newest announced sequence when it began.
         self._in_flight: dict[_Key, tuple[asyncio.Future[list[StoredEvent]], int]] = {}
         self._recent: OrderedDict[_Key, tuple[list[StoredEvent], int]] = OrderedDict()
-        self.queries = 0  # for tests and the bench: how many reads reached the store
 
     async def read_after(
         self, after: int, types: Sequence[int] | None, limit: int
@@ -66,7 +65,6 @@ class SharedReads:
         after, types, limit = key
         me = asyncio.current_task()
         try:
-            self.queries += 1
             async with self.store.reader() as session:
                 found = await events.read_after(session, after, types, limit)
         finally:

@@ -49,7 +49,8 @@ class ParamValidationError(ListenerError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuild from the violations, not the message, so the error survives pickling
-        # (process-isolated plugins send errors across a pipe).
+        # (a plugin may hand it to multiprocessing or copy it); the alert server's plugin
+        # processes send errors as JSON, not pickles.
         return (type(self), (self.violations,))
 
 
