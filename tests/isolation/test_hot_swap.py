@@ -113,7 +113,11 @@ async def test_swaps_under_steady_publishing_lose_and_reorder_nothing(tmp_path: 
         f"latency: during swaps {max(swap_latency) * 1000:.1f} ms, overall "
         f"{max(latency) * 1000:.1f} ms"
     )
-    assert 120 <= rate <= 1000  # sanity: publishing really was steady
+    # Sanity: publishing went on across every swap (a rate floor would only measure the load).
+    acked_times = sorted(acked.values())
+    for s, e in swap_times:
+        assert any(t < s for t in acked_times) and any(t > e for t in acked_times)
+        assert any(s - 0.5 <= t <= e + 0.5 for t in acked_times), (s, e)
     assert max(boundary) < 1.0 and max(swap_latency) < 1.0
 
 
