@@ -41,6 +41,10 @@ def build_pipeline(
     return Pipeline([*observe, ErrorInterceptor(), *interceptors])
 
 
+#: The health service name that only says the process is alive (Kubernetes liveness probes).
+LIVENESS = "liveness"
+
+
 def create_server(
     *,
     max_message_bytes: int,
@@ -86,6 +90,9 @@ async def add_health_and_reflection(
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     for name in ["", *names]:
         await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # For liveness probes: SERVING while the process answers at all, whatever the store does
+    # (restarting every pod would not bring a database back).
+    await servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [
             *names,

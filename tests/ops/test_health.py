@@ -89,6 +89,9 @@ async def test_store_cut_is_not_serving_until_it_is_back(tmp_path: Path) -> None
                     assert await checked(api) == NOT_SERVING
                     assert await checked(api, events) == NOT_SERVING
                     assert await checked(alert) == NOT_SERVING
+                    # The liveness name stays SERVING: a store outage is no reason to restart.
+                    assert await checked(api, "liveness") == SERVING
+                    assert await checked(alert, "liveness") == SERVING
                     await proxy.start()  # the store is back: SERVING again, by itself
                     for w in (api_all, api_events, alert_all):
                         await eventually(lambda w=w: w.last() == SERVING, timeout=60)
