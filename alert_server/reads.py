@@ -24,6 +24,7 @@ from alert_server.wakeup import SequenceSignal
 from event_store import events
 from event_store.events import StoredEvent
 from event_store.store import Store
+from listener_core import stage_trace
 
 _Key = tuple[int, tuple[int, ...] | None, int]
 
@@ -71,6 +72,9 @@ class SharedReads:
             running = self._in_flight.get(key)
             if running is not None and running[0] is me:  # not a newer read of the same key
                 del self._in_flight[key]
+        if stage_trace.enabled():
+            for e in found:
+                stage_trace.mark("read", e.sequence)
         size = sum(len(e.body) for e in found)
         if found and size <= self.keep_bytes and key not in self._recent:
             self._recent[key] = (found, size)

@@ -14,7 +14,7 @@ from event_store.events import StoredEvent
 from listener.alert.v1 import plugin_host_pb2 as pb
 from listener.alert.v1 import plugin_host_pb2_grpc
 from listener.v1 import event_pb2
-from listener_core import errors
+from listener_core import errors, stage_trace
 from listener_core.server import Context
 
 
@@ -81,6 +81,7 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
         return pb.RemoveInstanceResponse()
 
     async def Notify(self, request: pb.NotifyRequest, context: Context) -> pb.NotifyResponse:
+        stage_trace.mark_upto("notify_received", request.max_sequence)
         self.host.signal.bump(request.max_sequence)
         return pb.NotifyResponse()
 

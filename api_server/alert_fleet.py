@@ -22,7 +22,7 @@ import grpc
 
 from listener.alert.v1 import plugin_host_pb2 as pb
 from listener.alert.v1 import plugin_host_pb2_grpc
-from listener_core import errors
+from listener_core import errors, stage_trace
 from listener_core.auth import BearerToken
 
 log = logging.getLogger(__name__)
@@ -290,6 +290,7 @@ class AlertFleet:
             if self._notify_seq <= sent:
                 continue
             sent = self._notify_seq
+            stage_trace.mark_upto("notify_sent", sent)
             await self._each(partial(_notify, pb.NotifyRequest(max_sequence=sent)))
 
     async def kick(self, instance_id: str) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from event_store import events
 from event_store.events import RequestKey, StoredEvent
 from event_store.store import Store
-from listener_core import errors
+from listener_core import errors, stage_trace
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,12 @@ class GroupCommitter:
                 for item in fresh:
                     await self._commit([item])
             else:
+                if stage_trace.enabled():
+                    for stored in results:
+                        if stored:
+                            stage_trace.mark_range(
+                                "commit", stored[0].sequence, stored[-1].sequence
+                            )
                 for item, result in zip(fresh, results, strict=True):
                     item.resolve(result)
                     self.on_stored(item.items)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import load
+from bench import load, stages
 from bench.load import LoadResult, LoadSpec
 from bench.scenarios import FULL, GROUPS, QUICK, SCENARIOS, Bench, Row
 
@@ -161,6 +161,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "limits": bench.limits,
         "scenarios": scenarios,
         "table": table(rows, errors),
+        "latency_stages": bench.stages,
+        "stages_table": stages.table(bench.stages) if bench.stages else "",
     }
 
 
@@ -182,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{results['mode']} run in {results['seconds']} s\n"
     )
     print(results["table"])
+    if results["stages_table"]:
+        print("\n" + results["stages_table"])
     print(f"\nwritten to {args.out}")
     ran = all(s["ran"] for s in results["scenarios"].values())
     met = all(s["met"] for s in results["scenarios"].values())

@@ -86,6 +86,7 @@ class Servers:
     api_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     alert_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    trace_dir: Path | None = None  # per-stage timestamps (bench/stages.py) when set
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -103,6 +104,9 @@ class Servers:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.trace_dir is not None:
+            self.trace_dir.mkdir(parents=True, exist_ok=True)
+            env["BENCH_STAGE_TRACE_DIR"] = str(self.trace_dir)
         return env
 
     def pid(self, which: str) -> int:

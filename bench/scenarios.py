@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from bench import plugin
+from bench import plugin, stages
 from bench.client import Admin, gather_limited
 from bench.limits import echo_limits, postgres_limits, sqlite_limits
 from bench.load import PUBLISH_EVENT, PUBLISH_EVENTS, LoadResult, LoadSpec
@@ -161,6 +161,7 @@ class Bench:
         self.run_load = run_load
         self.limits: dict[str, float] = {}
         self.rows: list[Row] = []
+        self.stages: dict[str, Any] = {}  # scenario 5's latency by stage (bench/stages.py)
         event = sample_event()
         self.single = event_service_pb2.PublishEventRequest(event=event).SerializeToString()
         self.batch = event_service_pb2.PublishEventsRequest(
@@ -176,11 +177,14 @@ class Bench:
     # -- helpers --------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def pair(self, name: str) -> AsyncIterator[tuple[Servers, Admin, float]]:
-        """A fresh database and server pair; yields them and the alert server's start time."""
+    async def pair(
+        self, name: str, trace: bool = False
+    ) -> AsyncIterator[tuple[Servers, Admin, float]]:
+        """A fresh database and server pair; yields them and the alert server's start time.
+        With ``trace`` the servers note per-stage timestamps under ``<workdir>/stages``."""
         workdir = self.workdir / name
         async with database(self.db, workdir) as url:
-            servers = Servers(url, workdir)
+            servers = Servers(url, workdir, trace_dir=workdir / "stages" if trace else None)
             admin: Admin | None = None
             try:
                 started = await servers.start_both()
@@ -500,7 +504,7 @@ class Bench:
 
     async def latency_and_swap(self) -> None:
         s = self.sizes
-        async with self.pair("latency") as (servers, admin, _):
+        async with self.pair("latency", trace=True) as (servers, admin, _):
             await admin.install(plugin.package())
             rep = self.report("latency-0")
             await admin.create_instance(
@@ -520,6 +524,12 @@ class Bench:
             )
             await self.settle([rep], paced.max_sequence)
             handled = {seq: b.time for b in rep.batches for seq in b.sequences}
+            acks = dict(paced.acks)
+            assert servers.trace_dir is not None
+            trace = await asyncio.to_thread(stages.read_traces, servers.trace_dir)
+            window = (paced.started, time.time())
+            names = {str(servers.pid(w)): w for w in ("api_server", "alert_server")}
+            self.stages = stages.breakdown(trace, acks, handled, window, names)
             lat = [
                 max(0.0, handled[seq] - acked) * 1000 for seq, acked in paced.acks if seq in handled
             ]
