@@ -61,7 +61,7 @@ class HealthReporter:
             else ("store reachable" if self.store_ok else "store unreachable")
         )
         log.log(
-            logging.INFO if status == SERVING else logging.WARNING,
+            logging.WARNING if not self.store_ok else logging.INFO,  # a shutdown is no alarm
             "health: %s (%s)",
             health_pb2.HealthCheckResponse.ServingStatus.Name(status),
             why,
