@@ -43,7 +43,7 @@ from event_store.store import Store
 from listener import event_types
 from listener_common import ListenerPlugin, _dispatch
 from listener_common._dispatch import FailurePolicy as FailurePolicy  # host.py imports it here
-from listener_common._dispatch import describe
+from listener_common._dispatch import failure_text
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class InstanceRunner:
                     self._plugin.on_event(to_sdk_event(event)), self.settings.handler_timeout
                 )
             except Exception as exc:
-                return str(exc) if isinstance(exc, PluginCallError) else describe(exc)
+                return str(exc) if isinstance(exc, PluginCallError) else failure_text(exc)
         return ""
 
     # -- plugin calls ---------------------------------------------------------------------
@@ -413,7 +413,7 @@ class InstanceRunner:
                             self.settings.handler_timeout,
                         )
                     except Exception as exc:
-                        error = describe(exc)
+                        error = failure_text(exc)
             await in_transaction(
                 self.store,
                 partial(

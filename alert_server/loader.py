@@ -298,7 +298,7 @@ class PackageLoader:
         self, plugin_id: str, info: PackageInfo, zip_path: Path, prefix: str
     ) -> LoadedPackage:
         settings = self._process or process_plugin.ProcessSettings()
-        form, batch = process_plugin.describe(plugin_id, info.sha256, zip_path, settings)
+        form, batch = process_plugin.inspect_in_child(plugin_id, info.sha256, zip_path, settings)
         cls = process_plugin.proxy_class(
             process_plugin.ChildSpec(plugin_id, info.sha256, str(zip_path), prefix, settings),
             batch,

@@ -135,7 +135,7 @@ def _log_stderr(plugin_id: str, pid: int | str, text: str) -> None:
             log.info("plugin %s [pid %s]: %s", plugin_id, pid, line)
 
 
-def describe(
+def inspect_in_child(
     plugin_id: str, sha256: str, zip_path: Path, settings: ProcessSettings
 ) -> tuple[list[dict[str, Any]], bool]:
     """Loads the package in a one-shot child: its params form and whether it takes batches.

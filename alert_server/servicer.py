@@ -18,7 +18,7 @@ from listener_core import errors, stage_trace
 from listener_core.server import Context
 
 
-def _describe(loaded: LoadedPackage) -> pb.LoadPluginResponse:
+def _load_response(loaded: LoadedPackage) -> pb.LoadPluginResponse:
     manifest = loaded.info.manifest
     forms = []
     for item in loaded.form:
@@ -49,14 +49,14 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
                 raise errors.InvalidArgument("a dry run needs the package bytes")
             if sha256_of(request.package) != request.sha256:
                 raise errors.InvalidArgument("package bytes do not match sha256")
-            return _describe(
+            return _load_response(
                 await self.host.probe(
                     request.plugin_id, request.package, request.sha256, request.isolation or None
                 )
             )
         if request.package:
             self.host.cache.put(request.sha256, request.package)
-        return _describe(
+        return _load_response(
             await self.host.load_plugin(
                 request.plugin_id, request.sha256, request.isolation or None
             )

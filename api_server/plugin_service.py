@@ -57,7 +57,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
             )
         return inspect_package(data, **self.limits), data
 
-    async def _describe(
+    async def _probe_form(
         self, plugin_id: str, info: PackageInfo, data: bytes, isolation: str
     ) -> list[dict[str, Any]]:
         described = await self.fleet.probe(plugin_id, info.sha256, data, isolation)
@@ -83,7 +83,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
             if await session.get(Plugin, plugin_id) is not None:
                 raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists")
         isolation = self._isolation(request.plugin.isolation, manifest.isolation)
-        form = await self._describe(plugin_id, info, data, isolation)
+        form = await self._probe_form(plugin_id, info, data, isolation)
         now = utcnow()
         row = Plugin(
             id=plugin_id,
@@ -174,7 +174,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
             isolation = current.isolation
             if "isolation" in paths:
                 isolation = self._isolation(request.plugin.isolation, isolation)
-            form = await self._describe(plugin_id, info, data, isolation)
+            form = await self._probe_form(plugin_id, info, data, isolation)
         async with self.store.transaction() as session:
             row = await catalog.get_plugin(session, plugin_id, for_update=True)
             catalog.check_etag("plugin", request.plugin.name, row.revision, request.plugin.etag)

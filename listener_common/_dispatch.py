@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from listener_common.errors import DeliveryError
+from listener_common.errors import DeliveryError, error_text
 from listener_common.events import ListenerEvent
 from listener_common.plugin import ListenerPlugin, deliver_batch, supports_batch
 
@@ -25,7 +25,7 @@ __all__ = [
     "OpenFailed",
     "close_plugin",
     "deliver",
-    "describe",
+    "failure_text",
     "next_delay",
     "open_plugin",
     "retry_delay",
@@ -45,12 +45,11 @@ class _Sequenced(Protocol):
 T = TypeVar("T", bound=_Sequenced)
 
 
-def describe(exc: BaseException) -> str:
+def failure_text(exc: BaseException) -> str:
     """An exception as operators see it: ``ValueError: boom``, or ``handler timed out``."""
     if type(exc) is TimeoutError and not exc.args:  # asyncio's timeout, not a plugin's own
         return "handler timed out"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return error_text(exc)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Failure:
 
 def _failure(exc: BaseException, index: int, what: str) -> Failure:
     return Failure(
-        f"{what}: {describe(exc)}",
+        f"{what}: {failure_text(exc)}",
         index,
         retry_after=exc.retry_after if isinstance(exc, DeliveryError) else None,
         permanent=isinstance(exc, DeliveryError) and exc.permanent,
@@ -85,7 +84,7 @@ async def open_plugin(
     try:
         await asyncio.wait_for(plugin.open(dict(config)), timeout)
     except Exception as exc:
-        raise OpenFailed(f"open failed: {describe(exc)}") from exc
+        raise OpenFailed(f"open failed: {failure_text(exc)}") from exc
     return plugin
 
 
@@ -94,7 +93,7 @@ async def close_plugin(plugin: ListenerPlugin, timeout: float) -> str:
     try:
         await asyncio.wait_for(plugin.close(), timeout)
     except Exception as exc:
-        return describe(exc)
+        return failure_text(exc)
     return ""
 
 

@@ -78,3 +78,13 @@ def _rebuild_delivery_error(
     message: str, retry_after: float | None, permanent: bool
 ) -> DeliveryError:
     return DeliveryError(message, retry_after=retry_after, permanent=permanent)
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as operators read it in ``last_error`` and logs: ``ValueError: boom``, or
+    the bare type name when there is no message. A message that already starts with its
+    type's name (as aiokafka's do) is not prefixed again."""
+    text, name = str(exc), type(exc).__name__
+    if text.startswith(name):
+        return text
+    return f"{name}: {text}" if text else name

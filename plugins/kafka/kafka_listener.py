@@ -24,6 +24,7 @@ import aiokafka.errors
 import aiokafka.helpers
 
 from listener_common import DeliveryError, ListenerPlugin, events, params
+from listener_common.errors import error_text
 
 #: Codecs beyond gzip need cramjam in the alert server's environment.
 _CODECS = {
@@ -35,13 +36,6 @@ _CODECS = {
 #: Fields tried in turn for the message key (run first, then definition).
 KEY_FIELDS = ("workflow_instance_id", "workflow_definition_code", "task_code", "code")
 _ACKS: dict[str, int | str] = {"all": "all", "1": 1, "0": 0}
-
-
-def _describe(exc: BaseException) -> str:
-    text, name = str(exc), type(exc).__name__
-    if text.startswith(name):  # aiokafka's errors name themselves already
-        return text
-    return f"{name}: {text}" if text else name
 
 
 def producer_kwargs(config: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +176,7 @@ class KafkaListener(ListenerPlugin):
             ):
                 hint = " (check saslMechanism, username and password)"
             raise DeliveryError(
-                f"cannot connect to Kafka at {self._where}: {_describe(exc)}{hint}"
+                f"cannot connect to Kafka at {self._where}: {error_text(exc)}{hint}"
             ) from exc
         try:
             await producer.partitions_for(self._topic)
@@ -208,7 +202,7 @@ class KafkaListener(ListenerPlugin):
             )
         return DeliveryError(
             f"cannot get metadata of topic {self._topic!r} from Kafka at {self._where}: "
-            f"{_describe(exc)}"
+            f"{error_text(exc)}"
         )
 
     async def on_event(self, event: events.ListenerEvent) -> None:
@@ -251,7 +245,7 @@ class KafkaListener(ListenerPlugin):
             return self._topic_error(exc)
         return DeliveryError(
             f"Kafka at {self._where} did not take event {event.id} on topic {self._topic!r}: "
-            f"{_describe(exc)}"
+            f"{error_text(exc)}"
         )
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
-import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,31 +24,16 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from listener_common import DeliveryError, ListenerPlugin, events, params
+from listener_common import DeliveryError, ListenerPlugin, events, params, templates
+from listener_common.errors import error_text
 
-_UNSAFE = str.maketrans({c: "_" for c in " \t\r\n.*>"})
-#: Every field an event's ``to_dict()`` may have: what a subject template may name.
-TEMPLATE_FIELDS = frozenset(
-    {"type"} | {f.name for cls in events.EVENT_CLASSES.values() for f in dataclasses.fields(cls)}
-)
+_UNSAFE = " \t\r\n.*>"
+TEMPLATE_FIELDS = templates.TEMPLATE_FIELDS
 
 
 def check_template(template: str) -> None:
     """Rejects unknown fields and subjects that could never be valid (empty tokens)."""
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"subject template {template!r}: {exc}") from None
-    for name in names:
-        if name not in TEMPLATE_FIELDS:
-            raise ValueError(
-                f"subject template {template!r} names unknown field {{{name}}}; "
-                f"known fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
-            )
-    try:  # values are text: a numeric format spec such as {sequence:05d} cannot work
-        sample = render(template, {})
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"subject template {template!r}: {exc}") from None
+    sample = templates.check_template(template, "subject", _UNSAFE)
     if any(not token for token in sample.split(".")) or any(c in sample for c in " \t*>"):
         raise ValueError(
             f"subject template {template!r} gives {sample!r}: a subject is non-empty tokens "
@@ -58,29 +41,9 @@ def check_template(template: str) -> None:
         )
 
 
-def _token(value: Any) -> str:
-    """One subject token: dots, spaces and wildcards become ``_``, as does an empty value."""
-    text = "" if value is None else str(value)
-    return text.translate(_UNSAFE) or "_"
-
-
 def render(template: str, data: Mapping[str, Any]) -> str:
-    """Formats ``template`` from an event dict; ``{type}`` is lower case (``task_fail``)."""
-    fields = {name: _token(value) for name, value in data.items()}
-    fields["type"] = _token(str(data.get("type", "")).lower())
-    return template.format_map(_Missing(fields))
-
-
-class _Missing(dict[str, str]):
-    """Fields another event type has but this one lacks render as ``_``."""
-
-    def __missing__(self, key: str) -> str:
-        return "_"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """The subject of one event (``templates.render_template``)."""
+    return templates.render_template(template, data, _UNSAFE)
 
 
 def _safe_server(url: str) -> str:
@@ -181,7 +144,7 @@ class NatsListener(ListenerPlugin):
             if isinstance(cause, nats.errors.AuthorizationError) or "uthorization" in str(cause):
                 hint = " (check user, password or token)"
             raise DeliveryError(
-                f"cannot connect to NATS at {self._where}: {_describe(cause)}{hint}"
+                f"cannot connect to NATS at {self._where}: {error_text(cause)}{hint}"
             ) from exc
         js = nc.jetstream(timeout=self._timeout)
         if self._stream is not None:
@@ -198,7 +161,7 @@ class NatsListener(ListenerPlugin):
                 await nc.close()
                 raise DeliveryError(
                     f"cannot look up JetStream stream {self._stream!r} on {self._where} "
-                    f"(is JetStream enabled, nats-server -js?): {_describe(exc)}"
+                    f"(is JetStream enabled, nats-server -js?): {error_text(exc)}"
                 ) from exc
         self._nc, self._js = nc, js
 
@@ -244,7 +207,7 @@ class NatsListener(ListenerPlugin):
                 future.cancel()
             await self._disconnect()
             raise DeliveryError(
-                f"publishing to NATS at {self._where} failed: {_describe(exc)}"
+                f"publishing to NATS at {self._where} failed: {error_text(exc)}"
             ) from exc
         for future in pending:
             future.cancel()  # frees the client's slot for the acknowledgement that never came
@@ -269,9 +232,9 @@ class NatsListener(ListenerPlugin):
         if isinstance(exc, nats.js.errors.APIError):
             raise DeliveryError(
                 f"JetStream refused event {event.id} on subject {subject!r}: "
-                f"{exc.description or _describe(exc)}"
+                f"{exc.description or error_text(exc)}"
             ) from exc
         await self._disconnect()
         raise DeliveryError(
-            f"publishing event {event.id} to {subject!r} on {self._where} failed: {_describe(exc)}"
+            f"publishing event {event.id} to {subject!r} on {self._where} failed: {error_text(exc)}"
         ) from exc

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
-import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,56 +22,21 @@ import aio_pika
 import aiormq.exceptions
 from yarl import URL
 
-from listener_common import DeliveryError, ListenerPlugin, events, params
+from listener_common import DeliveryError, ListenerPlugin, events, params, templates
+from listener_common.errors import error_text
 
-_UNSAFE = str.maketrans({c: "_" for c in " \t\r\n.*>#"})
-#: Every field an event's ``to_dict()`` may have: what a routing key template may name.
-TEMPLATE_FIELDS = frozenset(
-    {"type"} | {f.name for cls in events.EVENT_CLASSES.values() for f in dataclasses.fields(cls)}
-)
+_UNSAFE = " \t\r\n.*>#"
+TEMPLATE_FIELDS = templates.TEMPLATE_FIELDS
 
 
 def check_template(template: str, what: str) -> None:
     """Rejects a template naming a field no event has (a typo would silently give ``_``)."""
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"{what} template {template!r}: {exc}") from None
-    for name in names:
-        if name not in TEMPLATE_FIELDS:
-            raise ValueError(
-                f"{what} template {template!r} names unknown field {{{name}}}; "
-                f"known fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
-            )
-    try:  # values are text: a numeric format spec such as {sequence:05d} cannot work
-        render(template, {})
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what} template {template!r}: {exc}") from None
-
-
-def _token(value: Any) -> str:
-    """One routing-key word: separators and wildcards become ``_``, as does an empty value."""
-    text = "" if value is None else str(value)
-    return text.translate(_UNSAFE) or "_"
+    templates.check_template(template, what, _UNSAFE)
 
 
 def render(template: str, data: Mapping[str, Any]) -> str:
-    """Formats ``template`` from an event dict; ``{type}`` is lower case (``task_fail``)."""
-    fields = {name: _token(value) for name, value in data.items()}
-    fields["type"] = _token(str(data.get("type", "")).lower())
-    return template.format_map(_Missing(fields))
-
-
-class _Missing(dict[str, str]):
-    """Fields another event type has but this one lacks render as ``_``."""
-
-    def __missing__(self, key: str) -> str:
-        return "_"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """The routing key (or header value) of one event (``templates.render_template``)."""
+    return templates.render_template(template, data, _UNSAFE)
 
 
 class RabbitMQListener(ListenerPlugin):
@@ -176,11 +139,11 @@ class RabbitMQListener(ListenerPlugin):
         except (aiormq.exceptions.InvalidFrameError, aiormq.exceptions.ConnectionClosed) as exc:
             raise DeliveryError(
                 f"RabbitMQ at {self._where} closed the connection while opening it (does the "
-                f"virtual host exist, and may this user use it?): {_describe(exc)}"
+                f"virtual host exist, and may this user use it?): {error_text(exc)}"
             ) from exc
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             raise DeliveryError(
-                f"cannot connect to RabbitMQ at {self._where}: {_describe(exc)}"
+                f"cannot connect to RabbitMQ at {self._where}: {error_text(exc)}"
             ) from exc
         try:
             channel = await connection.channel(
@@ -204,7 +167,7 @@ class RabbitMQListener(ListenerPlugin):
             if isinstance(exc, Exception):
                 raise DeliveryError(
                     f"cannot declare exchange {self._exchange_name!r} on RabbitMQ at "
-                    f"{self._where}: {_describe(exc)}"
+                    f"{self._where}: {error_text(exc)}"
                 ) from exc
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
@@ -278,5 +241,5 @@ class RabbitMQListener(ListenerPlugin):
         if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
             raise DeliveryError(f"{where} no longer exists: {exc}") from exc
         raise DeliveryError(
-            f"publishing event {event.id} to {where} failed: {_describe(exc)}"
+            f"publishing event {event.id} to {where} failed: {error_text(exc)}"
         ) from exc

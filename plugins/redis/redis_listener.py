@@ -20,11 +20,7 @@ import redis.asyncio
 import redis.exceptions
 
 from listener_common import DeliveryError, ListenerPlugin, events, params
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+from listener_common.errors import error_text
 
 
 def entry_fields(event: events.ListenerEvent) -> dict[str, str]:
@@ -139,4 +135,4 @@ class RedisListener(ListenerPlugin):
             return DeliveryError(
                 f"key {self._stream!r} on {where} is not a stream ({doing}): {exc}"
             )
-        return DeliveryError(f"{doing} on {where} failed: {_describe(exc)}")
+        return DeliveryError(f"{doing} on {where} failed: {error_text(exc)}")
