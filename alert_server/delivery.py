@@ -61,6 +61,18 @@ class DeliverySettings:
     metrics: AlertMetrics | NullMetrics = NO_METRICS
 
 
+@dataclass(frozen=True)
+class RunnerDeps:
+    """What every runner of one alert server shares: built by the host for each runner."""
+
+    store: Store
+    signal: SequenceSignal
+    settings: DeliverySettings
+    owner: str  # this server's id, written with every fenced write
+    progress: ProgressWriter
+    reads: SharedReads
+
+
 def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:
     """How many events of the batch (ordered by sequence) go up to ``sequence``: usually
     all of them. By sequence, not ``batch.index(event)``, which compares whole events."""
@@ -81,13 +93,8 @@ class InstanceRunner:
         config: dict[str, Any],
         types: Sequence[int],
         policy: FailurePolicy,
-        store: Store,
-        signal: SequenceSignal,
-        settings: DeliverySettings,
-        owner: str,
         fence: int,
-        progress: ProgressWriter,
-        reads: SharedReads,
+        deps: RunnerDeps,
     ) -> None:
         self.instance_id = instance_id
         self.package = package
@@ -95,10 +102,10 @@ class InstanceRunner:
         # None reads every type: no "type IN (all thirteen)" filter for the common case.
         self.types: list[int] | None = None if set(types) >= event_types.ALL else list(types)
         self.policy = policy
-        self.store = store
-        self.signal = signal
-        self.settings = settings
-        self.owner = owner
+        self.store = deps.store
+        self.signal = deps.signal
+        self.settings = deps.settings
+        self.owner = deps.owner
         self.fence = fence
         self.paused = False
         self.cursor = 0
@@ -116,8 +123,8 @@ class InstanceRunner:
         # The newest sequence known at the last read that found nothing: no new read until
         # a wake-up brings a newer one, so idle instances cost no queries.
         self._idle_at = -1
-        self.progress = progress
-        self.reads = reads
+        self.progress = deps.progress
+        self.reads = deps.reads
         self._progress: asyncio.Future[None] | None = None
         # Until when (event loop's monotonic time) the lease may be acted on; the host
         # extends it after each successful renewal. Plugin calls in flight, each with its

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alert_server import lease_clock
-from alert_server.delivery import DeliverySettings, FailurePolicy, InstanceRunner
+from alert_server.delivery import DeliverySettings, FailurePolicy, InstanceRunner, RunnerDeps
 from alert_server.loader import LoadedPackage, PackageLoader, Residue
 from alert_server.package_cache import PackageCache
 from alert_server.process_plugin import ProcessSettings
@@ -426,13 +426,10 @@ class PluginHost:
             config,
             types,
             FailurePolicy(inst.failure_policy, inst.park_after),
-            self.store,
-            self.signal,
-            self.settings,
-            self.server_id,
             fence,
-            self.progress,
-            self.reads,
+            RunnerDeps(
+                self.store, self.signal, self.settings, self.server_id, self.progress, self.reads
+            ),
         )
         runner.extend_lease(self._valid.get(inst.id, 0.0))
         self.runners[inst.id] = runner
