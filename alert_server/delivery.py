@@ -219,16 +219,21 @@ class InstanceRunner:
         """Hands an out-of-band test event to the plugin; returns the error, or ''."""
         async with self._lock:
             try:
-                if self._plugin is None:
-                    self._plugin = await self._open(self.package)
+                plugin = await self._opened()
                 await asyncio.wait_for(
-                    self._plugin.on_event(to_sdk_event(event)), self.settings.handler_timeout
+                    plugin.on_event(to_sdk_event(event)), self.settings.handler_timeout
                 )
             except Exception as exc:
                 return str(exc) if isinstance(exc, PluginCallError) else failure_text(exc)
         return ""
 
     # -- plugin calls ---------------------------------------------------------------------
+
+    async def _opened(self) -> ListenerPlugin:
+        """The plugin object, opened first if it is not yet (callers hold ``self._lock``)."""
+        if self._plugin is None:
+            self._plugin = await self._open(self.package)
+        return self._plugin
 
     async def _open(self, package: LoadedPackage) -> ListenerPlugin:
         timeout = self.settings.handler_timeout
@@ -376,10 +381,8 @@ class InstanceRunner:
         and the failure, if any. Stops early, without a failure, when the lease runs out."""
         await self._await_lease()
         async with self._lock:
-            if self._plugin is None:
-                self._plugin = await self._open(self.package)
             count, failure = await _dispatch.deliver(
-                self._plugin,
+                await self._opened(),
                 batch,
                 self.settings.handler_timeout,
                 to_sdk_event,
@@ -413,10 +416,9 @@ class InstanceRunner:
                 await self._await_lease()
                 async with self._lock:
                     try:
-                        if self._plugin is None:
-                            self._plugin = await self._open(self.package)
+                        plugin = await self._opened()
                         await asyncio.wait_for(
-                            self._plugin.on_event(to_sdk_event(stored)),
+                            plugin.on_event(to_sdk_event(stored)),
                             self.settings.handler_timeout,
                         )
                     except Exception as exc:
