@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from api_server import names
 from listener.alert.v1 import plugin_host_pb2 as pb
 from listener.alert.v1 import plugin_host_pb2_grpc
 from listener_core import errors, stage_trace
@@ -314,6 +315,6 @@ class AlertFleet:
             if reply.running:
                 return reply  # type: ignore[no-any-return]
         raise errors.FailedPrecondition(
-            f"no reachable alert server runs listenerInstances/{instance_id} right now",
+            f"no reachable alert server runs {names.instance_name(instance_id)} right now",
             reason="INSTANCE_NOT_RUNNING",
         )

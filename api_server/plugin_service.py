@@ -231,7 +231,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
             try:
                 sdk_params.validate_params(form, json.loads(inst.params_json))
             except ParamValidationError as exc:
-                problems.append(f"listenerInstances/{iid}: {exc}")
+                problems.append(f"{names.instance_name(iid)}: {exc}")
         if problems:
             raise errors.FailedPrecondition(
                 "the new package's params do not accept existing instances: " + "; ".join(problems),
