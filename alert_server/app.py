@@ -111,19 +111,19 @@ async def start(config: Config) -> AlertServer:
         server_id=config.server_id,
         lease_ttl=config.lease_ttl,
         process=process,
+        secrets=secret_box,
+        metrics=metrics,
+        package_limits={
+            "max_files": config.max_package_files,
+            "max_uncompressed": config.max_package_uncompressed_bytes,
+        },
     )
-    host.secrets = secret_box
-    host.metrics = metrics
     metrics.watch_instances(
         lambda: [
             InstanceSample(v.instance_id, v.state, max(0, signal.latest - v.cursor), v.attempts)
             for v in host.instance_views()
         ]
     )
-    host.package_limits = {
-        "max_files": config.max_package_files,
-        "max_uncompressed": config.max_package_uncompressed_bytes,
-    }
     server = grpc_server.create_server(
         max_message_bytes=config.alert_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,

@@ -91,9 +91,14 @@ class PluginHost:
         address: str = "",
         lease_ttl: float = 15.0,
         process: ProcessSettings | None = None,
+        secrets: SecretBox | None = None,
+        metrics: AlertMetrics | NullMetrics = NO_METRICS,
+        package_limits: dict[str, int] | None = None,
     ) -> None:
         """``process`` sets the limits of process-isolated plugins' children; by default
-        their calls get the delivery's ``handler_timeout``."""
+        their calls get the delivery's ``handler_timeout``. ``secrets`` opens sealed secret
+        params for plugins; ``package_limits`` are ``inspect_package``'s limits; ``metrics``
+        counts plugin load times."""
         self.server_id = server_id or f"alert-{uuid.uuid4().hex[:12]}"
         self.address = address
         self.lease_ttl = lease_ttl
@@ -115,10 +120,9 @@ class PluginHost:
         self._residue_added = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        # Opens sealed secret params for plugins, and the package limits; set by the app.
-        self.secrets: SecretBox | None = None
-        self.package_limits: dict[str, int] = {}
-        self.metrics: AlertMetrics | NullMetrics = NO_METRICS  # plugin load times
+        self.secrets = secrets
+        self.package_limits = dict(package_limits or {})
+        self.metrics = metrics
         # Lease discipline (alert_server.lease_clock): until when each held lease may be
         # acted on (monotonic), and what this server saw of the others' leases and beats.
         self._valid: dict[str, float] = {}
