@@ -63,6 +63,9 @@ _OPAQUE = frozenset(
 )
 
 
+_FIELD_MASK = "google.protobuf.FieldMask"
+
+
 def http_status(code: int) -> int:
     """The HTTP status of a gRPC status code number."""
     return HTTP_STATUS.get(_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), 500)
@@ -142,9 +145,22 @@ def expand_enums(descriptor: Descriptor, data: Any) -> Any:
     return out
 
 
+def _mask_paths(value: Any) -> Any:
+    """A FieldMask's paths in lowerCamelCase, so ``display_name`` is taken as ``displayName``
+    (the proto3 JSON form of a mask is camelCase only; both spellings are accepted in)."""
+    if not isinstance(value, str):
+        return value
+    return ",".join(
+        re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), path.strip())
+        for path in value.split(",")
+    )
+
+
 def _convert_one(field: FieldDescriptor, value: Any) -> Any:
     if field.enum_type is not None:
         return _enum_value(field.enum_type, value)
+    if field.message_type is not None and field.message_type.full_name == _FIELD_MASK:
+        return _mask_paths(value)
     if field.message_type is not None:
         return expand_enums(field.message_type, value)
     return value

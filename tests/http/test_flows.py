@@ -110,6 +110,18 @@ async def test_instance_life_through_http(tmp_path: Path) -> None:
             {"displayName": "x", "etag": made.json["etag"]},
         )
         assert stale.status == 409 and stale.json["code"] == 10, stale.body
+        # Both spellings in, the mask's paths too: snake_case paths mean the same fields.
+        snake = await http.call(
+            "PATCH",
+            "/v1/listenerInstances/audit?update_mask=display_name,event_types",
+            {"display_name": "Snake", "event_types": ["TASK_FAIL", "WORKFLOW_END"]},
+        )
+        assert snake.status == 200, snake.body
+        assert snake.json["displayName"] == "Snake"
+        assert sorted(snake.json["eventTypes"]) == [
+            "EVENT_TYPE_TASK_FAIL",
+            "EVENT_TYPE_WORKFLOW_END",
+        ]
 
         paused = await http.call("POST", "/v1/listenerInstances/audit:pause")
         assert paused.status == 200 and paused.json["state"] == "STATE_PAUSED"
