@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(args.config, insecure=args.insecure)
         grpc_server.forget_secret_variables()
         grpc_server.configure_logging(config.log_level, config.log_format)
+        grpc_server.freeze_start_up_heap()  # the process's own, before any plugin loads
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:  # OSError: a listen address is taken
         sys.exit(f"api_server: {exc}")
