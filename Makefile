@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install run test lint typecheck proto proto-check openapi plugins sdk bench chaos clean java
+.PHONY: install run test lint typecheck proto proto-check openapi plugins sdk bench bench-peers chaos clean java
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ sdk: $(STAMP)
 
 bench: $(STAMP) plugins
 	$(PY) -m bench
+
+## Ours as ratios to Celery + Redis and procrastinate, each in its own venv (BENCHMARKS.md).
+bench-peers: $(STAMP) plugins
+	$(PY) -m bench.peers
 
 ## Chaos against real servers on PostgreSQL and SQLite (a few minutes; see docs/operators.md).
 chaos: $(STAMP)
