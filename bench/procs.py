@@ -100,6 +100,10 @@ class Servers:
                 # 64 concurrent callers from one host are one "caller" to the per-caller
                 # publish limit (16 by default): the bench measures the server, not the limit.
                 "LISTENER_PUBLISH_CONCURRENCY_PER_CALLER": "0",
+                # The load generator's one connection carries up to 512 calls in flight; past
+                # the default 100 streams the server refused calls (REFUSED_STREAM), and the
+                # paced scenarios lost up to half their load to errors (BENCHMARKS.md).
+                "LISTENER_MAX_STREAMS_PER_CONNECTION": "0",
                 "LISTENER_LOG_LEVEL": "WARNING",
                 "PYTHONUNBUFFERED": "1",
             }
