@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from listener.v1.event_pb2 import EventType
 from listener_client import ListenerClient
 from tests.publisher.support import add_logger, logged
 from tests.security.helpers import make_certs
@@ -167,6 +168,34 @@ async def test_java_publisher_tls_mtls_token_and_a_dead_server(
             tls_key=certs.client_key,
         ) as client:
             assert len(await client.list_events()) == 52
+
+
+async def test_java_publisher_takes_short_and_full_type_names(
+    tmp_path: Path, launcher: Path
+) -> None:
+    """``type`` as PublishEvent's JSON takes it: ``TASK_FAIL`` or ``EVENT_TYPE_TASK_FAIL``."""
+    lines = [
+        {"type": "TASK_FAIL", "task_fail": {"task_name": "short"}},
+        {"type": "EVENT_TYPE_TASK_FAIL", "taskFail": {"taskName": "full"}},
+        {"type": "WORKFLOW_END", "workflowEnd": {"workflowName": "w"}},
+    ]
+    async with running_pair(sqlite_url(tmp_path), tmp_path) as pair:
+        done = await asyncio.to_thread(
+            publish,
+            launcher,
+            "--server",
+            pair.api_addr,
+            lines="".join(json.dumps(line) + "\n" for line in lines),
+        )
+        assert done.returncode == 0, done.stderr
+        assert [s for _, s in output_lines_of(done.stdout)] == [1, 2, 3]
+        async with ListenerClient(pair.api_addr, timeout=60) as client:
+            stored = await client.list_events()
+        assert [(e.type, e.WhichOneof("payload")) for e in stored] == [
+            (EventType.EVENT_TYPE_TASK_FAIL, "task_fail"),
+            (EventType.EVENT_TYPE_TASK_FAIL, "task_fail"),
+            (EventType.EVENT_TYPE_WORKFLOW_END, "workflow_end"),
+        ]
 
 
 def output_lines_of(text: str) -> list[tuple[str, int]]:

@@ -209,15 +209,44 @@ public final class ListenerPublisher implements AutoCloseable {
     return new Builder();
   }
 
-  /** A ListenerEvent from its proto3 JSON form (snake_case or lowerCamelCase names). */
+  /**
+   * A ListenerEvent from its proto3 JSON form (snake_case or lowerCamelCase names, and the short
+   * enum name such as {@code "TASK_FAIL"} for {@code type}, as the HTTP PublishEvent takes it).
+   */
   public static ListenerEvent parseEvent(String json) {
     ListenerEvent.Builder event = ListenerEvent.newBuilder();
     try {
-      JSON.merge(json, event);
+      JSON.merge(withFullTypeName(json), event);
     } catch (InvalidProtocolBufferException | RuntimeException e) {
       throw new IllegalArgumentException("not a ListenerEvent: " + e.getMessage(), e);
     }
     return event.build();
+  }
+
+  /** {@code json} with a short {@code "type"} ({@code TASK_FAIL}) spelled in full. */
+  @SuppressWarnings("deprecation")
+  private static String withFullTypeName(String json) {
+    com.google.gson.JsonElement root;
+    try {
+      root = new com.google.gson.JsonParser().parse(json);
+    } catch (RuntimeException e) {
+      return json; // JsonFormat names what is wrong with it
+    }
+    if (!root.isJsonObject()) {
+      return json;
+    }
+    com.google.gson.JsonObject object = root.getAsJsonObject();
+    com.google.gson.JsonElement type = object.get("type");
+    if (type == null || !type.isJsonPrimitive() || !type.getAsJsonPrimitive().isString()) {
+      return json;
+    }
+    String name = type.getAsString().trim().toUpperCase(Locale.ROOT);
+    if (!name.startsWith("EVENT_TYPE_")
+        && EventType.getDescriptor().findValueByName("EVENT_TYPE_" + name) != null) {
+      object.addProperty("type", "EVENT_TYPE_" + name);
+      return object.toString();
+    }
+    return json;
   }
 
   /**
