@@ -103,12 +103,24 @@ async def start(config: Config) -> AlertServer:
         retry_base=config.retry_base,
         retry_max=config.retry_max,
     )
+    server = grpc_server.create_server(
+        max_message_bytes=config.alert_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+        max_streams_per_connection=config.max_streams_per_connection,
+        metrics=metrics,
+        interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
+    )
+    # Bound before the host is built: its id and advertised address need the port.
+    port = grpc_server.bind(server, config.alert_addr, credentials)
     host = PluginHost(
         store,
         Path(config.data_dir) / "packages",
         signal,
         settings,
-        server_id=config.server_id,
+        # Stable across restarts on the same address: a restarted server takes its own
+        # instances back at once instead of waiting for their leases to lapse.
+        server_id=config.server_id or f"{socket.gethostname()}:{port}",
+        address=advertised_address(config.alert_addr, port, config.alert_advertise_addr),
         lease_ttl=config.lease_ttl,
         process=process,
         secrets=secret_box,
@@ -124,21 +136,8 @@ async def start(config: Config) -> AlertServer:
             for v in host.instance_views()
         ]
     )
-    server = grpc_server.create_server(
-        max_message_bytes=config.alert_message_bytes,
-        max_concurrent_rpcs=config.max_concurrent_rpcs,
-        max_streams_per_connection=config.max_streams_per_connection,
-        metrics=metrics,
-        interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
-    )
     plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
     health_servicer = await grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
-    port = grpc_server.bind(server, config.alert_addr, credentials)
-    host.address = advertised_address(config.alert_addr, port, config.alert_advertise_addr)
-    if not config.server_id:
-        # Stable across restarts on the same address: a restarted server takes its own
-        # instances back at once instead of waiting for their leases to lapse.
-        host.server_id = f"{socket.gethostname()}:{port}"
     await host.reconcile()
     await server.start()
     endpoint = await start_endpoint(config.alert_metrics_addr, metrics)
