@@ -25,9 +25,9 @@ from google.rpc import error_details_pb2, status_pb2  # noqa: F401 - registers t
 
 from listener_core import errors
 
-#: gRPC code → HTTP status. Google's mapping (google/rpc/code.proto), except that
-#: FAILED_PRECONDITION answers 412 Precondition Failed, which names what happened (an
-#: instance still uses the plugin, a replay past retention) better than a bare 400.
+#: gRPC code → HTTP status: Google's mapping (google/rpc/code.proto) as it stands, so a client
+#: that knows it (the contract says "the HTTP status of the gRPC code") needs no table of ours;
+#: the body's ``code`` and ErrorInfo ``reason`` say which precondition failed.
 HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -39,7 +39,7 @@ HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.UNIMPLEMENTED: 501,
