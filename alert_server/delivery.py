@@ -31,6 +31,7 @@ from typing import Any
 
 from alert_server.convert import to_sdk_event
 from alert_server.errors import LeaseExpired, PluginCallError, Stopped
+from alert_server.filtering import choose, handled_before
 from alert_server.loader import LoadedPackage
 from alert_server.progress import ProgressWriter
 from alert_server.reads import SharedReads
@@ -44,6 +45,7 @@ from listener import event_types
 from listener_common import ListenerPlugin, _dispatch
 from listener_common._dispatch import FailurePolicy as FailurePolicy  # host.py imports it here
 from listener_common._dispatch import failure_text
+from listener_core.event_filter import EventFilter
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class InstanceRunner:
         policy: FailurePolicy,
         fence: int,
         deps: RunnerDeps,
+        content_filter: EventFilter | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.package = package
@@ -102,6 +105,10 @@ class InstanceRunner:
         # None reads every type: no "type IN (all thirteen)" filter for the common case.
         self.types: list[int] | None = None if set(types) >= event_types.ALL else list(types)
         self.policy = policy
+        # Compiled once, when the runner starts: an update restarts the runner, so a changed
+        # filter applies from the next event read.
+        self.filter = content_filter
+        self.filtered = 0  # the instance's total, written with the cursor
         self.store = deps.store
         self.signal = deps.signal
         self.settings = deps.settings
@@ -280,6 +287,7 @@ class InstanceRunner:
         self.next_attempt = row.next_attempt_time
         self.paused = inst.desired_state == "PAUSED"
         self._history = json.loads(row.recent_attempts or "[]")
+        self.filtered = row.filtered_count or 0
         self._idle_at = -1
         self._reload = False
 
@@ -355,6 +363,9 @@ class InstanceRunner:
             self._wake.clear()
             return
         self._idle_at = -1
+        if self.filter is not None:
+            await self._step_filtered(self.filter, batch)
+            return
         started = time.monotonic()
         delivered, failure = await self._deliver(batch)
         if delivered > self.cursor:
@@ -366,11 +377,66 @@ class InstanceRunner:
                 self._history, Attempt(_now_iso(), _ms(started), delivered, last.id, count)
             )
             self._progress = self.progress.submit(
-                self.instance_id, self.owner, self.fence, delivered, history, self._lost
+                self.instance_id,
+                self.owner,
+                self.fence,
+                delivered,
+                history,
+                self._lost,
+                self.filtered,
             )
             self.settings.metrics.delivered(
                 self.instance_id, (e.publish_time for e in batch[:count])
             )
+        if failure is not None:
+            raise failure
+
+    async def _step_filtered(
+        self, content_filter: EventFilter, batch: Sequence[events.StoredEvent]
+    ) -> None:
+        """A batch through the instance's filter: the selected events go to the plugin, the
+        others only move the cursor (counted as filtered). An event the expression fails on
+        is a failure like a plugin's, under the failure policy, with the expression's error."""
+        choice = choose(content_filter, batch, self.cursor)
+        started = time.monotonic()
+        delivered, failure = self.cursor, None
+        if choice.chosen:
+            delivered, failure = await self._deliver(choice.chosen)
+        if failure is not None:
+            head = failure.event.sequence if failure.event else delivered + 1
+            handled = max(delivered, handled_before(batch, head, self.cursor))
+        else:
+            handled = choice.through
+            if choice.failed is not None:
+                stored = choice.failed
+                failure = PluginCallError(
+                    f"event {stored.id} (sequence {stored.sequence}): {choice.error}",
+                    event=stored,
+                )
+        if handled > self.cursor:
+            sent = [e for e in choice.chosen if e.sequence <= delivered]
+            skipped = sum(1 for e in batch if e.sequence <= handled) - len(sent)
+            self.cursor = handled
+            self.attempts, self.last_error, self.next_attempt = 0, "", None
+            self.filtered += skipped
+            history = list(self._history)
+            if sent:
+                history = deliveries.push_attempt(
+                    self._history,
+                    Attempt(_now_iso(), _ms(started), delivered, sent[-1].id, len(sent)),
+                )
+                self.settings.metrics.delivered(self.instance_id, (e.publish_time for e in sent))
+            self._progress = self.progress.submit(
+                self.instance_id,
+                self.owner,
+                self.fence,
+                handled,
+                history,
+                self._lost,
+                self.filtered,
+            )
+            if skipped:
+                self.settings.metrics.filtered(self.instance_id, skipped)
         if failure is not None:
             raise failure
 
@@ -412,6 +478,11 @@ class InstanceRunner:
         for sequence in list(self._redeliver):
             stored = found.get(sequence)
             error = "the event was purged" if stored is None else ""
+            if stored is not None and self.filter is not None:
+                choice = choose(self.filter, [stored], stored.sequence - 1)
+                error = choice.error
+                if not choice.chosen:
+                    stored = None  # filtered out now (or failed: error says why)
             if stored is not None:
                 await self._await_lease()
                 async with self._lock:

@@ -40,6 +40,7 @@ from listener_common import ListenerPlugin
 from listener_common import package as sdk_package
 from listener_common import params as sdk_params
 from listener_core import errors
+from listener_core.event_filter import compile_filter
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 from listener_core.secrets import SecretBox, open_params
 
@@ -434,6 +435,7 @@ class PluginHost:
             RunnerDeps(
                 self.store, self.signal, self.settings, self.server_id, self.progress, self.reads
             ),
+            compile_filter(inst.filter, types),
         )
         runner.extend_lease(self._valid.get(inst.id, 0.0))
         self.runners[inst.id] = runner

@@ -37,6 +37,7 @@ class _Entry:
     sequence: int
     history: list[dict[str, Any]]  # serialized only when written
     on_lost: Callable[[], None]
+    filtered: int  # the instance's total of filtered events, written with the cursor
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -59,9 +60,10 @@ class ProgressWriter:
         sequence: int,
         history: list[dict[str, Any]],
         on_lost: Callable[[], None],
+        filtered: int = 0,
     ) -> asyncio.Future[None]:
         """Queues a cursor; returns a future done once it is written (or refused)."""
-        entry = _Entry(instance_id, owner, fence, sequence, history, on_lost)
+        entry = _Entry(instance_id, owner, fence, sequence, history, on_lost, filtered)
         older = self._pending.get(instance_id)
         self._pending[instance_id] = entry
         if older is not None:  # superseded: done when the newer one is
@@ -121,7 +123,14 @@ class ProgressWriter:
 
     async def _write(self, entries: list[_Entry]) -> set[_Entry]:
         rows = [
-            (e.instance_id, e.owner, e.fence, e.sequence, deliveries.history_json(e.history))
+            (
+                e.instance_id,
+                e.owner,
+                e.fence,
+                e.sequence,
+                deliveries.history_json(e.history),
+                e.filtered,
+            )
             for e in entries
         ]
         refused = await in_transaction(

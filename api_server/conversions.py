@@ -111,6 +111,7 @@ def instance_message(
         status.delivered_sequence = delivery.delivered_seq
         status.last_error = delivery.last_error
         status.attempts = delivery.attempts
+        status.filtered_count = delivery.filtered_count
         if delivery.next_attempt_time is not None:
             status.next_attempt_time.FromDatetime(delivery.next_attempt_time)
         if delivery.last_delivery_time is not None:
@@ -127,6 +128,7 @@ def instance_message(
         update_time=timestamp(row.update_time),
         etag=str(row.revision),
         failure_policy=_POLICY(mode=POLICY_MODES[row.failure_policy], park_after=row.park_after),
+        filter=row.filter,
     )
 
 

@@ -18,12 +18,12 @@ from event_store.store import Store
 from listener import event_types
 from listener.v1 import listener_instance_pb2, listener_instance_pb2_grpc
 from listener_common import params as sdk_params
-from listener_core import errors
+from listener_core import errors, event_filter
 from listener_core.secrets import SecretBox
 from listener_core.server import Context
 
 pb = listener_instance_pb2
-_UPDATABLE = {"display_name", "params", "event_types", "failure_policy"}
+_UPDATABLE = {"display_name", "params", "event_types", "failure_policy", "filter"}
 
 
 def _types(values: Iterable[int], field: str) -> str:
@@ -61,6 +61,18 @@ def _policy(policy: pb.FailurePolicy, field: str) -> tuple[str, int]:
     raise errors.InvalidArgument(
         f"{field}.mode {mode} is unknown", field_violations=[(f"{field}.mode", "unknown")]
     )
+
+
+def _filter(text: str, types: str, field: str) -> str:
+    """Checks the filter against the event schema for the instance's types (compiled again
+    by the alert server that runs it); returns it as stored."""
+    try:
+        event_filter.compile_filter(text, conversions.event_types(types))
+    except event_filter.FilterError as exc:
+        raise errors.InvalidArgument(
+            f"{field} is not a usable filter: {exc}", field_violations=[(field, str(exc))]
+        ) from None
+    return text.strip()
 
 
 def _params(
@@ -107,6 +119,7 @@ class ListenerInstanceService(
         plugin_id = names.parse(li.plugin, names.PLUGINS, "listener_instance.plugin")
         types = _types(li.event_types, "listener_instance.event_types")
         policy, park_after = _policy(li.failure_policy, "listener_instance.failure_policy")
+        content_filter = _filter(li.filter, types, "listener_instance.filter")
         try:
             async with self.store.transaction() as session:
                 if await session.get(ListenerInstance, instance_id) is not None:
@@ -124,6 +137,7 @@ class ListenerInstanceService(
                     event_types=types,
                     failure_policy=policy,
                     park_after=park_after,
+                    filter=content_filter,
                     desired_state="ACTIVE",
                     revision=1,
                     create_time=now,
@@ -188,6 +202,9 @@ class ListenerInstanceService(
                 )
             if "event_types" in paths:
                 row.event_types = _types(li.event_types, "listener_instance.event_types")
+            if "filter" in paths or "event_types" in paths:
+                text = li.filter if "filter" in paths else row.filter
+                row.filter = _filter(text, row.event_types, "listener_instance.filter")
             if "params" in paths:
                 plugin = await catalog.get_plugin(session, row.plugin_id)
                 row.params_json = _params(

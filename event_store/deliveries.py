@@ -91,10 +91,10 @@ async def record_progress(
 
 
 async def record_progress_many(
-    session: AsyncSession, entries: Sequence[tuple[str, str, int, int, str]]
+    session: AsyncSession, entries: Sequence[tuple[str, str, int, int, str, int]]
 ) -> set[str]:
-    """Moves many cursors in one statement (instance, owner, fence, sequence, attempts JSON);
-    returns the instances whose write was refused (owner or fence moved).
+    """Moves many cursors in one statement (instance, owner, fence, sequence, attempts JSON,
+    filtered count); returns the instances whose write was refused (owner or fence moved).
 
     One executemany keeps the store's write lock for one driver call, however many
     instances an alert server runs."""
@@ -116,13 +116,14 @@ async def record_progress_many(
             last_delivery_time=now,
             update_time=now,
             recent_attempts=bindparam("b_hist"),
+            filtered_count=bindparam("b_filt"),
         )
     )
     # In instance order, as every multi-row writer of deliveries locks (event_store.leases):
     # two writers taking the same rows in different orders deadlock.
     params = [
-        {"b_id": i, "b_owner": o, "b_fence": f, "b_seq": s, "b_hist": h}
-        for i, o, f, s, h in sorted(entries, key=lambda e: e[0])
+        {"b_id": i, "b_owner": o, "b_fence": f, "b_seq": s, "b_hist": h, "b_filt": n}
+        for i, o, f, s, h, n in sorted(entries, key=lambda e: e[0])
     ]
     conn = await session.connection()
     written = await conn.execute(stmt, params)
@@ -134,7 +135,7 @@ async def record_progress_many(
         )
     )
     current = {iid: (owner, int(fence)) for iid, owner, fence in rows.all()}
-    return {i for i, o, f, _s, _h in entries if current.get(i) != (o, f)}
+    return {e[0] for e in entries if current.get(e[0]) != (e[1], e[2])}
 
 
 async def record_failure(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -107,6 +108,8 @@ class ListenerInstance(Base):
     # attempts, move it to the dead-letter list and go on.
     failure_policy: Mapped[str] = mapped_column(String(16), default="block")
     park_after: Mapped[int] = mapped_column(Integer, default=0)
+    # A CEL expression choosing events by content (alert_server.filters); "" takes all.
+    filter: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
     revision: Mapped[int] = mapped_column(Integer, default=1)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -135,6 +138,8 @@ class Delivery(Base):
     fence: Mapped[int] = mapped_column(BigInteger, default=0)
     # The last attempts' outcomes, newest first, as JSON (see event_store.deliveries).
     recent_attempts: Mapped[str] = mapped_column(Text, default="[]")
+    # Events the instance's filter left out, in total (written with the cursor).
+    filtered_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ParkedEvent(Base):

@@ -220,6 +220,12 @@ class AlertMetrics(ServerMetrics):
             labels,
             registry=self.registry,
         )
+        self.events_filtered = Counter(
+            "listener_events_filtered",
+            "Events an instance's filter left out (never handed to its plugin), by instance",
+            labels,
+            registry=self.registry,
+        )
         self.delivery_latency = Histogram(
             "listener_delivery_latency_seconds",
             "Time from an event's publish to its plugin returning",
@@ -263,6 +269,9 @@ class AlertMetrics(ServerMetrics):
     def parked(self, instance_id: str) -> None:
         self.events_parked.labels(instance_id).inc()
 
+    def filtered(self, instance_id: str, count: int) -> None:
+        self.events_filtered.labels(instance_id).inc(count)
+
     def plugin_loaded(self, seconds: float) -> None:
         self.plugin_load_seconds.observe(seconds)
 
@@ -297,6 +306,9 @@ class NullMetrics:
         pass
 
     def parked(self, instance_id: str) -> None:
+        pass
+
+    def filtered(self, instance_id: str, count: int) -> None:
         pass
 
     def plugin_loaded(self, seconds: float) -> None:

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from listener.v1 import event_pb2 as listener_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#listener/v1/listener_instance.proto\x12\x0blistener.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17listener/v1/event.proto\"\xbb\x04\n\x10ListenerInstance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x39\n\x06params\x18\x04 \x03(\x0b\x32).listener.v1.ListenerInstance.ParamsEntry\x12+\n\x0b\x65vent_types\x18\x05 \x03(\x0e\x32\x16.listener.v1.EventType\x12\x32\n\x05state\x18\x06 \x01(\x0e\x32#.listener.v1.ListenerInstance.State\x12-\n\x08\x64\x65livery\x18\x07 \x01(\x0b\x32\x1b.listener.v1.DeliveryStatus\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x32\n\x0e\x66\x61ilure_policy\x18\x0b \x01(\x0b\x32\x1a.listener.v1.FailurePolicy\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x11\n\rSTATE_BLOCKED\x10\x02\x12\x10\n\x0cSTATE_PAUSED\x10\x03\"\x8f\x01\n\rFailurePolicy\x12-\n\x04mode\x18\x01 \x01(\x0e\x32\x1f.listener.v1.FailurePolicy.Mode\x12\x12\n\npark_after\x18\x02 \x01(\x05\";\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_BLOCK\x10\x01\x12\r\n\tMODE_PARK\x10\x02\"\x92\x01\n\x0f\x44\x65liveryAttempt\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xc9\x02\n\x0e\x44\x65liveryStatus\x12\x15\n\rpending_count\x18\x01 \x01(\x03\x12\x1a\n\x12\x64\x65livered_sequence\x18\x02 \x01(\x03\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x35\n\x11next_attempt_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12last_delivery_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blag_seconds\x18\x07 \x01(\x01\x12\x35\n\x0frecent_attempts\x18\x08 \x03(\x0b\x32\x1c.listener.v1.DeliveryAttempt\x12\r\n\x05owner\x18\t \x01(\t\x12\x14\n\x0cparked_count\x18\n \x01(\x03\"w\n\x1d\x43reateListenerInstanceRequest\x12\x1c\n\x14listener_instance_id\x18\x01 \x01(\t\x12\x38\n\x11listener_instance\x18\x02 \x01(\x0b\x32\x1d.listener.v1.ListenerInstance\"*\n\x1aGetListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x1cListListenerInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x1dListListenerInstancesResponse\x12\x39\n\x12listener_instances\x18\x01 \x03(\x0b\x32\x1d.listener.v1.ListenerInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x01\n\x1dUpdateListenerInstanceRequest\x12\x38\n\x11listener_instance\x18\x01 \x01(\x0b\x32\x1d.listener.v1.ListenerInstance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x1d\x44\x65leteListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\",\n\x1cRetryListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n SkipListenerInstanceEventRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x1cPauseListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"-\n\x1dResumeListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x80\x01\n\x1dReplayListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\rfrom_sequence\x18\x02 \x01(\x03H\x00\x12/\n\tfrom_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05start\"\xa9\x01\n\x0bParkedEvent\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12-\n\tpark_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12redelivery_pending\x18\x05 \x01(\x08\"P\n\x17ListParkedEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x18ListParkedEventsResponse\x12/\n\rparked_events\x18\x01 \x03(\x0b\x32\x18.listener.v1.ParkedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x1cRedeliverParkedEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tsequences\x18\x02 \x03(\x03\".\n\x1dRedeliverParkedEventsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\"P\n\x14SendTestEventRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\nevent_type\x18\x02 \x01(\x0e\x32\x16.listener.v1.EventType\"N\n\x15SendTestEventResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\x32\xd8\x0f\n\x17ListenerInstanceService\x12\x95\x01\n\x16\x43reateListenerInstance\x12*.listener.v1.CreateListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"0\x82\xd3\xe4\x93\x02*\"\x15/v1/listenerInstances:\x11listener_instance\x12\x85\x01\n\x13GetListenerInstance\x12\'.listener.v1.GetListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=listenerInstances/*}\x12\x8d\x01\n\x15ListListenerInstances\x12).listener.v1.ListListenerInstancesRequest\x1a*.listener.v1.ListListenerInstancesResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/listenerInstances\x12\xb0\x01\n\x16UpdateListenerInstance\x12*.listener.v1.UpdateListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"K\x82\xd3\xe4\x93\x02\x45\x32\x30/v1/{listener_instance.name=listenerInstances/*}:\x11listener_instance\x12\x84\x01\n\x16\x44\x65leteListenerInstance\x12*.listener.v1.DeleteListenerInstanceRequest\x1a\x16.google.protobuf.Empty\"&\x82\xd3\xe4\x93\x02 *\x1e/v1/{name=listenerInstances/*}\x12\x92\x01\n\x15RetryListenerInstance\x12).listener.v1.RetryListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"/\x82\xd3\xe4\x93\x02)\"$/v1/{name=listenerInstances/*}:retry:\x01*\x12\x99\x01\n\x19SkipListenerInstanceEvent\x12-.listener.v1.SkipListenerInstanceEventRequest\x1a\x1d.listener.v1.ListenerInstance\".\x82\xd3\xe4\x93\x02(\"#/v1/{name=listenerInstances/*}:skip:\x01*\x12\x92\x01\n\x15PauseListenerInstance\x12).listener.v1.PauseListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"/\x82\xd3\xe4\x93\x02)\"$/v1/{name=listenerInstances/*}:pause:\x01*\x12\x95\x01\n\x16ResumeListenerInstance\x12*.listener.v1.ResumeListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"0\x82\xd3\xe4\x93\x02*\"%/v1/{name=listenerInstances/*}:resume:\x01*\x12\x95\x01\n\x16ReplayListenerInstance\x12*.listener.v1.ReplayListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"0\x82\xd3\xe4\x93\x02*\"%/v1/{name=listenerInstances/*}:replay:\x01*\x12\x96\x01\n\x10ListParkedEvents\x12$.listener.v1.ListParkedEventsRequest\x1a%.listener.v1.ListParkedEventsResponse\"5\x82\xd3\xe4\x93\x02/\x12-/v1/{parent=listenerInstances/*}/parkedEvents\x12\xb1\x01\n\x15RedeliverParkedEvents\x12).listener.v1.RedeliverParkedEventsRequest\x1a*.listener.v1.RedeliverParkedEventsResponse\"A\x82\xd3\xe4\x93\x02;\"6/v1/{parent=listenerInstances/*}:redeliverParkedEvents:\x01*\x12\x8f\x01\n\rSendTestEvent\x12!.listener.v1.SendTestEventRequest\x1a\".listener.v1.SendTestEventResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/{name=listenerInstances/*}:sendTestEvent:\x01*B\x12\n\x0eio.listener.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#listener/v1/listener_instance.proto\x12\x0blistener.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17listener/v1/event.proto\"\xcb\x04\n\x10ListenerInstance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x39\n\x06params\x18\x04 \x03(\x0b\x32).listener.v1.ListenerInstance.ParamsEntry\x12+\n\x0b\x65vent_types\x18\x05 \x03(\x0e\x32\x16.listener.v1.EventType\x12\x32\n\x05state\x18\x06 \x01(\x0e\x32#.listener.v1.ListenerInstance.State\x12-\n\x08\x64\x65livery\x18\x07 \x01(\x0b\x32\x1b.listener.v1.DeliveryStatus\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x32\n\x0e\x66\x61ilure_policy\x18\x0b \x01(\x0b\x32\x1a.listener.v1.FailurePolicy\x12\x0e\n\x06\x66ilter\x18\x0c \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x11\n\rSTATE_BLOCKED\x10\x02\x12\x10\n\x0cSTATE_PAUSED\x10\x03\"\x8f\x01\n\rFailurePolicy\x12-\n\x04mode\x18\x01 \x01(\x0e\x32\x1f.listener.v1.FailurePolicy.Mode\x12\x12\n\npark_after\x18\x02 \x01(\x05\";\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_BLOCK\x10\x01\x12\r\n\tMODE_PARK\x10\x02\"\x92\x01\n\x0f\x44\x65liveryAttempt\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xe1\x02\n\x0e\x44\x65liveryStatus\x12\x15\n\rpending_count\x18\x01 \x01(\x03\x12\x1a\n\x12\x64\x65livered_sequence\x18\x02 \x01(\x03\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x35\n\x11next_attempt_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12last_delivery_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blag_seconds\x18\x07 \x01(\x01\x12\x35\n\x0frecent_attempts\x18\x08 \x03(\x0b\x32\x1c.listener.v1.DeliveryAttempt\x12\r\n\x05owner\x18\t \x01(\t\x12\x14\n\x0cparked_count\x18\n \x01(\x03\x12\x16\n\x0e\x66iltered_count\x18\x0b \x01(\x03\"w\n\x1d\x43reateListenerInstanceRequest\x12\x1c\n\x14listener_instance_id\x18\x01 \x01(\t\x12\x38\n\x11listener_instance\x18\x02 \x01(\x0b\x32\x1d.listener.v1.ListenerInstance\"*\n\x1aGetListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x1cListListenerInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x1dListListenerInstancesResponse\x12\x39\n\x12listener_instances\x18\x01 \x03(\x0b\x32\x1d.listener.v1.ListenerInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x01\n\x1dUpdateListenerInstanceRequest\x12\x38\n\x11listener_instance\x18\x01 \x01(\x0b\x32\x1d.listener.v1.ListenerInstance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x1d\x44\x65leteListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\",\n\x1cRetryListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n SkipListenerInstanceEventRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x1cPauseListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"-\n\x1dResumeListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x80\x01\n\x1dReplayListenerInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\rfrom_sequence\x18\x02 \x01(\x03H\x00\x12/\n\tfrom_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05start\"\xa9\x01\n\x0bParkedEvent\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.listener.v1.ListenerEvent\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12-\n\tpark_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12redelivery_pending\x18\x05 \x01(\x08\"P\n\x17ListParkedEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x18ListParkedEventsResponse\x12/\n\rparked_events\x18\x01 \x03(\x0b\x32\x18.listener.v1.ParkedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x1cRedeliverParkedEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tsequences\x18\x02 \x03(\x03\".\n\x1dRedeliverParkedEventsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\"P\n\x14SendTestEventRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\nevent_type\x18\x02 \x01(\x0e\x32\x16.listener.v1.EventType\"N\n\x15SendTestEventResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\x32\xd8\x0f\n\x17ListenerInstanceService\x12\x95\x01\n\x16\x43reateListenerInstance\x12*.listener.v1.CreateListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"0\x82\xd3\xe4\x93\x02*\"\x15/v1/listenerInstances:\x11listener_instance\x12\x85\x01\n\x13GetListenerInstance\x12\'.listener.v1.GetListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=listenerInstances/*}\x12\x8d\x01\n\x15ListListenerInstances\x12).listener.v1.ListListenerInstancesRequest\x1a*.listener.v1.ListListenerInstancesResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/listenerInstances\x12\xb0\x01\n\x16UpdateListenerInstance\x12*.listener.v1.UpdateListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"K\x82\xd3\xe4\x93\x02\x45\x32\x30/v1/{listener_instance.name=listenerInstances/*}:\x11listener_instance\x12\x84\x01\n\x16\x44\x65leteListenerInstance\x12*.listener.v1.DeleteListenerInstanceRequest\x1a\x16.google.protobuf.Empty\"&\x82\xd3\xe4\x93\x02 *\x1e/v1/{name=listenerInstances/*}\x12\x92\x01\n\x15RetryListenerInstance\x12).listener.v1.RetryListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"/\x82\xd3\xe4\x93\x02)\"$/v1/{name=listenerInstances/*}:retry:\x01*\x12\x99\x01\n\x19SkipListenerInstanceEvent\x12-.listener.v1.SkipListenerInstanceEventRequest\x1a\x1d.listener.v1.ListenerInstance\".\x82\xd3\xe4\x93\x02(\"#/v1/{name=listenerInstances/*}:skip:\x01*\x12\x92\x01\n\x15PauseListenerInstance\x12).listener.v1.PauseListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"/\x82\xd3\xe4\x93\x02)\"$/v1/{name=listenerInstances/*}:pause:\x01*\x12\x95\x01\n\x16ResumeListenerInstance\x12*.listener.v1.ResumeListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"0\x82\xd3\xe4\x93\x02*\"%/v1/{name=listenerInstances/*}:resume:\x01*\x12\x95\x01\n\x16ReplayListenerInstance\x12*.listener.v1.ReplayListenerInstanceRequest\x1a\x1d.listener.v1.ListenerInstance\"0\x82\xd3\xe4\x93\x02*\"%/v1/{name=listenerInstances/*}:replay:\x01*\x12\x96\x01\n\x10ListParkedEvents\x12$.listener.v1.ListParkedEventsRequest\x1a%.listener.v1.ListParkedEventsResponse\"5\x82\xd3\xe4\x93\x02/\x12-/v1/{parent=listenerInstances/*}/parkedEvents\x12\xb1\x01\n\x15RedeliverParkedEvents\x12).listener.v1.RedeliverParkedEventsRequest\x1a*.listener.v1.RedeliverParkedEventsResponse\"A\x82\xd3\xe4\x93\x02;\"6/v1/{parent=listenerInstances/*}:redeliverParkedEvents:\x01*\x12\x8f\x01\n\rSendTestEvent\x12!.listener.v1.SendTestEventRequest\x1a\".listener.v1.SendTestEventResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/{name=listenerInstances/*}:sendTestEvent:\x01*B\x12\n\x0eio.listener.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,55 +66,55 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTENERINSTANCESERVICE'].methods_by_name['SendTestEvent']._loaded_options = None
   _globals['_LISTENERINSTANCESERVICE'].methods_by_name['SendTestEvent']._serialized_options = b'\202\323\344\223\0021\",/v1/{name=listenerInstances/*}:sendTestEvent:\001*'
   _globals['_LISTENERINSTANCE']._serialized_start=204
-  _globals['_LISTENERINSTANCE']._serialized_end=775
-  _globals['_LISTENERINSTANCE_PARAMSENTRY']._serialized_start=643
-  _globals['_LISTENERINSTANCE_PARAMSENTRY']._serialized_end=688
-  _globals['_LISTENERINSTANCE_STATE']._serialized_start=690
-  _globals['_LISTENERINSTANCE_STATE']._serialized_end=775
-  _globals['_FAILUREPOLICY']._serialized_start=778
-  _globals['_FAILUREPOLICY']._serialized_end=921
-  _globals['_FAILUREPOLICY_MODE']._serialized_start=862
-  _globals['_FAILUREPOLICY_MODE']._serialized_end=921
-  _globals['_DELIVERYATTEMPT']._serialized_start=924
-  _globals['_DELIVERYATTEMPT']._serialized_end=1070
-  _globals['_DELIVERYSTATUS']._serialized_start=1073
-  _globals['_DELIVERYSTATUS']._serialized_end=1402
-  _globals['_CREATELISTENERINSTANCEREQUEST']._serialized_start=1404
-  _globals['_CREATELISTENERINSTANCEREQUEST']._serialized_end=1523
-  _globals['_GETLISTENERINSTANCEREQUEST']._serialized_start=1525
-  _globals['_GETLISTENERINSTANCEREQUEST']._serialized_end=1567
-  _globals['_LISTLISTENERINSTANCESREQUEST']._serialized_start=1569
-  _globals['_LISTLISTENERINSTANCESREQUEST']._serialized_end=1638
-  _globals['_LISTLISTENERINSTANCESRESPONSE']._serialized_start=1640
-  _globals['_LISTLISTENERINSTANCESRESPONSE']._serialized_end=1755
-  _globals['_UPDATELISTENERINSTANCEREQUEST']._serialized_start=1758
-  _globals['_UPDATELISTENERINSTANCEREQUEST']._serialized_end=1896
-  _globals['_DELETELISTENERINSTANCEREQUEST']._serialized_start=1898
-  _globals['_DELETELISTENERINSTANCEREQUEST']._serialized_end=1957
-  _globals['_RETRYLISTENERINSTANCEREQUEST']._serialized_start=1959
-  _globals['_RETRYLISTENERINSTANCEREQUEST']._serialized_end=2003
-  _globals['_SKIPLISTENERINSTANCEEVENTREQUEST']._serialized_start=2005
-  _globals['_SKIPLISTENERINSTANCEEVENTREQUEST']._serialized_end=2053
-  _globals['_PAUSELISTENERINSTANCEREQUEST']._serialized_start=2055
-  _globals['_PAUSELISTENERINSTANCEREQUEST']._serialized_end=2099
-  _globals['_RESUMELISTENERINSTANCEREQUEST']._serialized_start=2101
-  _globals['_RESUMELISTENERINSTANCEREQUEST']._serialized_end=2146
-  _globals['_REPLAYLISTENERINSTANCEREQUEST']._serialized_start=2149
-  _globals['_REPLAYLISTENERINSTANCEREQUEST']._serialized_end=2277
-  _globals['_PARKEDEVENT']._serialized_start=2280
-  _globals['_PARKEDEVENT']._serialized_end=2449
-  _globals['_LISTPARKEDEVENTSREQUEST']._serialized_start=2451
-  _globals['_LISTPARKEDEVENTSREQUEST']._serialized_end=2531
-  _globals['_LISTPARKEDEVENTSRESPONSE']._serialized_start=2533
-  _globals['_LISTPARKEDEVENTSRESPONSE']._serialized_end=2633
-  _globals['_REDELIVERPARKEDEVENTSREQUEST']._serialized_start=2635
-  _globals['_REDELIVERPARKEDEVENTSREQUEST']._serialized_end=2700
-  _globals['_REDELIVERPARKEDEVENTSRESPONSE']._serialized_start=2702
-  _globals['_REDELIVERPARKEDEVENTSRESPONSE']._serialized_end=2748
-  _globals['_SENDTESTEVENTREQUEST']._serialized_start=2750
-  _globals['_SENDTESTEVENTREQUEST']._serialized_end=2830
-  _globals['_SENDTESTEVENTRESPONSE']._serialized_start=2832
-  _globals['_SENDTESTEVENTRESPONSE']._serialized_end=2910
-  _globals['_LISTENERINSTANCESERVICE']._serialized_start=2913
-  _globals['_LISTENERINSTANCESERVICE']._serialized_end=4921
+  _globals['_LISTENERINSTANCE']._serialized_end=791
+  _globals['_LISTENERINSTANCE_PARAMSENTRY']._serialized_start=659
+  _globals['_LISTENERINSTANCE_PARAMSENTRY']._serialized_end=704
+  _globals['_LISTENERINSTANCE_STATE']._serialized_start=706
+  _globals['_LISTENERINSTANCE_STATE']._serialized_end=791
+  _globals['_FAILUREPOLICY']._serialized_start=794
+  _globals['_FAILUREPOLICY']._serialized_end=937
+  _globals['_FAILUREPOLICY_MODE']._serialized_start=878
+  _globals['_FAILUREPOLICY_MODE']._serialized_end=937
+  _globals['_DELIVERYATTEMPT']._serialized_start=940
+  _globals['_DELIVERYATTEMPT']._serialized_end=1086
+  _globals['_DELIVERYSTATUS']._serialized_start=1089
+  _globals['_DELIVERYSTATUS']._serialized_end=1442
+  _globals['_CREATELISTENERINSTANCEREQUEST']._serialized_start=1444
+  _globals['_CREATELISTENERINSTANCEREQUEST']._serialized_end=1563
+  _globals['_GETLISTENERINSTANCEREQUEST']._serialized_start=1565
+  _globals['_GETLISTENERINSTANCEREQUEST']._serialized_end=1607
+  _globals['_LISTLISTENERINSTANCESREQUEST']._serialized_start=1609
+  _globals['_LISTLISTENERINSTANCESREQUEST']._serialized_end=1678
+  _globals['_LISTLISTENERINSTANCESRESPONSE']._serialized_start=1680
+  _globals['_LISTLISTENERINSTANCESRESPONSE']._serialized_end=1795
+  _globals['_UPDATELISTENERINSTANCEREQUEST']._serialized_start=1798
+  _globals['_UPDATELISTENERINSTANCEREQUEST']._serialized_end=1936
+  _globals['_DELETELISTENERINSTANCEREQUEST']._serialized_start=1938
+  _globals['_DELETELISTENERINSTANCEREQUEST']._serialized_end=1997
+  _globals['_RETRYLISTENERINSTANCEREQUEST']._serialized_start=1999
+  _globals['_RETRYLISTENERINSTANCEREQUEST']._serialized_end=2043
+  _globals['_SKIPLISTENERINSTANCEEVENTREQUEST']._serialized_start=2045
+  _globals['_SKIPLISTENERINSTANCEEVENTREQUEST']._serialized_end=2093
+  _globals['_PAUSELISTENERINSTANCEREQUEST']._serialized_start=2095
+  _globals['_PAUSELISTENERINSTANCEREQUEST']._serialized_end=2139
+  _globals['_RESUMELISTENERINSTANCEREQUEST']._serialized_start=2141
+  _globals['_RESUMELISTENERINSTANCEREQUEST']._serialized_end=2186
+  _globals['_REPLAYLISTENERINSTANCEREQUEST']._serialized_start=2189
+  _globals['_REPLAYLISTENERINSTANCEREQUEST']._serialized_end=2317
+  _globals['_PARKEDEVENT']._serialized_start=2320
+  _globals['_PARKEDEVENT']._serialized_end=2489
+  _globals['_LISTPARKEDEVENTSREQUEST']._serialized_start=2491
+  _globals['_LISTPARKEDEVENTSREQUEST']._serialized_end=2571
+  _globals['_LISTPARKEDEVENTSRESPONSE']._serialized_start=2573
+  _globals['_LISTPARKEDEVENTSRESPONSE']._serialized_end=2673
+  _globals['_REDELIVERPARKEDEVENTSREQUEST']._serialized_start=2675
+  _globals['_REDELIVERPARKEDEVENTSREQUEST']._serialized_end=2740
+  _globals['_REDELIVERPARKEDEVENTSRESPONSE']._serialized_start=2742
+  _globals['_REDELIVERPARKEDEVENTSRESPONSE']._serialized_end=2788
+  _globals['_SENDTESTEVENTREQUEST']._serialized_start=2790
+  _globals['_SENDTESTEVENTREQUEST']._serialized_end=2870
+  _globals['_SENDTESTEVENTRESPONSE']._serialized_start=2872
+  _globals['_SENDTESTEVENTRESPONSE']._serialized_end=2950
+  _globals['_LISTENERINSTANCESERVICE']._serialized_start=2953
+  _globals['_LISTENERINSTANCESERVICE']._serialized_end=4961
 # @@protoc_insertion_point(module_scope)

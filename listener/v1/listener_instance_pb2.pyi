@@ -82,6 +82,7 @@ class ListenerInstance(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     FAILURE_POLICY_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"listenerInstances/{listener_instance_id}"."""
     display_name: _builtins.str
@@ -90,6 +91,11 @@ class ListenerInstance(_message.Message):
     state: Global___ListenerInstance.State.ValueType
     """Output only."""
     etag: _builtins.str
+    filter: _builtins.str
+    """A CEL expression over `event` (the ListenerEvent under its proto field names); only the
+    events it selects reach the plugin, the others advance the cursor as filtered. Empty:
+    every event of event_types. Checked at create/update.
+    """
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Field -> value, validated against the plugin's form; password fields come back masked."""
@@ -124,10 +130,11 @@ class ListenerInstance(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         failure_policy: Global___FailurePolicy | None = ...,
+        filter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "failure_policy", b"failure_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "display_name", b"display_name", "etag", b"etag", "event_types", b"event_types", "failure_policy", b"failure_policy", "name", b"name", "params", b"params", "plugin", b"plugin", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "display_name", b"display_name", "etag", b"etag", "event_types", b"event_types", "failure_policy", b"failure_policy", "filter", b"filter", "name", b"name", "params", b"params", "plugin", b"plugin", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,6 +237,7 @@ class DeliveryStatus(_message.Message):
     RECENT_ATTEMPTS_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     PARKED_COUNT_FIELD_NUMBER: _builtins.int
+    FILTERED_COUNT_FIELD_NUMBER: _builtins.int
     pending_count: _builtins.int
     """Subscribed events stored but not yet delivered."""
     delivered_sequence: _builtins.int
@@ -244,6 +252,8 @@ class DeliveryStatus(_message.Message):
     """The alert server running the instance, empty when none holds its lease."""
     parked_count: _builtins.int
     """Events in the dead-letter list."""
+    filtered_count: _builtins.int
+    """Events the filter left out (they advanced the cursor without reaching the plugin)."""
     @_builtins.property
     def next_attempt_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -265,10 +275,11 @@ class DeliveryStatus(_message.Message):
         recent_attempts: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
         owner: _builtins.str = ...,
         parked_count: _builtins.int = ...,
+        filtered_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_delivery_time", b"last_delivery_time", "next_attempt_time", b"next_attempt_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered_sequence", b"delivered_sequence", "lag_seconds", b"lag_seconds", "last_delivery_time", b"last_delivery_time", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "owner", b"owner", "parked_count", b"parked_count", "pending_count", b"pending_count", "recent_attempts", b"recent_attempts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered_sequence", b"delivered_sequence", "filtered_count", b"filtered_count", "lag_seconds", b"lag_seconds", "last_delivery_time", b"last_delivery_time", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "owner", b"owner", "parked_count", b"parked_count", "pending_count", b"pending_count", "recent_attempts", b"recent_attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -374,7 +385,7 @@ class UpdateListenerInstanceRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """display_name, params, event_types; empty means all three."""
+        """display_name, params, event_types, failure_policy, filter; empty means all of them."""
 
     def __init__(
         self,
