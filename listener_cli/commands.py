@@ -213,6 +213,7 @@ async def create_instance(client: ListenerClient | None, args: argparse.Namespac
         params=_params(args.param),
         display_name=args.display_name or "",
         park_after=args.park_after,
+        filter=args.filter or "",
     )
     return _show(inst, args, f"created {inst.name}")
 
@@ -240,6 +241,7 @@ async def update_instance(client: ListenerClient | None, args: argparse.Namespac
         display_name=args.display_name,
         park_after=args.park_after,
         block=args.block,
+        filter=args.filter,
         etag=etag,
     )
     return _show(inst, args, f"updated {inst.name}")

@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help="park a failing event after N attempts and go on (default: block and retry)",
         )
+        p.add_argument(
+            "--filter",
+            metavar="CEL",
+            help="only the events this CEL expression selects, e.g. "
+            '\'event.task_fail.project_name == "etl"\'; "" removes it on update',
+        )
 
     p = command(inst, "create", "create a listener instance", commands.create_instance)
     p.add_argument("id", help="instance id")

@@ -373,12 +373,15 @@ class ListenerClient:
         params: Mapping[str, object] | None = None,
         display_name: str = "",
         park_after: int | None = None,
+        filter: str = "",
     ) -> listener_instance_pb2.ListenerInstance:
         """Creates an instance of ``plugin``; ``park_after`` chooses the park policy (park a
-        failing event after that many attempts) over the default blocking one."""
+        failing event after that many attempts) over the default blocking one; ``filter``, a
+        CEL expression over ``event``, chooses events by content (docs/api.md)."""
         instance = listener_instance_pb2.ListenerInstance(
             plugin=_name("plugins", plugin),
             display_name=display_name,
+            filter=filter,
             params={k: _param_text(v) for k, v in (params or {}).items()},
             event_types=cast(Any, [event_type(t) for t in event_types]),
         )
@@ -402,10 +405,12 @@ class ListenerClient:
         display_name: str | None = None,
         park_after: int | None = None,
         block: bool = False,
+        filter: str | None = None,
         etag: str = "",
     ) -> listener_instance_pb2.ListenerInstance:
         """Changes only what is given. ``params`` replaces the whole map (a secret sent back
-        masked keeps its stored value); ``park_after`` or ``block`` sets the failure policy."""
+        masked keeps its stored value); ``park_after`` or ``block`` sets the failure policy;
+        ``filter`` replaces the content filter ("" removes it)."""
         instance = listener_instance_pb2.ListenerInstance(
             name=_name("listenerInstances", instance_id), etag=etag
         )
@@ -427,6 +432,9 @@ class ListenerClient:
             else:
                 policy.mode = listener_instance_pb2.FailurePolicy.MODE_BLOCK
             paths.append("failure_policy")
+        if filter is not None:
+            instance.filter = filter
+            paths.append("filter")
         if not paths:
             raise ValueError("nothing to update")
         request = listener_instance_pb2.UpdateListenerInstanceRequest(
