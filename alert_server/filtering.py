@@ -2,7 +2,8 @@
 
 Filtering happens here, on the delivery side, so publishing costs the same whatever the
 number of instances and filters. The expression's view of an event is built once per event
-(``listener_core.event_filter.cached_view``) and shared by every filtered instance.
+(``listener_core.event_filter.cached_context``) and shared by every instance whose filter
+reads the same fields.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import partial
 
 from event_store.events import StoredEvent
 from listener.v1 import event_pb2
-from listener_core.event_filter import EventFilter, FilterRuntimeError, cached_view
+from listener_core.event_filter import EventFilter, FilterRuntimeError, cached_context
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,11 @@ def choose(content_filter: EventFilter, batch: Sequence[StoredEvent], cursor: in
     chosen: list[StoredEvent] = []
     through = cursor
     for stored in batch:
-        view = cached_view(stored.sequence, stored.id, partial(_message, stored))
+        context = cached_context(
+            content_filter, stored.sequence, stored.id, partial(_message, stored)
+        )
         try:
-            if content_filter.matches(view):
+            if content_filter.matches(context):
                 chosen.append(stored)
         except FilterRuntimeError as exc:
             return Choice(chosen, through, stored, str(exc))

@@ -75,13 +75,21 @@ class Admin:
         )
 
     async def create_instance(
-        self, instance_id: str, plugin_id: str, params: dict[str, str] | None = None
+        self,
+        instance_id: str,
+        plugin_id: str,
+        params: dict[str, str] | None = None,
+        *,
+        filter: str = "",
     ) -> Any:
         return await self.instances.CreateListenerInstance(
             li.CreateListenerInstanceRequest(
                 listener_instance_id=instance_id,
                 listener_instance=li.ListenerInstance(
-                    plugin=f"plugins/{plugin_id}", params=params or {}, event_types=ALL_TYPES
+                    plugin=f"plugins/{plugin_id}",
+                    params=params or {},
+                    event_types=ALL_TYPES,
+                    filter=filter,
                 ),
             ),
             timeout=60,

@@ -109,6 +109,7 @@ SCENARIOS = {
     "8": "1,000 idle instances",
     "9": "500 install/uninstall cycles",
     "10": "alert server start with 100 plugins and 1,000 instances",
+    "11": "deliveries with a filter on each of 20 instances vs none",
 }
 
 
@@ -500,6 +501,68 @@ class Bench:
                 )
             )
 
+    # -- 11: content filters ---------------------------------------------------------------
+
+    async def filters(self) -> None:
+        """20 instances without a filter, then 20 others each holding one, on one server
+        pair: the store -> plugins drain and the publish-while-delivering rate of each.
+        The filters select every event, so the ratio is the filters' cost alone."""
+        s = self.sizes
+        runs: dict[str, tuple[float, dict[str, Any], float, dict[str, Any]]] = {}
+        async with self.pair("filters") as (servers, admin, _):
+            await admin.install(plugin.package())
+            for label in ("plain", "filtered"):
+                ids = [f"{label}-{i}" for i in range(s.fanout_instances)]
+                reports = [self.report(i) for i in ids]
+                await gather_limited(
+                    [
+                        functools.partial(
+                            admin.create_instance,
+                            i,
+                            "bench",
+                            {"reportFile": str(r.path)},
+                            filter=bench_filter(n) if label == "filtered" else "",
+                        )
+                        for n, (i, r) in enumerate(zip(ids, reports, strict=True))
+                    ],
+                    8,
+                )
+                await admin.wait_instances(ids)
+                drain, drain_info = await self._drain(servers, admin, ids, reports, s.fanout_events)
+                mixed, mixed_info = await self._mixed(servers, reports, s.fanout_events)
+                runs[label] = (drain, drain_info, mixed, mixed_info)
+                await gather_limited([functools.partial(admin.delete_instance, i) for i in ids], 8)
+        plain, filtered = runs["plain"], runs["filtered"]
+        ratio = filtered[0] / max(plain[0], 1e-9)
+        publish_ratio = filtered[3]["publish_events_per_s"] / max(
+            plain[3]["publish_events_per_s"], 1
+        )
+        info = {
+            "instances": s.fanout_instances,
+            "filter": bench_filter(0),
+            "drain_plain_deliveries_per_s": round(plain[0]),
+            "drain_filtered_deliveries_per_s": round(filtered[0]),
+            "mixed_plain_deliveries_per_s": round(plain[2]),
+            "mixed_filtered_deliveries_per_s": round(filtered[2]),
+            "mixed_ratio": round(filtered[2] / max(plain[2], 1e-9), 3),
+            "publish_plain_events_per_s": plain[3]["publish_events_per_s"],
+            "publish_filtered_events_per_s": filtered[3]["publish_events_per_s"],
+            "plain_drain": plain[1],
+            "filtered_drain": filtered[1],
+        }
+        self.add(Row("11", SCENARIOS["11"], ratio, "ratio", ">= 0.7", ratio >= 0.7, details=info))
+        self.add(
+            Row(
+                "11b",
+                "publish rate while 20 filtered instances deliver vs unfiltered",
+                publish_ratio,
+                "ratio",
+                ">= 0.9",
+                publish_ratio >= 0.9,
+                details=info,
+            )
+        )
+
     # -- 5, 7: latency and hot swap -------------------------------------------------------
 
     async def latency_and_swap(self) -> None:
@@ -756,10 +819,20 @@ class Bench:
             )
 
 
+def bench_filter(n: int) -> str:
+    """A content filter that reads three fields of the bench's event and selects it (so a
+    filtered run delivers as much as an unfiltered one); each instance's differs."""
+    return (
+        'event.task_fail.project_name == "etl" && event.task_fail.task_name.startsWith('
+        f'"extract") && event.task_fail.project_code != {1000 + n}'
+    )
+
+
 GROUPS: dict[str, tuple[str, ...]] = {
     "publishing": ("1", "2", "6"),
     "delivery": ("3", "4"),
     "latency_and_swap": ("5", "7"),
     "scale": ("8", "10"),
     "cycles": ("9",),
+    "filters": ("11",),
 }

@@ -94,6 +94,8 @@ _STRING = re.compile(
 )
 _PATH = re.compile(r"(?<![\w.])event((?:\s*\.\s*[A-Za-z_]\w*)+)(\s*\()?")
 _STEP = re.compile(r"\s*\.\s*([A-Za-z_]\w*)")
+_BARE = re.compile(r"(?<![\w.])event\b(?!\s*\.)")
+_HAS = re.compile(r"\bhas\s*\(\s*$")
 _EVENT_TYPES = {
     v.number: v.name.removeprefix("EVENT_TYPE_").lower()
     for v in event_pb2.EventType.DESCRIPTOR.values
@@ -122,17 +124,28 @@ def _blank_strings(text: str) -> str:
     return _STRING.sub(lambda m: " " * len(m.group(0)), text)
 
 
-def _check_paths(text: str) -> None:
+#: A projection: field name -> the projection of its message, or FULL for the whole value.
+Projection = dict[str, Any]
+FULL = None
+
+
+def _check_paths(text: str) -> Projection | None:
+    """Checks every ``event.a.b`` path against the schema; returns the fields the expression
+    reads (None when it uses ``event`` as a whole), so that only those are converted."""
     code = _blank_strings(text)
+    projection: Projection | None = None if _BARE.search(code) else {}
     for match in _PATH.finditer(code):
         desc: Descriptor | None = _EVENT
         where = match.start(1)
         steps = list(_STEP.finditer(match.group(1)))
+        if match.group(2) is not None:
+            steps = steps[:-1]  # a method call: x.startsWith(…)
+        presence = bool(_HAS.search(code, 0, match.start()))
+        node = projection
         for i, step in enumerate(steps):
             name = step.group(1)
-            is_call = i == len(steps) - 1 and match.group(2) is not None
-            if desc is None or is_call:
-                break
+            if desc is None:
+                break  # inside a value (a map's keys, a timestamp): not schema fields
             field = desc.fields_by_name.get(name)
             if field is None:
                 raise FilterError(
@@ -141,6 +154,17 @@ def _check_paths(text: str) -> None:
             desc = field.message_type
             if desc is not None and (desc.full_name == _TIMESTAMP or field.is_repeated):
                 desc = None  # a timestamp, a list or a map: what follows is not a field
+            if node is None:
+                continue
+            last = i == len(steps) - 1
+            if desc is None or (last and not presence):
+                node[name] = FULL  # a value, or a message used as a whole
+                node = None
+            elif name in node and node[name] is FULL:
+                node = None
+            else:  # has(event.x) needs x's presence only; deeper steps add their fields
+                node = node.setdefault(name, {})
+    return projection
 
 
 def _check_names(text: str, program: Any) -> None:
@@ -158,7 +182,7 @@ def _check_names(text: str, program: Any) -> None:
             raise FilterError(f"{where}: unknown function {name!r}")
 
 
-def _probe(text: str, program: Any, types: Iterable[int]) -> None:
+def _probe(text: str, program: Any, types: Iterable[int], projection: Projection | None) -> None:
     """Evaluates the filter on an empty event of each type: the result must be a bool, and
     type errors are the expression's. A missing payload or a value-dependent error (an
     integer parsed from an empty string) may be fine on real events, so they pass."""
@@ -167,7 +191,7 @@ def _probe(text: str, program: Any, types: Iterable[int]) -> None:
         sample = event_pb2.ListenerEvent(type=number)  # type: ignore[arg-type]
         getattr(sample, name).SetInParent()
         try:
-            result = program.execute({"event": event_view(sample)})
+            result = program.execute(_context(event_view(sample, projection)))
         except TypeError as exc:
             raise FilterError(f"line 1, column 1: type error on a {name} event: {exc}") from None
         except Exception:
@@ -183,12 +207,16 @@ def _probe(text: str, program: Any, types: Iterable[int]) -> None:
 class EventFilter:
     text: str
     program: Any
+    # The fields the expression reads (None: all): filters reading the same fields share
+    # one converted event.
+    projection: Projection | None
+    key: str
 
-    def matches(self, view: dict[str, Any]) -> bool:
-        """Whether the event (from :func:`event_view`) is selected; raises
+    def matches(self, context: Any) -> bool:
+        """Whether the event (a context from :func:`cached_context`) is selected; raises
         FilterRuntimeError when the expression fails on it."""
         try:
-            result = self.program.execute({"event": view})
+            result = self.program.execute(context)
         except Exception as exc:
             reason = str(exc).split(". Check", 1)[0]
             if isinstance(exc, KeyError):
@@ -214,9 +242,9 @@ def compile_filter(text: str, types: Iterable[int] = ()) -> EventFilter | None:
         line, column, reason = found.groups()
         raise FilterError(f"line {line}, column {column}: {reason}") from None
     _check_names(text, program)
-    _check_paths(text)
-    _probe(text, program, types)
-    return EventFilter(text, program)
+    projection = _check_paths(text)
+    _probe(text, program, types, projection)
+    return EventFilter(text, program, projection, repr(projection))
 
 
 # -- the event as the expression sees it ------------------------------------------------------
@@ -234,6 +262,18 @@ def _value(field: Any, value: Any) -> Any:
     return _message(value)
 
 
+def _project(msg: Message, projection: Projection) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    fields = msg.DESCRIPTOR.fields_by_name
+    for name, sub in projection.items():
+        field = fields[name]
+        if field.containing_oneof is not None and not msg.HasField(name):
+            continue
+        value = getattr(msg, name)
+        out[name] = _value(field, value) if sub is FULL else _project(value, sub)
+    return out
+
+
 def _message(msg: Message) -> Any:
     if msg.DESCRIPTOR.full_name == _TIMESTAMP:
         return msg.ToDatetime(tzinfo=UTC) if msg.ByteSize() else _EPOCH  # type: ignore[attr-defined]
@@ -245,27 +285,45 @@ def _message(msg: Message) -> Any:
     return out
 
 
-def event_view(msg: event_pb2.ListenerEvent) -> dict[str, Any]:
+def event_view(
+    msg: event_pb2.ListenerEvent, projection: Projection | None = None
+) -> dict[str, Any]:
     """The ``event`` variable: every field under its proto name, proto3 defaults included,
-    only the set payload, enums as numbers, timestamps as datetimes."""
-    view: dict[str, Any] = _message(msg)
+    only the set payload, enums as numbers, timestamps as datetimes; with a projection, only
+    the fields it names (what the expression reads: the library converts every field it is
+    given, and that cost more than the evaluation)."""
+    view: dict[str, Any] = _message(msg) if projection is None else _project(msg, projection)
     return view
 
 
-_cache: OrderedDict[tuple[int, str], dict[str, Any]] = OrderedDict()
+def _context(view: dict[str, Any]) -> Any:
+    context = cel.Context()
+    context.add_variable("event", view)
+    return context
+
+
+_cache: OrderedDict[tuple[int, str, str], Any] = OrderedDict()
+_messages: OrderedDict[tuple[int, str], event_pb2.ListenerEvent] = OrderedDict()
 _CACHE_SIZE = 20_000
 
 
-def cached_view(
-    sequence: int, event_id: str, build: Callable[[], event_pb2.ListenerEvent]
-) -> dict[str, Any]:
-    """The view of a stored event, built once for every filtered instance that reads it
-    (``build`` makes the message). Views are never modified, so they can be shared."""
-    key = (sequence, event_id)
-    view = _cache.get(key)
-    if view is None:
-        view = event_view(build())
-        _cache[key] = view
+def cached_context(
+    content_filter: EventFilter,
+    sequence: int,
+    event_id: str,
+    build: Callable[[], event_pb2.ListenerEvent],
+) -> Any:
+    """The stored event as ``content_filter`` reads it, converted once for every instance
+    whose filter reads the same fields (``build`` parses the message, once per event)."""
+    key = (sequence, event_id, content_filter.key)
+    context = _cache.get(key)
+    if context is None:
+        msg = _messages.get(key[:2])
+        if msg is None:
+            msg = _messages[key[:2]] = build()
+            if len(_messages) > _CACHE_SIZE:
+                _messages.popitem(last=False)
+        context = _cache[key] = _context(event_view(msg, content_filter.projection))
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
-    return view
+    return context
