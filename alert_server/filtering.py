@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from event_store.events import StoredEvent
 from listener.v1 import event_pb2
@@ -43,11 +42,9 @@ def choose(content_filter: EventFilter, batch: Sequence[StoredEvent], cursor: in
     chosen: list[StoredEvent] = []
     through = cursor
     for stored in batch:
-        context = cached_context(
-            content_filter, stored.sequence, stored.id, partial(_message, stored)
-        )
+        converted = cached_context(content_filter, stored.sequence, stored.id, _message, stored)
         try:
-            if content_filter.matches(context):
+            if content_filter.selects(converted):
                 chosen.append(stored)
         except FilterRuntimeError as exc:
             return Choice(chosen, through, stored, str(exc))

@@ -20,6 +20,7 @@ runner starts).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -100,6 +101,7 @@ _EVENT_TYPES = {
     v.number: v.name.removeprefix("EVENT_TYPE_").lower()
     for v in event_pb2.EventType.DESCRIPTOR.values
 }
+_RESULTS = 10_000  # known results kept per filter
 #: Longest filter accepted: longer ones are a configuration mistake, not a filter.
 MAX_LENGTH = 2048
 
@@ -211,6 +213,25 @@ class EventFilter:
     # one converted event.
     projection: Projection | None
     key: str
+    # Results by the values the expression reads: CEL is a pure function of them, and event
+    # streams repeat their projects, workflows and task names, so most events need no call
+    # into the library (which costs as much as the rest of a delivery).
+    results: dict[Any, bool] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def selects(self, converted: tuple[Any, Any]) -> bool:
+        """Whether the event (from :func:`cached_context`) is selected; raises
+        FilterRuntimeError when the expression fails on it."""
+        context, values = converted
+        if values is not None:
+            known = self.results.get(values)
+            if known is not None:
+                return known
+        result = self.matches(context)
+        if values is not None:
+            if len(self.results) >= _RESULTS:
+                self.results.clear()
+            self.results[values] = result
+        return result
 
     def matches(self, context: Any) -> bool:
         """Whether the event (a context from :func:`cached_context`) is selected; raises
@@ -302,7 +323,16 @@ def _context(view: dict[str, Any]) -> Any:
     return context
 
 
-_cache: OrderedDict[tuple[int, str, str], Any] = OrderedDict()
+def _freeze(value: Any) -> Any:
+    """A hashable copy of a projected view: the key of a filter's known results."""
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+_cache: OrderedDict[tuple[int, str, str], tuple[Any, Any]] = OrderedDict()
 _messages: OrderedDict[tuple[int, str], event_pb2.ListenerEvent] = OrderedDict()
 _CACHE_SIZE = 20_000
 
@@ -311,19 +341,23 @@ def cached_context(
     content_filter: EventFilter,
     sequence: int,
     event_id: str,
-    build: Callable[[], event_pb2.ListenerEvent],
-) -> Any:
-    """The stored event as ``content_filter`` reads it, converted once for every instance
-    whose filter reads the same fields (``build`` parses the message, once per event)."""
+    build: Callable[[Any], event_pb2.ListenerEvent],
+    source: Any,
+) -> tuple[Any, Any]:
+    """The stored event as ``content_filter`` reads it, and the values it reads (None when
+    it reads the whole event): converted once for every instance whose filter reads the same
+    fields. ``build(source)`` parses the message, once per event."""
     key = (sequence, event_id, content_filter.key)
-    context = _cache.get(key)
-    if context is None:
+    converted = _cache.get(key)
+    if converted is None:
         msg = _messages.get(key[:2])
         if msg is None:
-            msg = _messages[key[:2]] = build()
+            msg = _messages[key[:2]] = build(source)
             if len(_messages) > _CACHE_SIZE:
                 _messages.popitem(last=False)
-        context = _cache[key] = _context(event_view(msg, content_filter.projection))
+        view = event_view(msg, content_filter.projection)
+        values = None if content_filter.projection is None else _freeze(view)
+        converted = _cache[key] = (_context(view), values)
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
-    return context
+    return converted

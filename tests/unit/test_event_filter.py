@@ -3,6 +3,8 @@ for an expression, and the same answers from a projected event as from the whole
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from listener.v1 import event_pb2
@@ -90,3 +92,33 @@ def test_a_missing_payload_is_a_run_time_error_naming_it() -> None:
     event = sample_event("workflow_fail")
     with pytest.raises(FilterRuntimeError, match="no field 'task_fail' in this event"):
         compiled.matches(_context(event_view(event, compiled.projection)))
+
+
+def test_known_results_are_reused_by_the_values_read_and_errors_never_kept() -> None:
+    compiled = compile_filter('event.task_fail.project_name == "etl"', [TASK_FAIL, WORKFLOW_FAIL])
+    assert compiled is not None
+    from alert_server.filtering import _message
+    from event_store.events import StoredEvent
+    from listener_core.event_filter import cached_context
+
+    def stored(n: int, payload: str, project: str) -> StoredEvent:
+        event = sample_event(payload, n)
+        getattr(event, payload).project_name = project
+        return StoredEvent(
+            10_000_000 + n, f"memo-{n}", 13, datetime.now(UTC), event.SerializeToString()
+        )
+
+    seen = [
+        stored(1, "task_fail", "etl"),
+        stored(2, "task_fail", "web"),
+        stored(3, "task_fail", "etl"),
+    ]
+    answers = [
+        compiled.selects(cached_context(compiled, e.sequence, e.id, _message, e)) for e in seen
+    ]
+    assert answers == [True, False, True]
+    assert len(compiled.results) == 2  # "etl" and "web": the third event was known
+    bad = stored(4, "workflow_fail", "etl")
+    for _ in range(2):
+        with pytest.raises(FilterRuntimeError):
+            compiled.selects(cached_context(compiled, bad.sequence, bad.id, _message, bad))
