@@ -91,10 +91,12 @@ async def record_progress(
 
 
 async def record_progress_many(
-    session: AsyncSession, entries: Sequence[tuple[str, str, int, int, str, int]]
+    session: AsyncSession,
+    entries: Sequence[tuple[str, str, int, int, str] | tuple[str, str, int, int, str, int]],
 ) -> set[str]:
     """Moves many cursors in one statement (instance, owner, fence, sequence, attempts JSON,
-    filtered count); returns the instances whose write was refused (owner or fence moved).
+    and optionally the instance's total of filtered events, kept as is when left out);
+    returns the instances whose write was refused (owner or fence moved).
 
     One executemany keeps the store's write lock for one driver call, however many
     instances an alert server runs."""
@@ -116,14 +118,21 @@ async def record_progress_many(
             last_delivery_time=now,
             update_time=now,
             recent_attempts=bindparam("b_hist"),
-            filtered_count=bindparam("b_filt"),
+            filtered_count=func.coalesce(bindparam("b_filt"), table.c.filtered_count),
         )
     )
     # In instance order, as every multi-row writer of deliveries locks (event_store.leases):
     # two writers taking the same rows in different orders deadlock.
     params = [
-        {"b_id": i, "b_owner": o, "b_fence": f, "b_seq": s, "b_hist": h, "b_filt": n}
-        for i, o, f, s, h, n in sorted(entries, key=lambda e: e[0])
+        {
+            "b_id": e[0],
+            "b_owner": e[1],
+            "b_fence": e[2],
+            "b_seq": e[3],
+            "b_hist": e[4],
+            "b_filt": e[5] if len(e) > 5 else None,
+        }
+        for e in sorted(entries, key=lambda e: e[0])
     ]
     conn = await session.connection()
     written = await conn.execute(stmt, params)
