@@ -192,6 +192,14 @@ async def test_gateway_refusals_are_precise(tmp_path: Path) -> None:
         assert set(wrong_method.headers["Allow"].split(", ")) == {"GET", "POST"}
         events = await http.call("GET", "/v1/events")
         assert events.status == 200 and events.json["events"] == []
+        # Plain ``curl -d '{...}'`` labels JSON as a form: a JSON object is taken as JSON.
+        curl_d = await http.call(
+            "POST",
+            "/v1/events:publish",
+            raw=b'{"event": {"taskFail": {"projectName": "etl"}}}',
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert curl_d.status == 200 and curl_d.json["sequence"] == "1", curl_d.body
 
 
 async def test_https_with_the_api_certificate(tmp_path: Path) -> None:
