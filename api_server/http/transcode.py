@@ -25,9 +25,10 @@ from google.rpc import error_details_pb2, status_pb2  # noqa: F401 - registers t
 
 from listener_core import errors
 
-#: gRPC code → HTTP status: Google's mapping (google/rpc/code.proto) as it stands, so a client
-#: that knows it (the contract says "the HTTP status of the gRPC code") needs no table of ours;
-#: the body's ``code`` and ErrorInfo ``reason`` say which precondition failed.
+#: gRPC code → HTTP status: the mapping issue #15 fixed for this API (400/401/403/404/409/412/
+#: 429/499/500/503/504). It is Google's (google/rpc/code.proto) except that FAILED_PRECONDITION
+#: answers 412 Precondition Failed, which names what happened (an instance still uses the
+#: plugin, a replay past retention) better than a bare 400; the body's ``code`` is the gRPC one.
 HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -39,7 +40,7 @@ HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.UNIMPLEMENTED: 501,
