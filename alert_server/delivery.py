@@ -24,7 +24,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -47,20 +46,9 @@ from listener_common._dispatch import FailurePolicy as FailurePolicy  # host.py 
 from listener_common._dispatch import failure_text
 from listener_core.event_filter import EventFilter
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
+from listener_core.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DeliverySettings:
-    handler_timeout: float = 30.0
-    batch_size: int = 500
-    poll_interval: float = 2.0
-    progress_interval: float = 0.05
-    retry_base: float = 1.0
-    retry_max: float = 300.0
-    # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
-    metrics: AlertMetrics | NullMetrics = NO_METRICS
 
 
 @dataclass(frozen=True)
@@ -73,6 +61,8 @@ class RunnerDeps:
     owner: str  # this server's id, written with every fenced write
     progress: ProgressWriter
     reads: SharedReads
+    # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
+    metrics: AlertMetrics | NullMetrics = NO_METRICS
 
 
 def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:
@@ -99,6 +89,7 @@ class InstanceRunner:
         deps: RunnerDeps,
         content_filter: EventFilter | None = None,
     ) -> None:
+        """``metrics`` counts delivered, failed and parked events and their latency."""
         self.instance_id = instance_id
         self.package = package
         self.config = config
@@ -113,6 +104,7 @@ class InstanceRunner:
         self.signal = deps.signal
         self.settings = deps.settings
         self.owner = deps.owner
+        self.metrics = deps.metrics
         self.fence = fence
         self.paused = False
         self.cursor = 0
@@ -385,9 +377,7 @@ class InstanceRunner:
                 self._lost,
                 self.filtered,
             )
-            self.settings.metrics.delivered(
-                self.instance_id, (e.publish_time for e in batch[:count])
-            )
+            self.metrics.delivered(self.instance_id, (e.publish_time for e in batch[:count]))
         if failure is not None:
             raise failure
 
@@ -494,6 +484,20 @@ class InstanceRunner:
                         )
                     except Exception as exc:
                         error = failure_text(exc)
+            if error:  # it stays parked, and the operator who asked should hear why
+                log.warning(
+                    "instance %s: redelivery of parked event %s (sequence %d) failed; it stays "
+                    "parked: %s",
+                    self.instance_id,
+                    stored.id if stored is not None else "",
+                    sequence,
+                    error,
+                    extra={
+                        "instance": self.instance_id,
+                        "event_id": stored.id if stored is not None else "",
+                        "action": "redeliver",
+                    },
+                )
             await in_transaction(
                 self.store,
                 partial(
@@ -529,7 +533,7 @@ class InstanceRunner:
             self.last_error,
         )
         history = deliveries.history_json(deliveries.push_attempt(self._history, attempt))
-        self.settings.metrics.failed(self.instance_id)
+        self.metrics.failed(self.instance_id)
         ids = {"instance": self.instance_id, "event_id": attempt.event_id, "attempt": self.attempts}
         if event is not None and self.policy.parks(self.attempts, exc.permanent):
             log.warning(
@@ -554,7 +558,7 @@ class InstanceRunner:
                     attempts_json=history,
                 ),
             )
-            self.settings.metrics.parked(self.instance_id)
+            self.metrics.parked(self.instance_id)
             self.cursor = event.sequence
             self.attempts, self.last_error, self.next_attempt = 0, "", None
             return

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alert_server import lease_clock
-from alert_server.delivery import DeliverySettings, FailurePolicy, InstanceRunner, RunnerDeps
+from alert_server.delivery import FailurePolicy, InstanceRunner, RunnerDeps
 from alert_server.loader import LoadedPackage, PackageLoader, Residue
 from alert_server.package_cache import PackageCache
 from alert_server.process_plugin import ProcessSettings
@@ -43,6 +43,7 @@ from listener_core import errors
 from listener_core.event_filter import compile_filter
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 from listener_core.secrets import SecretBox, open_params
+from listener_core.settings import DeliverySettings, LeaseSettings, PackageLimits
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +91,19 @@ class PluginHost:
         *,
         server_id: str = "",
         address: str = "",
-        lease_ttl: float = 15.0,
+        leases: LeaseSettings | None = None,
         process: ProcessSettings | None = None,
-        secrets: SecretBox | None = None,
+        packages: PackageLimits | None = None,
         metrics: AlertMetrics | NullMetrics = NO_METRICS,
-        package_limits: dict[str, int] | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         """``process`` sets the limits of process-isolated plugins' children; by default
         their calls get the delivery's ``handler_timeout``. ``secrets`` opens sealed secret
-        params for plugins; ``package_limits`` are ``inspect_package``'s limits; ``metrics``
-        counts plugin load times."""
-        self.server_id = server_id or f"alert-{uuid.uuid4().hex[:12]}"
+        params for plugins; ``metrics`` counts plugin load times and the runners' deliveries."""
+        leases = leases or LeaseSettings()
+        self.server_id = server_id or leases.server_id or f"alert-{uuid.uuid4().hex[:12]}"
         self.address = address
-        self.lease_ttl = lease_ttl
+        self.lease_ttl = leases.ttl
         self.store = store
         self.cache = PackageCache(cache_dir, store)
         self.signal = signal
@@ -122,13 +123,13 @@ class PluginHost:
         self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.secrets = secrets
-        self.package_limits = dict(package_limits or {})
+        self.packages = packages or PackageLimits()
         self.metrics = metrics
         # Lease discipline (alert_server.lease_clock): until when each held lease may be
         # acted on (monotonic), and what this server saw of the others' leases and beats.
         self._valid: dict[str, float] = {}
-        self._leases_seen = lease_clock.Watch(lease_ttl)
-        self._beats_seen = lease_clock.Watch(lease_ttl)
+        self._leases_seen = lease_clock.Watch(self.lease_ttl)
+        self._beats_seen = lease_clock.Watch(self.lease_ttl)
         self._last_token: datetime | None = None
 
     # -- packages -------------------------------------------------------------------------
@@ -136,7 +137,11 @@ class PluginHost:
     async def _load(
         self, plugin_id: str, data: bytes, sha256: str, probe: bool, isolation: str | None
     ) -> LoadedPackage:
-        info = sdk_package.inspect_package(data, **self.package_limits)
+        info = sdk_package.inspect_package(
+            data,
+            max_files=self.packages.max_files,
+            max_uncompressed=self.packages.max_uncompressed_bytes,
+        )
         if info.sha256 != sha256:
             raise errors.InvalidArgument(f"package sha256 is {info.sha256}, not {sha256}")
         path = (
@@ -433,7 +438,13 @@ class PluginHost:
             FailurePolicy(inst.failure_policy, inst.park_after),
             fence,
             RunnerDeps(
-                self.store, self.signal, self.settings, self.server_id, self.progress, self.reads
+                self.store,
+                self.signal,
+                self.settings,
+                self.server_id,
+                self.progress,
+                self.reads,
+                self.metrics,
             ),
             compile_filter(inst.filter, types),
         )

@@ -91,44 +91,48 @@ async def start(config: Config) -> ApiServer:
     Every configuration mistake (a bad token entry, an unreadable certificate, an open API on a
     public address) raises ConfigError before anything is opened.
     """
-    tokens = auth.TokenTable.parse(config.tokens)
+    security, api_addr, http_addr = config.security, config.listen.api_addr, config.listen.http_addr
+    tokens = auth.TokenTable.parse(security.tokens)
     grpc_server.check_exposure(
-        config.api_addr, authenticated=bool(tokens), insecure=config.insecure, what="the API server"
+        api_addr, authenticated=bool(tokens), insecure=security.insecure, what="the API server"
     )
     try:
-        http_bind = http_gateway.parse_addr(config.http_addr)
+        http_bind = http_gateway.parse_addr(http_addr)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if http_bind is not None:
         grpc_server.check_exposure(
-            config.http_addr,
+            http_addr,
             authenticated=bool(tokens),
-            insecure=config.insecure,
+            insecure=security.insecure,
             what="the HTTP API",
         )
-    credentials = tls.server_credentials(config)
-    http_tls = http_gateway.ssl_context(config.tls_cert, config.tls_key, config.tls_client_ca)
-    if tokens and credentials is None and not grpc_server.is_loopback(config.api_addr):
-        log.warning("tokens travel in clear on %s: configure tls_cert and tls_key", config.api_addr)
-    alert_credentials = tls.alert_channel_credentials(config)
-    if config.internal_token and config.alert_targets:
+    credentials = tls.server_credentials(config.tls)
+    http_tls = http_gateway.ssl_context(config.tls.cert, config.tls.key, config.tls.client_ca)
+    if tokens and credentials is None and not grpc_server.is_loopback(api_addr):
+        log.warning("tokens travel in clear on %s: configure tls_cert and tls_key", api_addr)
+    alert_credentials = tls.alert_channel_credentials(config.tls)
+    if security.internal_token and config.fleet.alert_targets:
         grpc_server.warn_plaintext_internal_token(
-            config.alert_targets, tls=alert_credentials is not None, what="alert targets"
+            config.fleet.alert_targets, tls=alert_credentials is not None, what="alert targets"
         )
-    grpc_server.check_data_dir(config.data_dir, config.database_url)
+    grpc_server.check_data_dir(config.store.data_dir, config.store.database_url)
     secret_box = SecretBox.from_config(config)
-    config = dataclasses.replace(config, tokens=tokens.redacted())  # keep digests only
-    store = await Store.open(config.database_url)
+    # Keep the tokens' digests only.
+    config = dataclasses.replace(
+        config, security=dataclasses.replace(security, tokens=tokens.redacted())
+    )
+    store = await Store.open(config.store.database_url)
     fleet = AlertFleet(
-        config.alert_targets,
-        timeout=config.alert_timeout,
+        config.fleet.alert_targets,
+        timeout=config.fleet.alert_timeout,
         max_message_bytes=config.alert_message_bytes,
         credentials=alert_credentials,
-        internal_token=config.internal_token,
-        server_name=config.alert_tls_server_name,
+        internal_token=security.internal_token,
+        server_name=config.tls.alert_server_name,
     )
     discovery = (
-        Discovery(store, fleet, config.lease_ttl) if config.discovers_alert_servers else None
+        Discovery(store, fleet, config.leases.ttl) if config.discovers_alert_servers else None
     )
     if discovery is not None:
         await discovery.start()
@@ -137,29 +141,31 @@ async def start(config: Config) -> ApiServer:
         [
             auth.AuthInterceptor(tokens, auth.PUBLIC_METHOD_ROLES),
             validation.RequestValidator(),
-            PublishLimiter(config.publish_concurrency_per_caller),
+            PublishLimiter(config.limits.publish_concurrency_per_caller),
         ],
         metrics,
     )
     server = grpc_server.create_server(
-        max_message_bytes=config.max_message_bytes,
-        max_concurrent_rpcs=config.max_concurrent_rpcs,
-        max_streams_per_connection=config.max_streams_per_connection,
+        max_message_bytes=config.limits.max_message_bytes,
+        max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
+        max_streams_per_connection=config.limits.max_streams_per_connection,
         pipeline=pipeline,
     )
     # Registered through the table, so HTTP calls the same handlers through the same pipeline.
     table = http_gateway.HandlerTable(server)
-    plugin_pb2_grpc.add_PluginServiceServicer_to_server(PluginService(store, fleet, config), table)
+    plugin_pb2_grpc.add_PluginServiceServicer_to_server(
+        PluginService(store, fleet, config.packages), table
+    )
     listener_instance_pb2_grpc.add_ListenerInstanceServiceServicer_to_server(
         ListenerInstanceService(store, fleet, secrets=secret_box), table
     )
-    event_service = EventService(store, fleet, config, metrics)
+    event_service = EventService(store, fleet, config.limits, metrics)
     event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, table)
     caller_pb2_grpc.add_CallerServiceServicer_to_server(CallerService(tokens), table)
     health_servicer = await grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
-    port = grpc_server.bind(server, config.api_addr, credentials)
+    port = grpc_server.bind(server, api_addr, credentials)
     await server.start()
-    endpoint = await start_endpoint(config.api_metrics_addr, metrics)
+    endpoint = await start_endpoint(config.listen.api_metrics_addr, metrics)
     api = ApiServer(config, store, fleet, server, port, event_service, metrics, endpoint)
     api.discovery = discovery
     api.health = HealthReporter(health_servicer, SERVICE_NAMES, partial(ping, store))
@@ -168,9 +174,9 @@ async def start(config: Config) -> ApiServer:
         gateway = http_gateway.Gateway(
             pipeline,
             table.handlers,
-            max_body_bytes=config.max_message_bytes,
-            max_package_bytes=config.max_package_bytes,
-            loopback_names_only=not tokens and grpc_server.is_loopback(config.http_addr),
+            max_body_bytes=config.limits.max_message_bytes,
+            max_package_bytes=config.packages.max_bytes,
+            loopback_names_only=not tokens and grpc_server.is_loopback(http_addr),
         )
         try:
             api.http = await http_gateway.serve(gateway, *http_bind, http_tls)
@@ -180,11 +186,11 @@ async def start(config: Config) -> ApiServer:
         log.info("HTTP/JSON and the console on %s", api.http.url)
     log.info(
         "API server listening on %s (%s, %s; store %s, alert servers %s)",
-        config.api_addr,
+        api_addr,
         "TLS" if credentials is not None else "plaintext",
         f"{len(tokens)} token(s)" if tokens else "no authentication",
         store.backend,
-        ", ".join(config.alert_targets) or "found in the store",
+        ", ".join(config.fleet.alert_targets) or "found in the store",
     )
     return api
 
@@ -192,10 +198,10 @@ async def start(config: Config) -> ApiServer:
 async def serve(config: Config) -> None:
     api = await start(config)
     await grpc_server.wait_for_signal()
-    log.info("API server draining for %.1f s, then shutting down", config.drain_seconds)
+    log.info("API server draining for %.1f s, then shutting down", config.listen.drain_seconds)
     if api.health is not None:
         await api.health.drain()
-    await asyncio.sleep(config.drain_seconds)
+    await asyncio.sleep(config.listen.drain_seconds)
     await api.stop()
 
 
@@ -204,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_config(args.config, insecure=args.insecure)
         grpc_server.forget_secret_variables()
-        grpc_server.configure_logging(config.log_level, config.log_format)
+        grpc_server.configure_logging(config.logging.level, config.logging.format)
         grpc_server.freeze_start_up_heap()  # the process's own, before any plugin loads
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:  # OSError: a listen address is taken

@@ -16,9 +16,9 @@ from listener import event_types
 from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from listener_core import errors
 from listener_core.auth import caller_key
-from listener_core.config import Config
 from listener_core.metrics import NO_METRICS, ApiMetrics, NullMetrics
 from listener_core.server import Context
+from listener_core.settings import LimitSettings
 
 MAX_SOURCE_CHARS = 255
 MAX_REQUEST_ID_CHARS = 128
@@ -117,13 +117,13 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         self,
         store: Store,
         fleet: AlertFleet,
-        config: Config,
+        limits: LimitSettings,
         metrics: ApiMetrics | NullMetrics = NO_METRICS,
     ) -> None:
         self.store = store
         self.fleet = fleet
-        self.max_batch = config.max_batch_events
-        self.page_bytes = max(config.max_message_bytes - PAGE_SLACK_BYTES, 1)
+        self.max_batch = limits.max_batch_events
+        self.page_bytes = max(limits.max_message_bytes - PAGE_SLACK_BYTES, 1)
         self.committer = GroupCommitter(store, fleet.notify, on_stored=metrics.published)
 
     async def _publish(
@@ -175,7 +175,8 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         self, request: event_service_pb2.ListEventsRequest, context: Context
     ) -> event_service_pb2.ListEventsResponse:
         size = paging.page_size(request.page_size)
-        token = paging.decode(request.page_token)
+        bound = (request.after_sequence, tuple(request.event_types))
+        token = paging.decode(request.page_token, *bound)
         after = int(token) if token.isdigit() else request.after_sequence
         types = list(request.event_types) or None
         if types is not None:
@@ -196,5 +197,5 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
             rows = await events.read_after(session, after, types, take) if take else []  # type: ignore[arg-type]
         return event_service_pb2.ListEventsResponse(
             events=[conversions.event_message(r) for r in rows],
-            next_page_token=paging.encode(str(rows[-1].sequence)) if more else "",
+            next_page_token=paging.encode(str(rows[-1].sequence), *bound) if more else "",
         )

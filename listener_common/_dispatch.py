@@ -168,11 +168,13 @@ class FailurePolicy:
 
 def retry_delay(attempt: int, base: float, cap: float, rand: random.Random | None = None) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (``attempt`` >= 1 failures so far):
-    exponential, capped, with full jitter in the top half, so a destination that is down for
-    an hour sees a few attempts an hour and many instances do not retry in lockstep."""
+    exponential, capped, with full jitter — uniform in [0, min(cap, base * 2**(attempt-1))] —
+    so a destination that is down for an hour sees a few attempts an hour and many instances
+    do not retry in lockstep. Full jitter spreads them the most and, in AWS's comparison of
+    backoff schemes ("Exponential Backoff And Jitter"), costs the fewest calls and the least
+    total time; equal jitter (the top half only) keeps half of each delay in lockstep."""
     exp = min(cap, base * 2.0 ** max(0, attempt - 1))
-    r = (rand or _RAND).random()
-    return exp / 2 + r * exp / 2
+    return (rand or _RAND).random() * exp
 
 
 def next_delay(

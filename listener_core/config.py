@@ -1,186 +1,234 @@
 """Configuration: defaults that just work, a TOML file, then ``LISTENER_*`` environment variables.
 
-One ``Config`` serves both servers, so one file can describe a whole deployment. Every field
-can be set in the file's top-level table under its own name, or from the environment as
-``LISTENER_<FIELD>`` (e.g. ``LISTENER_DB_URL``); the environment wins.
+One ``Config`` serves both servers, so one file can describe a whole deployment. Every key can
+be set in the file's top-level table, or from the environment as ``LISTENER_<KEY>`` (e.g.
+``LISTENER_DB_URL``); the environment wins. Keys are flat (the README's table is the
+contract); inside, they land in per-concern sections (``listener_core.settings``) that the
+components take as they are.
+
+Mistakes stop the server at start: an unknown key (a misspelt ``db_ulr`` would otherwise
+leave the server quietly on SQLite), an unknown ``LISTENER_*`` variable, or a value the key
+does not allow. The message names each key, its value, where it came from and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from listener_core.settings import (
+    DeliverySettings,
+    FleetSettings,
+    LeaseSettings,
+    LimitSettings,
+    ListenSettings,
+    LogSettings,
+    PackageLimits,
+    ProcessConfig,
+    RetentionSettings,
+    SecuritySettings,
+    SettingError,
+    StoreSettings,
+    TlsSettings,
+)
+
 ENV_PREFIX = "LISTENER_"
+# LISTENER_* variables the project's other tools read (listenerctl, make run, the compose
+# file, the test suite): a shell that runs both may have them, and the servers ignore them.
+OTHER_TOOLS_ENV = frozenset(
+    {"LISTENER_SERVER", "LISTENER_TOKEN", "LISTENER_CONFIG", "LISTENER_ADMIN_TOKEN"}
+    | {"LISTENER_DB_PASSWORD"}
+)
+OTHER_TOOLS_ENV_PREFIXES = ("LISTENER_TEST_",)
 
 
 @dataclass(frozen=True)
 class Config:
-    # Where state lives. SQLite under data_dir by default; any SQLAlchemy async URL otherwise
-    # (postgresql+asyncpg://…, mysql+aiomysql://…). Plain postgresql:// and mysql:// work too.
-    db_url: str = ""
-    data_dir: str = "./data"
-    # The public API server's listen address.
-    api_addr: str = "127.0.0.1:50051"
-    # HTTP/JSON for every public RPC and the web console ("host:port"); "off" turns it off.
-    http_addr: str = "127.0.0.1:8080"
-    # The alert server's listen address (internal API).
-    alert_addr: str = "127.0.0.1:50052"
-    # The address API servers should use for this alert server, recorded with its heartbeat
-    # in the store; empty: alert_addr, with this host's name in place of 0.0.0.0 / [::].
-    alert_advertise_addr: str = ""
-    # The alert servers an API server drives, comma separated; empty: every live alert server
-    # found in the store (their advertised addresses), following joins and departures.
-    alert_targets: tuple[str, ...] = ()
-    # Largest gRPC request the API server accepts (bytes); bigger packages go by the streamed
-    # UploadPluginPackage. The alert server accepts max_package_bytes + 1 MiB if that is more.
-    max_message_bytes: int = 16 * 2**20
-    # Calls either server runs at once (more: RESOURCE_EXHAUSTED), and calls one connection may
-    # carry at once (HTTP/2 MAX_CONCURRENT_STREAMS; the client queues the rest). 0: no limit.
-    max_concurrent_rpcs: int = 1000
-    max_streams_per_connection: int = 100
-    # Largest plugin package, inline or uploaded (bytes).
-    max_package_bytes: int = 32 * 2**20
-    # Largest number of events in one PublishEvents call.
-    max_batch_events: int = 10_000
-    # Seconds a plugin handler may run before it is cut off and counted as a failure.
-    handler_timeout: float = 30.0
-    # Events handed to one instance per store read.
-    delivery_batch: int = 500
-    # Fallback poll for new events when no wake-up arrives (seconds).
-    poll_interval: float = 2.0
-    # Shortest time between two writes of the delivery cursors (seconds). Fewer writes keep
-    # the store's write lock free for publishers; a crash redelivers at most this much.
-    progress_interval: float = 0.05
-    # Retry backoff of a failed head event: base * 2**(attempt-1), capped, with jitter.
-    retry_base: float = 1.0
-    retry_max: float = 300.0
-    # Seconds the API server waits for an alert server's answer.
-    alert_timeout: float = 30.0
-    # Address-space limit (RLIMIT_AS) of each child process of a process-isolated plugin,
-    # MiB; 0 for none. A runaway allocation then fails in the child, not the alert server.
-    process_memory_mb: int = 1024
-    # Open-file limit (RLIMIT_NOFILE) of each such child; 0 inherits the alert server's.
-    process_max_files: int = 256
-    # The sandbox of those children (SECURITY.md): confine their reads with Landlock where the
-    # kernel has it, paths they may read besides what Python needs, and the user they run as
-    # ("" : "nobody" when the alert server runs as root and Python is readable by it, else
-    # the alert server's own user; "name", "uid" or "uid:gid": that one, or refuse to start).
-    process_sandbox: bool = True
-    process_read_paths: tuple[str, ...] = ()
-    process_user: str = ""
-    # Seconds an alert server's lease on an instance lasts without renewal: after a crash,
-    # another alert server takes its instances over within about this time.
-    lease_ttl: float = 15.0
-    # This alert server's name in leases; "<hostname>:<port>" when empty.
-    server_id: str = ""
-    # Seconds a server keeps accepting calls after SIGTERM while its health says NOT_SERVING,
-    # so load balancers and readiness probes move callers away before it stops.
-    drain_seconds: float = 0.0
-    # Delivered events stay this long for replay before they are purged (seconds).
-    retention_seconds: float = 86_400.0
-    # How often an alert server purges delivered events (seconds).
-    purge_interval: float = 60.0
-    log_level: str = "INFO"
-    # "text" (classic lines) or "json" (one object per line, with fields such as instance,
-    # event_id, action and resource).
-    log_format: str = "text"
-    # Prometheus /metrics of the API server and of the alert server, "host:port"; empty: off.
-    # Two keys, so one config file can describe both servers of a host.
-    api_metrics_addr: str = ""
-    alert_metrics_addr: str = ""
-    # -- security; SECURITY.md says what each protects against ---------------------------------
-    # Bearer tokens of the public API, each "role:token" or "role:sha256:<hex sha256 of token>"
-    # (role admin, publisher or viewer); in TOML also a table {admin = ["…"], viewer = "…"}.
-    # None at all: the API is open, which the server allows only on a loopback address.
-    tokens: tuple[str, ...] = field(default=(), repr=False)
-    # Serve unauthenticated on a non-loopback address anyway (--insecure): trusted networks only.
-    insecure: bool = False
-    # Shared secret the API server presents to the alert servers, which require it. Unset: the
-    # alert server is open, allowed only on loopback (or with insecure, or with mTLS below).
-    internal_token: str = field(default="", repr=False)
-    # TLS on this server's port (PEM files); with tls_client_ca, clients must present a
-    # certificate signed by that CA (mTLS).
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
-    # TLS from the API server to the alert servers: the CA that signed their certificates, a
-    # client certificate and key for mTLS, and the name to expect in their certificates when it
-    # differs from the host in alert_targets.
-    alert_tls_ca: str = ""
-    alert_tls_cert: str = ""
-    alert_tls_key: str = ""
-    alert_tls_server_name: str = ""
-    # Fernet key(s) encrypting password params at rest, comma separated: the first encrypts,
-    # all decrypt (rotation). Unset: generated once into <data_dir>/secret.key (mode 0600), which
-    # only works when every server reads that same file; several hosts must set one key.
-    secret_key: str = field(default="", repr=False)
-    # Zip-bomb limits of a plugin package: total unpacked bytes, number of entries.
-    max_package_uncompressed_bytes: int = 200 * 2**20
-    max_package_files: int = 2000
-    # PublishEvent(s) calls one caller (token, or peer host when open) may have in flight;
-    # beyond it a call gets RESOURCE_EXHAUSTED at once. 0 turns the limit off.
-    publish_concurrency_per_caller: int = 256
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Both servers' configuration, one section per concern."""
 
-    @property
-    def database_url(self) -> str:
-        return self.db_url or f"sqlite+aiosqlite:///{Path(self.data_dir) / 'listener.db'}"
+    store: StoreSettings = field(default_factory=StoreSettings)
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    packages: PackageLimits = field(default_factory=PackageLimits)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    leases: LeaseSettings = field(default_factory=LeaseSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def alert_message_bytes(self) -> int:
         """Largest message between the API server and an alert server: a package travels
         inline to be checked (LoadPlugin), so at least max_package_bytes and some room."""
-        return max(self.max_message_bytes, self.max_package_bytes + 2**20)
+        return max(self.limits.max_message_bytes, self.packages.max_bytes + 2**20)
 
     @property
     def discovers_alert_servers(self) -> bool:
         """No static ``alert_targets``: the API server finds the alert servers in the store."""
-        return not self.alert_targets
+        return not self.fleet.alert_targets
+
+    @classmethod
+    def from_keys(cls, **keys: Any) -> Config:
+        """A config from keys alone (no file, no environment): for code and tests."""
+        return load_config(env={}, **keys)
 
 
 class ConfigError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class _Target:
+    section: str  # the Config field
+    name: str  # the section's field
+    kind: Any
+    secret: bool
+
+
+def _targets() -> dict[str, list[_Target]]:
+    """Each key and the section fields it sets (handler_timeout sets two)."""
+    keys: dict[str, list[_Target]] = {}
+    for section in dataclasses.fields(Config):
+        cls = get_type_hints(Config)[section.name]
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if "key" in f.metadata:
+                target = _Target(section.name, f.name, hints[f.name], f.metadata["secret"])
+                keys.setdefault(f.metadata["key"], []).append(target)
+    return keys
+
+
+KEYS: dict[str, list[_Target]] = _targets()
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_KIND = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    tuple[str, ...]: "a list of strings (comma separated in the environment)",
+}
 
 
-def _convert(name: str, kind: Any, raw: Any) -> Any:
-    try:
-        if name == "tokens" and isinstance(raw, Mapping):
-            # {role = "token"} or {role = ["token", …]}: the same as "role:token" entries.
-            entries = []
-            for role, given in raw.items():
-                for token in [given] if isinstance(given, str) else list(given):
-                    entries.append(f"{role}:{token}")
-            raw = entries
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in _TRUE | _FALSE:
-                return text in _TRUE
-            raise ValueError(f"expected true or false, got {raw!r}")
-        if kind == tuple[str, ...]:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(s.strip() for s in items if str(s).strip())
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        if kind is str:
-            if not isinstance(raw, str):
-                raise TypeError(f"expected a string, got {type(raw).__name__}")
+def _convert(key: str, kind: Any, raw: Any, text: bool) -> Any:
+    """The value of ``raw`` as ``kind``: an environment variable's ``text`` is parsed; a TOML
+    value must have the key's type already (``retry_base = "1"`` is a mistake)."""
+    if key == "tokens" and isinstance(raw, Mapping):
+        # {role = "token"} or {role = ["token", …]}: the same as "role:token" entries.
+        raw = [
+            f"{role}:{token}"
+            for role, given in raw.items()
+            for token in ([given] if isinstance(given, str) else list(given))
+        ]
+    if kind is bool:
+        if isinstance(raw, bool):
             return raw
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config {name}: {exc}") from None
-    raise ConfigError(f"config {name}: unsupported type")
+        if text and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+    elif kind == tuple[str, ...]:
+        items = raw.split(",") if text or isinstance(raw, str) else raw
+        if isinstance(items, list | tuple) and all(isinstance(s, str) for s in items):
+            return tuple(s.strip() for s in items if s.strip())
+    elif kind is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if text:
+            return int(raw.strip().replace("_", ""))
+    elif kind is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return float(raw)
+        if text:
+            return float(raw.strip())
+    elif kind is str and isinstance(raw, str):
+        return raw.upper() if key == "log_level" else raw
+    raise ValueError
+
+
+class _Loader:
+    """Collects every mistake of a config, so one start shows them all."""
+
+    def __init__(self) -> None:
+        # key -> (value, where it came from, the value as written there)
+        self.values: dict[str, tuple[Any, str, Any]] = {}
+        self.errors: list[str] = []
+
+    def set(self, key: str, raw: Any, source: str, text: bool = False) -> None:
+        if key not in KEYS:
+            self.errors.append(f"unknown key {key!r} ({source}){_did_you_mean(key)}")
+            return
+        target = KEYS[key][0]
+        try:
+            self.values[key] = (_convert(key, target.kind, raw, text), source, raw)
+        except (TypeError, ValueError):
+            shown = "(hidden)" if target.secret else repr(raw)
+            self.errors.append(
+                f"{key} = {shown} ({source}): allowed: {_KIND.get(target.kind, target.kind)}"
+            )
+
+    def build(self) -> Config:
+        sections: dict[str, dict[str, Any]] = {}
+        for key, (value, _, _) in self.values.items():
+            for target in KEYS[key]:
+                sections.setdefault(target.section, {})[target.name] = value
+        built: dict[str, Any] = {}
+        hints = get_type_hints(Config)
+        for name, values in sections.items():
+            try:
+                built[name] = hints[name](**values)
+            except SettingError as exc:
+                self._refused(exc, hints[name], values)
+        if self.errors:
+            raise ConfigError(
+                "invalid configuration (README.md, Configuration, lists every key):\n  "
+                + "\n  ".join(self.errors)
+            )
+        return Config(**built)
+
+    def _refused(self, first: SettingError, cls: Any, values: dict[str, Any]) -> None:
+        """Reports every refused field of a section, not only the first one raised."""
+        reported: set[str] = set()
+        for f in dataclasses.fields(cls):
+            allowed = f.metadata.get("allowed")
+            key = str(f.metadata.get("key"))
+            if allowed is None or f.name not in values or key in reported:
+                continue
+            if not allowed.test(values[f.name]):
+                reported.add(key)
+                self.errors.append(self._message(SettingError(key, values[f.name], allowed.says)))
+        if first.key not in reported:
+            self.errors.append(self._message(first))
+
+    def _message(self, exc: SettingError) -> str:
+        target = KEYS[exc.key][0]
+        _, source, raw = self.values.get(exc.key, (None, "default", exc.value))
+        shown = "(hidden)" if target.secret else repr(raw)
+        says = str(exc).split(": allowed: ", 1)[1]
+        return f"{exc.key} = {shown} ({source}): allowed: {_KIND[target.kind]}, {says}"
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key.lower(), KEYS, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _env_keys(env: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(key, value, variable) of each ``LISTENER_*`` variable the servers read."""
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or raw == "":
+            continue
+        if name in OTHER_TOOLS_ENV or name.startswith(OTHER_TOOLS_ENV_PREFIXES):
+            continue
+        yield name[len(ENV_PREFIX) :].lower(), raw, name
 
 
 def load_config(
@@ -188,27 +236,25 @@ def load_config(
     env: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Config:
-    """Builds the config from defaults, then the file, then the environment, then overrides."""
+    """Builds the config from defaults, then the file, then the environment, then overrides
+    (keys by name; None leaves a key as it is). Raises ConfigError naming every mistake."""
     env = os.environ if env is None else env
-    hints = get_type_hints(Config)
-    fields = {f.name for f in dataclasses.fields(Config)} - {"extra"}
-    values: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
+    loader = _Loader()
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         for key, raw in data.items():
-            if key in fields:
-                values[key] = _convert(key, hints[key], raw)
-            else:
-                extra[key] = raw
-    for name in fields:
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None and raw != "":
-            values[name] = _convert(name, hints[name], raw)
-    for name, raw in overrides.items():
+            loader.set(key, raw, f"file {path}")
+    for key, raw, name in _env_keys(env):
+        if key in KEYS:
+            loader.set(key, raw, f"environment {name}", text=True)
+        else:
+            close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+            loader.errors.append(f"unknown environment variable {name}{hint}")
+    for key, raw in overrides.items():
         if raw is not None:
-            values[name] = _convert(name, hints[name], raw)
-    return Config(**values, extra=extra)
+            loader.set(key, raw, "argument")
+    return loader.build()

@@ -63,10 +63,10 @@ class SecretBox:
     @classmethod
     def from_config(cls, config: Config) -> SecretBox:
         """The configured keys, or the key file under ``data_dir`` (created if absent)."""
-        keys = [k.strip().encode() for k in config.secret_key.split(",") if k.strip()]
+        keys = [k.strip().encode() for k in config.security.secret_key.split(",") if k.strip()]
         if keys:
             return cls(keys)
-        return cls([load_or_create_key(Path(config.data_dir) / KEY_FILE)])
+        return cls([load_or_create_key(Path(config.store.data_dir) / KEY_FILE)])
 
     def seal(self, text: str) -> str:
         return PREFIX + self._fernet.encrypt(text.encode("utf-8")).decode("ascii")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import grpc
 
-from listener_core.config import Config, ConfigError
+from listener_core.config import ConfigError
+from listener_core.settings import TlsSettings
 
 
 def _read(path: str, key: str) -> bytes:
@@ -28,38 +29,34 @@ def _read(path: str, key: str) -> bytes:
     return data
 
 
-def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+def server_credentials(config: TlsSettings) -> grpc.ServerCredentials | None:
     """The server's TLS credentials, or None when ``tls_cert``/``tls_key`` are unset."""
-    if not (config.tls_cert or config.tls_key):
-        if config.tls_client_ca:
+    if not (config.cert or config.key):
+        if config.client_ca:
             raise ConfigError("config tls_client_ca needs tls_cert and tls_key as well")
         return None
-    if not (config.tls_cert and config.tls_key):
+    if not (config.cert and config.key):
         raise ConfigError("config tls_cert and tls_key go together: set both or neither")
-    pair = (_read(config.tls_key, "tls_key"), _read(config.tls_cert, "tls_cert"))
-    client_ca = _read(config.tls_client_ca, "tls_client_ca") if config.tls_client_ca else None
+    pair = (_read(config.key, "tls_key"), _read(config.cert, "tls_cert"))
+    client_ca = _read(config.client_ca, "tls_client_ca") if config.client_ca else None
     return grpc.ssl_server_credentials(
         [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
 
 
-def alert_channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
+def alert_channel_credentials(config: TlsSettings) -> grpc.ChannelCredentials | None:
     """Credentials for the API server's channels to the alert servers; None means plaintext.
 
     ``alert_tls_ca`` unset with a client certificate set trusts the system's roots.
     """
-    if not (config.alert_tls_ca or config.alert_tls_cert or config.alert_tls_key):
+    if not (config.alert_ca or config.alert_cert or config.alert_key):
         return None
-    if bool(config.alert_tls_cert) != bool(config.alert_tls_key):
+    if bool(config.alert_cert) != bool(config.alert_key):
         raise ConfigError(
             "config alert_tls_cert and alert_tls_key go together: set both or neither"
         )
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(config.alert_tls_ca, "alert_tls_ca")
-        if config.alert_tls_ca
-        else None,
-        private_key=_read(config.alert_tls_key, "alert_tls_key") if config.alert_tls_key else None,
-        certificate_chain=_read(config.alert_tls_cert, "alert_tls_cert")
-        if config.alert_tls_cert
-        else None,
+        root_certificates=_read(config.alert_ca, "alert_tls_ca") if config.alert_ca else None,
+        private_key=_read(config.alert_key, "alert_tls_key") if config.alert_key else None,
+        certificate_chain=_read(config.alert_cert, "alert_tls_cert") if config.alert_cert else None,
     )

@@ -32,7 +32,7 @@ SUBSCRIPTIONS = {
 async def test_four_publishers_two_api_servers_three_instances(db_url: str, tmp_path: Path) -> None:
     async with running_pair(db_url, tmp_path) as pair:
         second = await api_app.start(
-            Config(
+            Config.from_keys(
                 db_url=db_url,
                 data_dir=str(tmp_path / "api2"),
                 api_addr="127.0.0.1:0",

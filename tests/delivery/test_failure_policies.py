@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from pathlib import Path
 
 import grpc
@@ -67,12 +68,11 @@ async def test_failing_plugin_is_retried_on_the_backoff_schedule(
         attempts = [json.loads(x) for x in read_lines(Path(str(out) + ".attempts"))]
         assert len(attempts) == 6 and {a["id"] for a in attempts} == {first}
         gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(attempts)]
-        # base 0.2 s doubling, jitter in the top half, capped at 1 s:
-        # 0.1-0.2, 0.2-0.4, 0.4-0.8, 0.5-1, 0.5-1
-        lows = [0.1, 0.2, 0.4, 0.5, 0.5]
+        # base 0.2 s doubling, full jitter, capped at 1 s: at most 0.2, 0.4, 0.8, 1, 1 (plus
+        # the attempt itself on a loaded machine).
         highs = [0.2, 0.4, 0.8, 1.0, 1.0]
-        for gap, low, high in zip(gaps, lows, highs, strict=True):
-            assert low * 0.9 <= gap <= high + 0.5, gaps
+        for gap, high in zip(gaps, highs, strict=True):
+            assert 0 <= gap <= high + 3.0, gaps  # slack for a loaded machine
         # The cursor is written by the progress writer just after the plugin returned.
         done = await eventually(lambda: _active(pair, "flaky"))
         assert done.state == li_pb2.ListenerInstance.STATE_ACTIVE
@@ -92,7 +92,9 @@ async def _blocked(pair, instance_id):  # type: ignore[no-untyped-def]
     return inst if inst.delivery.attempts >= 2 else None
 
 
-async def test_park_policy_skip_replay_redeliver_pause_and_test_event(tmp_path: Path) -> None:
+async def test_park_policy_skip_replay_redeliver_pause_and_test_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_pair(
         f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path, retry_base=0.05, retry_max=0.1
     ) as pair:
@@ -121,6 +123,35 @@ async def test_park_policy_skip_replay_redeliver_pause_and_test_event(tmp_path: 
         await eventually(lambda: _pending(pair, "parky", 0))
         inst = await get_instance(pair.clients, "parky")
         assert inst.delivery.parked_count == 1 and inst.delivery.pending_count == 0
+
+        # A sequence that is not parked: NOT_FOUND naming it, and nothing is queued.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await pair.clients.instances.RedeliverParkedEvents(
+                li_pb2.RedeliverParkedEventsRequest(
+                    parent="listenerInstances/parky", sequences=[item.event.sequence, 99999]
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "sequence 99999" in (err.value.details() or "")
+        # Redelivered while the plugin still fails: it stays parked, and a warning says why.
+        with caplog.at_level(logging.WARNING, logger="alert_server.delivery"):
+            redo = await pair.clients.instances.RedeliverParkedEvents(
+                li_pb2.RedeliverParkedEventsRequest(
+                    parent="listenerInstances/parky", sequences=[item.event.sequence]
+                )
+            )
+            assert redo.count == 1
+            await eventually(lambda: "stays parked" in caplog.text)
+        assert ids[1] in caplog.text and "always fails" in caplog.text
+
+        async def recorded_again() -> list[tuple[str, int]] | None:
+            got = await pair.clients.instances.ListParkedEvents(
+                li_pb2.ListParkedEventsRequest(parent="listenerInstances/parky")
+            )
+            found = [(p.event.id, p.attempts) for p in got.parked_events]
+            return None if found == [(ids[1], 3)] else found  # written after the warning
+
+        assert await eventually(recorded_again) == [(ids[1], 4)]
 
         # Redelivery after the "fix": the event leaves the dead-letter list.
         await pair.clients.instances.UpdateListenerInstance(

@@ -38,13 +38,13 @@ async def test_a_corrupted_cache_file_is_fetched_again_on_restart(tmp_path: Path
     import grpc
 
     url = sqlite_url(tmp_path)
-    alert_cfg = Config(
+    alert_cfg = Config.from_keys(
         db_url=url, data_dir=str(tmp_path / "alert"), alert_addr="127.0.0.1:0", **FAST
     )
     alert = await alert_app.start(alert_cfg)
     alert_addr = f"127.0.0.1:{alert.port}"
     api = await api_app.start(
-        Config(
+        Config.from_keys(
             db_url=url,
             data_dir=str(tmp_path / "api"),
             api_addr="127.0.0.1:0",
@@ -73,7 +73,9 @@ async def test_a_corrupted_cache_file_is_fetched_again_on_restart(tmp_path: Path
         # A torn write or tampering: same name, other content (a valid zip, even).
         cached.write_bytes(recorder_package("666"))
         restarted = await alert_app.start(
-            Config(db_url=url, data_dir=str(tmp_path / "alert"), alert_addr=alert_addr, **FAST)
+            Config.from_keys(
+                db_url=url, data_dir=str(tmp_path / "alert"), alert_addr=alert_addr, **FAST
+            )
         )
         assert [p.version for p in restarted.host.plugins.values()] == ["1"]
         assert hashlib.sha256(cached.read_bytes()).hexdigest() == plugin.sha256

@@ -107,21 +107,23 @@ def test_bad_token_entries_are_config_errors_that_do_not_echo_the_token(
 
 def test_tokens_from_env_toml_table_and_array(tmp_path: Path) -> None:
     env = load_config(env={"LISTENER_TOKENS": "admin:a1, viewer:v1", "LISTENER_INSECURE": "yes"})
-    assert env.tokens == ("admin:a1", "viewer:v1")
-    assert env.insecure is True
+    assert env.security.tokens == ("admin:a1", "viewer:v1")
+    assert env.security.insecure is True
     path = tmp_path / "c.toml"
     path.write_text('insecure = false\n[tokens]\nadmin = "a1"\npublisher = ["p1", "p2"]\n')
     table = load_config(path, env={})
-    assert table.tokens == ("admin:a1", "publisher:p1", "publisher:p2")
-    assert table.insecure is False
+    assert table.security.tokens == ("admin:a1", "publisher:p1", "publisher:p2")
+    assert table.security.insecure is False
     path.write_text('tokens = ["viewer:v9"]\n')
-    assert load_config(path, env={}).tokens == ("viewer:v9",)
+    assert load_config(path, env={}).security.tokens == ("viewer:v9",)
     with pytest.raises(ConfigError, match="insecure"):
         load_config(env={"LISTENER_INSECURE": "maybe"})
 
 
 def test_config_repr_hides_secrets() -> None:
-    config = Config(tokens=("admin:tok-123",), internal_token="int-456", secret_key="key-789")
+    config = Config.from_keys(
+        tokens=("admin:tok-123",), internal_token="int-456", secret_key="key-789"
+    )
     text = repr(config)
     assert "tok-123" not in text and "int-456" not in text and "key-789" not in text
 
@@ -210,19 +212,25 @@ async def test_health_and_reflection_stay_open(tmp_path: Path) -> None:
 async def test_open_servers_refuse_a_public_address(tmp_path: Path) -> None:
     db = sqlite_url(tmp_path)
     with pytest.raises(ConfigError, match="--insecure"):
-        await api_app.start(Config(db_url=db, data_dir=str(tmp_path), api_addr="0.0.0.0:0"))
+        await api_app.start(
+            Config.from_keys(db_url=db, data_dir=str(tmp_path), api_addr="0.0.0.0:0")
+        )
     with pytest.raises(ConfigError, match="--insecure"):
-        await alert_app.start(Config(db_url=db, data_dir=str(tmp_path), alert_addr="0.0.0.0:0"))
+        await alert_app.start(
+            Config.from_keys(db_url=db, data_dir=str(tmp_path), alert_addr="0.0.0.0:0")
+        )
     assert not (tmp_path / "listener.db").exists()  # refused before opening anything
 
     alert = await alert_app.start(
-        Config(db_url=db, data_dir=str(tmp_path), alert_addr="0.0.0.0:0", internal_token="i")
+        Config.from_keys(
+            db_url=db, data_dir=str(tmp_path), alert_addr="0.0.0.0:0", internal_token="i"
+        )
     )
     try:
         target = f"127.0.0.1:{alert.port}"
         for settings in ({"tokens": ("admin:x",)}, {"insecure": True}):
             api = await api_app.start(
-                Config(
+                Config.from_keys(
                     db_url=db,
                     data_dir=str(tmp_path),
                     api_addr="0.0.0.0:0",
@@ -289,13 +297,13 @@ async def test_alert_server_takes_calls_from_the_api_server_only(tmp_path: Path)
                 health_pb2.HealthCheckRequest()
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
-        assert pair.alert.config.internal_token == ""  # only its digest is kept
+        assert pair.alert.config.security.internal_token == ""  # only its digest is kept
 
 
 async def test_an_api_server_with_the_wrong_internal_token_is_refused(tmp_path: Path) -> None:
     db = sqlite_url(tmp_path)
     alert = await alert_app.start(
-        Config(
+        Config.from_keys(
             db_url=db,
             data_dir=str(tmp_path / "a"),
             alert_addr="127.0.0.1:0",
@@ -303,7 +311,7 @@ async def test_an_api_server_with_the_wrong_internal_token_is_refused(tmp_path: 
         )
     )
     api = await api_app.start(
-        Config(
+        Config.from_keys(
             db_url=db,
             data_dir=str(tmp_path / "b"),
             api_addr="127.0.0.1:0",

@@ -99,7 +99,7 @@ async def test_hostile_package_is_refused_and_nothing_is_stored(
 ) -> None:
     package, words = HOSTILE[case]
     before = await counts(pair)
-    cache = Path(pair.alert.config.data_dir) / "packages"
+    cache = Path(pair.alert.config.store.data_dir) / "packages"
     files_before = files_under(tmp_path)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pair.clients.plugins.CreatePlugin(plugin_pb2.CreatePluginRequest(package=package))
@@ -188,7 +188,7 @@ async def test_stored_file_names_never_come_from_the_client(pair: Pair, tmp_path
     plugin = await pair.clients.plugins.CreatePlugin(
         plugin_pb2.CreatePluginRequest(plugin_id="renamed", package=logger_package())
     )
-    cache = Path(pair.alert.config.data_dir) / "packages"
+    cache = Path(pair.alert.config.store.data_dir) / "packages"
     assert files_under(cache) == {f"{plugin.sha256}.zip"}
-    api_dir = Path(pair.api.config.data_dir)
+    api_dir = Path(pair.api.config.store.data_dir)
     assert files_under(api_dir) <= {"secret.key"}

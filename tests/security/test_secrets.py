@@ -52,7 +52,7 @@ def test_seal_and_open() -> None:
 def test_rotation_and_wrong_keys() -> None:
     old, new = Fernet.generate_key(), Fernet.generate_key()
     sealed_old = SecretBox([old]).seal("s")
-    rotated = SecretBox.from_config(Config(secret_key=f"{new.decode()},{old.decode()}"))
+    rotated = SecretBox.from_config(Config.from_keys(secret_key=f"{new.decode()},{old.decode()}"))
     assert rotated.open(sealed_old) == "s"
     assert SecretBox([new]).open(rotated.seal("t")) == "t"  # the first key seals
     with pytest.raises(errors.FailedPrecondition, match="same secret_key") as caught:
@@ -63,7 +63,7 @@ def test_rotation_and_wrong_keys() -> None:
         open_params(None, {"apiKey": sealed_old})
     assert open_params(None, {"url": "clear"}) == {"url": "clear"}
     with pytest.raises(ConfigError, match="not a Fernet key"):
-        SecretBox.from_config(Config(secret_key="too-short"))
+        SecretBox.from_config(Config.from_keys(secret_key="too-short"))
 
 
 def test_generated_key_file_is_private_and_stable(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_generated_key_file_is_private_and_stable(tmp_path: Path) -> None:
     assert len(set(results)) == 1  # racing servers agree on one key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not [p for p in path.parent.iterdir() if p.name != "secret.key"]  # no temp files left
-    box = SecretBox.from_config(Config(data_dir=str(tmp_path / "data")))
+    box = SecretBox.from_config(Config.from_keys(data_dir=str(tmp_path / "data")))
     assert SecretBox([results[0]]).open(box.seal("x")) == "x"
 
 
@@ -275,7 +275,7 @@ async def test_servers_with_different_keys_say_so(
     the alert server cannot open the secret, and says why without showing it."""
     async with running_pair(sqlite_url(tmp_path), tmp_path, secret_key="") as pair:
         for which in (pair.api, pair.alert):
-            key_file = Path(which.config.data_dir) / "secret.key"
+            key_file = Path(which.config.store.data_dir) / "secret.key"
             assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         await pair.clients.plugins.CreatePlugin(
             plugin_pb2.CreatePluginRequest(package=secret_package())

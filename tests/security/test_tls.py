@@ -100,19 +100,21 @@ async def test_mtls_refuses_clients_without_a_certificate(tmp_path: Path, certs:
 
 
 def test_tls_settings_are_checked(tmp_path: Path, certs: Certs) -> None:
-    assert tls.server_credentials(Config()) is None
-    assert tls.alert_channel_credentials(Config()) is None
+    assert tls.server_credentials(Config().tls) is None
+    assert tls.alert_channel_credentials(Config().tls) is None
     with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
-        tls.server_credentials(Config(tls_cert=str(certs.server_cert)))
+        tls.server_credentials(Config.from_keys(tls_cert=str(certs.server_cert)).tls)
     with pytest.raises(ConfigError, match="tls_client_ca needs"):
-        tls.server_credentials(Config(tls_client_ca=str(certs.ca)))
+        tls.server_credentials(Config.from_keys(tls_client_ca=str(certs.ca)).tls)
     with pytest.raises(ConfigError, match="tls_key: cannot read"):
         tls.server_credentials(
-            Config(tls_cert=str(certs.server_cert), tls_key=str(tmp_path / "missing.pem"))
+            Config.from_keys(
+                tls_cert=str(certs.server_cert), tls_key=str(tmp_path / "missing.pem")
+            ).tls
         )
     not_pem = tmp_path / "x.pem"
     not_pem.write_text("hello")
     with pytest.raises(ConfigError, match="not a PEM file"):
-        tls.alert_channel_credentials(Config(alert_tls_ca=str(not_pem)))
+        tls.alert_channel_credentials(Config.from_keys(alert_tls_ca=str(not_pem)).tls)
     with pytest.raises(ConfigError, match="alert_tls_cert and alert_tls_key"):
-        tls.alert_channel_credentials(Config(alert_tls_cert=str(certs.client_cert)))
+        tls.alert_channel_credentials(Config.from_keys(alert_tls_cert=str(certs.client_cert)).tls)

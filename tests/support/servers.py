@@ -77,12 +77,12 @@ async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIte
         "http_addr": "127.0.0.1:0",
         **settings,
     }
-    alert_cfg = Config(
+    alert_cfg = Config.from_keys(
         db_url=db_url, data_dir=str(data_dir / "alert"), alert_addr="127.0.0.1:0", **base
     )
     alert = await alert_app.start(alert_cfg)
     alert_addr = f"127.0.0.1:{alert.port}"
-    api_cfg = Config(
+    api_cfg = Config.from_keys(
         db_url=db_url,
         data_dir=str(data_dir / "api"),
         api_addr=api_addr,
