@@ -43,7 +43,7 @@ def param_message(form_item: Mapping[str, Any]) -> plugin_pb2.PluginParam:
     return json_format.ParseDict(clean, plugin_pb2.PluginParam(), ignore_unknown_fields=True)
 
 
-def plugin_message(row: models.Plugin) -> plugin_pb2.Plugin:
+def plugin_message(row: models.Plugin, package_size: int) -> plugin_pb2.Plugin:
     form = json.loads(row.params_json)
     return plugin_pb2.Plugin(
         name=names.plugin_name(row.id),
@@ -58,7 +58,7 @@ def plugin_message(row: models.Plugin) -> plugin_pb2.Plugin:
         update_time=timestamp(row.update_time),
         etag=str(row.revision),
         sdk=row.sdk,
-        package_size=0,
+        package_size=package_size,
     )
 
 

@@ -115,7 +115,7 @@ class InstanceOperations:
     ) -> pb.ListParkedEventsResponse:
         instance_id = names.parse(request.parent, names.INSTANCES, "parent")
         size = paging.page_size(request.page_size)
-        token = paging.decode(request.page_token)
+        token = paging.decode(request.page_token, request.parent)
         after = int(token) if token.isdigit() else 0
         async with self.store.reader() as session:
             await catalog.get_instance(session, instance_id)
@@ -140,7 +140,9 @@ class InstanceOperations:
             parked.append(item)
         return pb.ListParkedEventsResponse(
             parked_events=parked,
-            next_page_token=paging.encode(str(rows[-1][0].sequence)) if more else "",
+            next_page_token=(
+                paging.encode(str(rows[-1][0].sequence), request.parent) if more else ""
+            ),
         )
 
     async def RedeliverParkedEvents(
@@ -148,6 +150,18 @@ class InstanceOperations:
     ) -> pb.RedeliverParkedEventsResponse:
         instance_id = names.parse(request.parent, names.INSTANCES, "parent")
         async with self.store.transaction() as session:
+            if request.sequences:
+                parked = await deliveries.parked_among(session, instance_id, request.sequences)
+                missing = sorted(set(request.sequences) - parked)
+                if missing:
+                    # Checked before the instance: an unknown instance is NOT_FOUND as well.
+                    await catalog.get_instance(session, instance_id)
+                    shown = ", ".join(str(s) for s in missing[:20])
+                    raise errors.NotFound(
+                        f"{request.parent} has no parked event with sequence {shown}; "
+                        "ListParkedEvents shows the parked ones",
+                        reason="PARKED_EVENT_NOT_FOUND",
+                    )
             count = await deliveries.mark_redeliver(session, instance_id, list(request.sequences))
         await self.fleet.kick(instance_id)
         return pb.RedeliverParkedEventsResponse(count=count)

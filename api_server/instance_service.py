@@ -190,7 +190,8 @@ class ListenerInstanceService(
     ) -> pb.ListenerInstance:
         li = request.listener_instance
         instance_id = names.parse(li.name, names.INSTANCES, "listener_instance.name")
-        paths = validation.mask_paths(request.update_mask.paths, _UPDATABLE, default_all=True)
+        populated = {f.name for f, _ in li.ListFields()}  # set, non-empty fields (AIP-134)
+        paths = validation.mask_paths(request.update_mask.paths, _UPDATABLE, populated)
         async with self.store.transaction() as session:
             row = await catalog.get_instance(session, instance_id, for_update=True)
             catalog.check_etag("listener instance", li.name, row.revision, li.etag)

@@ -20,21 +20,21 @@ from listener_common import params as sdk_params
 from listener_common.errors import ParamValidationError
 from listener_common.package import PackageInfo, inspect_package
 from listener_core import errors
-from listener_core.config import Config
 from listener_core.server import Context
+from listener_core.settings import PackageLimits
 
 _UPDATABLE = {"display_name", "isolation"}
 
 
 class PluginService(plugin_pb2_grpc.PluginServiceServicer):
-    def __init__(self, store: Store, fleet: AlertFleet, config: Config) -> None:
+    def __init__(self, store: Store, fleet: AlertFleet, limits: PackageLimits) -> None:
         self.store = store
         self.fleet = fleet
-        self.max_package = config.max_package_bytes
+        self.max_package = limits.max_bytes
         # Zip-bomb limits: checked from the zip's directory before anything is unpacked.
         self.limits = {
-            "max_files": config.max_package_files,
-            "max_uncompressed": config.max_package_uncompressed_bytes,
+            "max_files": limits.max_files,
+            "max_uncompressed": limits.max_uncompressed_bytes,
         }
 
     async def _package(self, request: Any) -> tuple[PackageInfo, bytes]:
@@ -106,7 +106,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         except sa_exc.IntegrityError:
             raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists") from None
         await self.fleet.activate_plugin(plugin_id, info.sha256, isolation)
-        return conversions.plugin_message(row)
+        return conversions.plugin_message(row, len(data))
 
     async def UploadPluginPackage(
         self,
@@ -144,7 +144,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
     ) -> plugin_pb2.Plugin:
         plugin_id = names.parse(request.name, names.PLUGINS)
         async with self.store.reader() as session:
-            return conversions.plugin_message(await catalog.get_plugin(session, plugin_id))
+            return await self._message(session, await catalog.get_plugin(session, plugin_id))
 
     async def ListPlugins(
         self, request: plugin_pb2.ListPluginsRequest, context: Context
@@ -155,8 +155,9 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
             rows, more = await paging.read_page(
                 lambda limit: catalog.list_plugins(session, after, limit), size
             )
+            sizes = await catalog.package_sizes(session, (r.sha256 for r in rows))
         return plugin_pb2.ListPluginsResponse(
-            plugins=[conversions.plugin_message(r) for r in rows],
+            plugins=[conversions.plugin_message(r, sizes.get(r.sha256, 0)) for r in rows],
             next_page_token=paging.encode(rows[-1].id) if more else "",
         )
 
@@ -164,7 +165,8 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         self, request: plugin_pb2.UpdatePluginRequest, context: Context
     ) -> plugin_pb2.Plugin:
         plugin_id = names.parse(request.plugin.name, names.PLUGINS, "plugin.name")
-        paths = validation.mask_paths(request.update_mask.paths, _UPDATABLE)
+        populated = {f.name for f, _ in request.plugin.ListFields()}  # non-empty (AIP-134)
+        paths = validation.mask_paths(request.update_mask.paths, _UPDATABLE, populated)
         new_package = request.WhichOneof("package_source") is not None
         info, data, form = None, b"", None
         if new_package:
@@ -219,7 +221,13 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
             if row.sha256 != before["sha256"]:
                 async with self.store.transaction() as session:
                     await catalog.drop_package_if_unused(session, str(before["sha256"]))
-        return conversions.plugin_message(row)
+        async with self.store.reader() as session:
+            return await self._message(session, row)
+
+    @staticmethod
+    async def _message(session: Any, row: Plugin) -> plugin_pb2.Plugin:
+        sizes = await catalog.package_sizes(session, [row.sha256])
+        return conversions.plugin_message(row, sizes.get(row.sha256, 0))
 
     async def _check_instances(
         self, session: Any, plugin_id: str, form: list[dict[str, Any]]

@@ -20,9 +20,15 @@ from listener_core.interceptor import Behavior, wrap_unary_response
 from listener_core.stages import Layer
 
 
-def mask_paths(paths: Iterable[str], allowed: set[str], *, default_all: bool = False) -> set[str]:
-    """The update_mask's paths; unknown ones are the caller's error."""
-    chosen = set(paths) or (set(allowed) if default_all else set())
+def mask_paths(paths: Iterable[str], allowed: set[str], populated: set[str]) -> set[str]:
+    """The fields an update changes, as AIP-134 says: those named in the update_mask; with
+    no mask, those the request populates (non-empty), so a partial update from a client that
+    sends no mask never resets the others; ``*`` alone for all of them (full replacement).
+    Unknown paths are the caller's error."""
+    given = set(paths)
+    if given == {"*"}:
+        return set(allowed)
+    chosen = given or (populated & allowed)
     unknown = chosen - allowed
     if unknown:
         raise errors.InvalidArgument(

@@ -35,6 +35,17 @@ async def get_package(session: AsyncSession, sha256: str) -> Package:
     return pkg
 
 
+async def package_sizes(session: AsyncSession, sha256s: Iterable[str]) -> dict[str, int]:
+    """The size of each package, in bytes, without reading the packages."""
+    wanted = set(sha256s)
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(Package.sha256, Package.size).where(Package.sha256.in_(wanted))
+    )
+    return {sha: int(size) for sha, size in rows}
+
+
 async def drop_package_if_unused(session: AsyncSession, sha256: str) -> None:
     used = await session.scalar(
         select(func.count()).select_from(Plugin).where(Plugin.sha256 == sha256)

@@ -376,6 +376,16 @@ async def replay(
     return from_sequence
 
 
+async def parked_among(
+    session: AsyncSession, instance_id: str, sequences: Sequence[int]
+) -> set[int]:
+    """Which of ``sequences`` are parked for the instance."""
+    query = select(ParkedEvent.sequence).where(
+        ParkedEvent.instance_id == instance_id, ParkedEvent.sequence.in_(set(sequences))
+    )
+    return set((await session.execute(query)).scalars().all())
+
+
 async def mark_redeliver(session: AsyncSession, instance_id: str, sequences: Sequence[int]) -> int:
     row = await _locked(session, instance_id)
     query = update(ParkedEvent).where(ParkedEvent.instance_id == instance_id)

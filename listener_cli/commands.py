@@ -336,7 +336,13 @@ async def redeliver(client: ListenerClient | None, args: argparse.Namespace) -> 
 
 def read_events(text: str) -> tuple[list[event_pb2.ListenerEvent], bool]:
     """The events in a publish document, and whether it is a batch."""
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"the events are not valid JSON ({exc}); expected one event "
+            '({"task_fail": {...}}), {"event": {...}}, a list of events, or {"events": [...]}'
+        ) from None
     if isinstance(data, dict) and "events" in data:
         data = data["events"]
     elif isinstance(data, dict) and "event" in data:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import grpc
 
@@ -28,6 +30,7 @@ EXIT_INVALID = 4
 EXIT_CONFLICT = 5
 EXIT_UNAVAILABLE = 6
 EXIT_AUTH = 7
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a Unix tool whose reader went away
 
 CODE_EXITS = {
     grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
@@ -52,6 +55,7 @@ exit codes:
   5  failed precondition or conflict (FAILED_PRECONDITION, ALREADY_EXISTS, ABORTED)
   6  server unavailable (UNAVAILABLE, DEADLINE_EXCEEDED)
   7  authentication (UNAUTHENTICATED, PERMISSION_DENIED)
+  141  the reader of the output went away (e.g. | head), quietly, as Unix tools do
 
 environment:
   LISTENER_SERVER  default for --server (else 127.0.0.1:50051)
@@ -70,6 +74,20 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("epilog", EPILOG)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's message, with the nearest command when a name was mistyped."""
+        super().error(message + _did_you_mean(message))
+
+
+def _did_you_mean(message: str) -> str:
+    """For "invalid choice: 'instanse' (choose from 'plugin', 'instance', …)"."""
+    if "invalid choice: " not in message or "(choose from " not in message:
+        return ""
+    given = message.split("invalid choice: ", 1)[1].split(" (choose from", 1)[0].strip("'")
+    choices = [c.strip(" '") for c in message.rsplit("(choose from ", 1)[1].rstrip(")").split(",")]
+    close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -183,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etag", default="", help="only update this version of the plugin")
     package_options(p)
     p = command(
-        plugin, "uninstall", "uninstall a plugin (fails while instances use it)", commands.uninstall
+        plugin,
+        "uninstall",
+        "uninstall a plugin (fails while instances use it)",
+        commands.uninstall,
+        aliases=["delete"],
     )
     p.add_argument("id", help="plugin id")
     p.add_argument("--etag", default="", help="only delete this version of the plugin")
@@ -194,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -- instance ---------------------------------------------------------------------
     inst = group("instance", "listener instances: configure them and steer their delivery")
 
-    def instance_options(p: argparse.ArgumentParser) -> None:
+    def instance_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
         p.add_argument(
             "--param",
             action="append",
@@ -202,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="a plugin parameter; repeat for several",
         )
-        p.add_argument("--events", help=EVENTS_HELP)
+        p.add_argument(
+            "--events",
+            required=required,
+            help=EVENTS_HELP if not required else "required: " + EVENTS_HELP,
+        )
         p.add_argument("--display-name", help="name shown in lists")
         p.add_argument(
             "--park-after",
@@ -220,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(inst, "create", "create a listener instance", commands.create_instance)
     p.add_argument("id", help="instance id")
     p.add_argument("--plugin", required=True, help="plugin id")
-    instance_options(p)
+    instance_options(p, required=True)
     p = command(
         inst, "update", "change an instance's params, events or policy", commands.update_instance
     )
@@ -339,7 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(commands.run(args))
+        code = asyncio.run(commands.run(args))
+        sys.stdout.flush()  # here, so a reader gone away is seen below and not at exit
+        return code
+    except BrokenPipeError:
+        # The reader (| head, | grep -q) has what it wanted. Later writes, and the flush at
+        # exit, go nowhere instead of printing a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except ListenerClientError as exc:
         _report(exc, args.json)
         return CODE_EXITS.get(exc.code, EXIT_OTHER)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -135,13 +135,29 @@ def plugin(p: plugin_pb2.Plugin, out: TextIO = sys.stdout) -> None:
                     f.field,
                     f.type,
                     "yes" if f.validate.required else "no",
-                    json_format.MessageToJson(f.value, indent=None) if f.HasField("value") else "",
+                    default_text(f.value) if f.HasField("value") else "",
                     f.title,
                 ]
                 for f in p.params
             ),
             out,
         )
+
+
+def default_text(value: struct_pb2.Value) -> str:
+    """A form default as JSON; a whole number as one (a Value holds every number as a
+    double, which JSON would print as 0.0 for an InputNumber defaulting to 0)."""
+
+    def whole(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer():
+            return int(item)
+        if isinstance(item, list):
+            return [whole(i) for i in item]
+        if isinstance(item, dict):
+            return {k: whole(v) for k, v in item.items()}
+        return item
+
+    return json.dumps(whole(json_format.MessageToDict(value)))
 
 
 def _types(values: Iterable[int]) -> str:

@@ -5,6 +5,7 @@ Stops both on Ctrl-C or SIGTERM; if either exits, stops the other and exits with
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,51 @@ import sys
 import time
 from pathlib import Path
 
-from listener_core.config import load_config
+import grpc
+
+from listener.v1 import plugin_pb2, plugin_pb2_grpc
+from listener_core.config import Config, load_config
+
+
+def installed_packages(addr: str, api: subprocess.Popen[bytes]) -> dict[str, str] | None:
+    """sha256 -> plugin name of what the store already has, asked of the API server once it
+    serves; None when it cannot say (it did not come up, or it wants a token)."""
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(addr) as channel:
+        stub = plugin_pb2_grpc.PluginServiceStub(channel)
+        while time.monotonic() < deadline and api.poll() is None:
+            try:
+                reply = stub.ListPlugins(plugin_pb2.ListPluginsRequest(page_size=1000), timeout=2)
+                return {p.sha256: p.name for p in reply.plugins}
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    return None
+            time.sleep(0.2)
+    return None
+
+
+def banner(config: Config, api: subprocess.Popen[bytes]) -> str:
+    """Where the servers are, and which built packages are installed or ready to install:
+    after a restart on the same store, the logger is no longer "ready to install"."""
+    installed = installed_packages(config.listen.api_addr, api)
+    ready: list[str] = []
+    done: list[str] = []
+    for path in sorted(Path("dist/plugins").glob("*.zip")):
+        name = (installed or {}).get(hashlib.sha256(path.read_bytes()).hexdigest())
+        (done if name else ready).append(f"{path} (as {name})" if name else str(path))
+    lines = [
+        f"\nAPI server on {config.listen.api_addr}, alert server on {config.listen.alert_addr}, "
+        f"store {config.store.database_url}",
+        _console(config.listen.http_addr),
+        f"plugin packages ready to install: {', '.join(ready) or 'none'}",
+    ]
+    if done:
+        lines.append(f"already installed: {', '.join(done)}")
+    lines.append(
+        "See README.md for the walk-throughs (listenerctl is .venv/bin/listenerctl). "
+        "Ctrl-C stops both.\n"
+    )
+    return "\n".join(lines)
 
 
 def _console(http_addr: str) -> str:
@@ -37,15 +82,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    plugins = sorted(str(p) for p in Path("dist/plugins").glob("*.zip"))
-    print(
-        f"\nAPI server on {config.api_addr}, alert server on {config.alert_addr}, "
-        f"store {config.database_url}\n"
-        f"{_console(config.http_addr)}\n"
-        f"plugin packages ready to install: {', '.join(plugins) or 'none'}\n"
-        "See README.md for the grpcurl walk-through. Ctrl-C stops both.\n",
-        flush=True,
-    )
+    print(banner(config, api), flush=True)
     code = 0
     while not stopping:
         for child in children:

@@ -12,6 +12,7 @@ request body: instance params may hold secrets.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import time
@@ -36,7 +37,11 @@ _NAME_PATHS = (
     ("plugin", "name"),
     ("listener_instance", "name"),
 )
-_ID_FIELDS = (("plugin_id", "plugins/"), ("listener_instance_id", "listenerInstances/"))
+_ID_FIELDS = (
+    ("plugin_id", "plugins/"),
+    ("listener_instance_id", "listenerInstances/"),
+    ("package_sha256", "packages/"),
+)
 
 
 def is_admin_action(method: str) -> bool:
@@ -75,6 +80,10 @@ def resource_of(request: Any, response: Any) -> str:
         found = _field(request, (field,))
         if found:
             return prefix + found
+    # An install that failed before its manifest named the plugin: the package it sent.
+    package = getattr(request, "package", None)
+    if isinstance(package, bytes) and package:
+        return "packages/" + hashlib.sha256(package).hexdigest()
     return ""
 
 

@@ -385,7 +385,10 @@ class UpdateListenerInstanceRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """display_name, params, event_types, failure_policy, filter; empty means all of them."""
+        """The fields to change: display_name, params, event_types, failure_policy, filter. Empty
+        (as AIP-134 says): the fields the request populates (non-empty, or a failure_policy that
+        is set), so omitted fields keep their values; "*" alone: all of them.
+        """
 
     def __init__(
         self,

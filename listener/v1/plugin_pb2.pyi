@@ -413,7 +413,10 @@ class UpdatePluginRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """display_name, isolation; a package below is applied whatever the mask says."""
+        """The fields to change: display_name, isolation. Empty (as AIP-134 says): the fields the
+        request populates (non-empty), so omitted fields keep their values; "*" alone: both. A
+        package below is applied whatever the mask says.
+        """
 
     def __init__(
         self,

@@ -109,6 +109,40 @@ def test_usage_errors_exit_2() -> None:
     assert cli("plugin", "frobnicate").returncode == 2
     proc = cli("instance", "replay", "x")  # needs --from-sequence or --from-time
     assert proc.returncode == 2 and "one of the arguments" in proc.stderr
+    # A typo gets the nearest name, at either level.
+    proc = cli("instanse", "list")
+    assert proc.returncode == 2 and "did you mean 'instance'?" in proc.stderr, proc.stderr
+    proc = cli("plugin", "unistall", "x")
+    assert proc.returncode == 2 and "did you mean 'uninstall'?" in proc.stderr, proc.stderr
+    # --events is required to create an instance, and its help says so.
+    usage = cli("instance", "create", "--help").stdout
+    assert "--events EVENTS" in usage and "[--events EVENTS]" not in usage
+    assert "required: comma separated event types" in usage
+    proc = cli("instance", "create", "x", "--plugin", "p")
+    assert proc.returncode == 2 and "--events" in proc.stderr
+
+
+def test_bad_json_says_what_was_expected() -> None:
+    proc = cli("event", "publish", "-", stdin='{"task_fail": ')
+    assert proc.returncode == 4
+    assert "not valid JSON" in proc.stderr and '{"events": [...]}' in proc.stderr, proc.stderr
+
+
+def test_a_reader_that_goes_away_ends_it_quietly(server: str) -> None:
+    """``listenerctl plugin list | head -1``: the reader has what it wants; no traceback and
+    no "invalid argument" exit, but SIGPIPE's 141, as Unix tools."""
+    command = ["--server", server, "--token", ADMIN, "plugin", "list"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "listener_cli", *command],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # gone before a byte was read
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == "", err
 
 
 def test_plugin_lifecycle(server: str, tmp_path: Path) -> None:
@@ -151,8 +185,16 @@ def test_plugin_lifecycle(server: str, tmp_path: Path) -> None:
     got = as_json(server, "plugin", "get", "plugins/flaky-b")
     assert isinstance(got, dict) and got["etag"] == renamed["etag"]
 
+    # The size of the package, and a whole-number default as one.
+    shown = ok(server, "plugin", "get", "flaky-b")
+    assert any(line.split() == ["size", str(built["size"]), "B"] for line in shown.splitlines())
+    assert "failCount" in shown and " 0 " in shown.split("failCount", 1)[1].splitlines()[0]
+    assert "0.0" not in shown.split("params:", 1)[1]
+
     assert "uninstalled plugins/flaky-b" in ok(server, "plugin", "uninstall", "flaky-b")
     assert run(server, "plugin", "get", "flaky-b").returncode == 3
+    ok(server, "plugin", "install", built["path"], "--id", "flaky-c")
+    assert "uninstalled plugins/flaky-c" in ok(server, "plugin", "delete", "flaky-c")  # alias
 
 
 def test_instances_events_status_and_tail(server: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ naming instance and event, and never a parameter value."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from listener_client import ListenerClient
+from listener_client import ListenerClient, ListenerClientError
 from listener_core import logs
 from listener_core.config import ConfigError
 from tests.support.databases import sqlite_url
@@ -81,6 +82,9 @@ async def test_admin_actions_and_failures_are_logged_without_params(
         ) as pair,
         ListenerClient(pair.api_addr) as client,
     ):
+        broken = b"PK\x03\x04 not really a zip"
+        with pytest.raises(ListenerClientError):
+            await client.install_plugin(broken)
         await client.install_plugin(package)
         await client.create_instance(
             "hook",
@@ -103,6 +107,8 @@ async def test_admin_actions_and_failures_are_logged_without_params(
     audit = [r for r in caplog.records if r.name == "listener.audit"]
     actions = [(r.action, r.resource, r.code) for r in audit]  # type: ignore[attr-defined]
     assert actions == [
+        # Refused before a manifest named it: the package it sent.
+        ("CreatePlugin", "packages/" + hashlib.sha256(broken).hexdigest(), "INVALID_ARGUMENT"),
         ("CreatePlugin", "plugins/down", "OK"),
         ("CreateListenerInstance", "listenerInstances/hook", "OK"),
         ("UpdateListenerInstance", "listenerInstances/hook", "OK"),
