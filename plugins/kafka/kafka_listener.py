@@ -23,7 +23,7 @@ import aiokafka.codec
 import aiokafka.errors
 import aiokafka.helpers
 
-from listener_common import DeliveryError, ListenerPlugin, events, params
+from listener_common import DeliveryError, ListenerPlugin, cloudevents, events, params
 from listener_common.errors import error_text
 
 #: Codecs beyond gzip need cramjam in the alert server's environment.
@@ -91,8 +91,21 @@ def message_key(event: events.ListenerEvent) -> bytes:
     return event.id.encode("utf-8")
 
 
-def message_headers(event: events.ListenerEvent) -> list[tuple[str, bytes]]:
-    return [("event-id", event.id.encode("utf-8")), ("event-type", event.type.value.encode())]
+def message_headers(
+    event: events.ListenerEvent, cloud_source: str | None = None
+) -> list[tuple[str, bytes]]:
+    """``event-id`` and ``event-type``; with a CloudEvents source, also the Kafka protocol
+    binding's binary mode: ``ce_*`` headers and ``content-type`` for the (unchanged) value."""
+    found = [("event-id", event.id.encode("utf-8")), ("event-type", event.type.value.encode())]
+    if cloud_source is not None:
+        found.append(("content-type", cloudevents.DATA_CONTENT_TYPE.encode()))
+        found.extend(
+            (name, value.encode("utf-8"))
+            for name, value in cloudevents.binary_headers(
+                event, cloudevents.KAFKA_PREFIX, cloud_source
+            ).items()
+        )
+    return found
 
 
 def message_value(event: events.ListenerEvent) -> bytes:
@@ -129,6 +142,24 @@ class KafkaListener(ListenerPlugin):
                 options=["none", "gzip", "snappy", "lz4", "zstd"],
                 info="snappy, lz4 and zstd need cramjam in the alert server's environment.",
             ),
+            params.Select(
+                "format",
+                title="Message format",
+                value="json",
+                options=[
+                    ("Event JSON with event-id and event-type headers", "json"),
+                    ("CloudEvents 1.0, binary mode (ce_ headers)", "cloudevents"),
+                ],
+                info="CloudEvents binary mode keeps the body (the event JSON) and adds the "
+                "CloudEvents attributes as headers (ce_id, ce_type, …), per the "
+                "CloudEvents Kafka protocol binding.",
+            ),
+            params.Input(
+                "source",
+                title="CloudEvents source",
+                value=cloudevents.DEFAULT_SOURCE,
+                info="The CloudEvents 'source' attribute (a URI reference).",
+            ),
             params.Switch("tls", title="TLS", value=False, info="Connect with TLS (SSL)."),
             params.Select(
                 "saslMechanism",
@@ -153,6 +184,7 @@ class KafkaListener(ListenerPlugin):
         self._producer: Any = None
         self._topic = ""
         self._where = ""
+        self._cloud_source: str | None = None
 
     def _make_producer(self, **kwargs: Any) -> Any:
         """Builds the producer; the seam unit tests replace to work without a broker."""
@@ -161,6 +193,8 @@ class KafkaListener(ListenerPlugin):
     async def open(self, config: dict[str, Any]) -> None:
         kwargs = producer_kwargs(config)
         self._topic = str(config["topic"]).strip()
+        if config.get("format") == "cloudevents":
+            self._cloud_source = str(config.get("source") or cloudevents.DEFAULT_SOURCE)
         self._where = ",".join(kwargs["bootstrap_servers"])
         producer = self._make_producer(**kwargs)
         try:
@@ -221,7 +255,7 @@ class KafkaListener(ListenerPlugin):
                         self._topic,
                         value=message_value(event),
                         key=message_key(event),
-                        headers=message_headers(event),
+                        headers=message_headers(event, self._cloud_source),
                         timestamp_ms=_timestamp_ms(event),
                     )
                 )

@@ -24,7 +24,7 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from listener_common import DeliveryError, ListenerPlugin, events, params, templates
+from listener_common import DeliveryError, ListenerPlugin, cloudevents, events, params, templates
 from listener_common.errors import error_text
 
 _UNSAFE = " \t\r\n.*>"
@@ -81,6 +81,24 @@ class NatsListener(ListenerPlugin):
                 info="If set, checked to exist at open and required to be the stream that "
                 "stores each message.",
             ),
+            params.Select(
+                "format",
+                title="Message format",
+                value="json",
+                options=[
+                    ("Event JSON with Nats-Msg-Id, event-type and event-sequence headers", "json"),
+                    ("CloudEvents 1.0, binary mode (ce- headers)", "cloudevents"),
+                ],
+                info="CloudEvents binary mode keeps the body (the event JSON) and adds the "
+                "CloudEvents attributes as headers (ce-id, ce-type, …), per the "
+                "CloudEvents NATS protocol binding.",
+            ),
+            params.Input(
+                "source",
+                title="CloudEvents source",
+                value=cloudevents.DEFAULT_SOURCE,
+                info="The CloudEvents 'source' attribute (a URI reference).",
+            ),
             params.Input("user", title="User", value=""),
             params.Password("password", title="Password"),
             params.Password("token", title="Token", info="Token authentication instead of a user."),
@@ -101,6 +119,7 @@ class NatsListener(ListenerPlugin):
         self._stream: str | None = None
         self._auth: dict[str, str] = {}
         self._timeout = 5.0
+        self._cloud_source: str | None = None
         self._nc: Any = None
         self._js: Any = None
 
@@ -116,6 +135,8 @@ class NatsListener(ListenerPlugin):
             key: str(config[key]) for key in ("user", "password", "token") if config.get(key)
         }
         self._timeout = float(config.get("timeout") or 5)
+        if config.get("format") == "cloudevents":
+            self._cloud_source = str(config.get("source") or cloudevents.DEFAULT_SOURCE)
         await self._connect()
 
     async def close(self) -> None:
@@ -180,6 +201,11 @@ class NatsListener(ListenerPlugin):
             "event-type": event.type.value,
             "event-sequence": str(event.sequence),
         }
+        if self._cloud_source is not None:  # the NATS protocol binding's binary mode
+            headers["content-type"] = cloudevents.DATA_CONTENT_TYPE
+            headers.update(
+                cloudevents.binary_headers(event, cloudevents.NATS_PREFIX, self._cloud_source)
+            )
         return render(self._subject, data), payload, headers
 
     async def on_event(self, event: events.ListenerEvent) -> None:

@@ -22,7 +22,7 @@ import aio_pika
 import aiormq.exceptions
 from yarl import URL
 
-from listener_common import DeliveryError, ListenerPlugin, events, params, templates
+from listener_common import DeliveryError, ListenerPlugin, cloudevents, events, params, templates
 from listener_common.errors import error_text
 
 _UNSAFE = " \t\r\n.*>#"
@@ -88,6 +88,24 @@ class RabbitMQListener(ListenerPlugin):
                 value=False,
                 info="With confirms on, fail the event when no queue is bound to take it.",
             ),
+            params.Select(
+                "format",
+                title="Message format",
+                value="json",
+                options=[
+                    ("Event JSON with event-type and sequence headers", "json"),
+                    ("CloudEvents 1.0, binary mode (cloudEvents_ headers)", "cloudevents"),
+                ],
+                info="CloudEvents binary mode keeps the body (the event JSON) and adds the "
+                "CloudEvents attributes as headers (cloudEvents_id, cloudEvents_type, …), per "
+                "the CloudEvents AMQP protocol binding.",
+            ),
+            params.Input(
+                "source",
+                title="CloudEvents source",
+                value=cloudevents.DEFAULT_SOURCE,
+                info="The CloudEvents 'source' attribute (a URI reference).",
+            ),
             params.InputNumber("timeout", title="Timeout (s)", value=10, min=0.1, max=120),
         ]
 
@@ -101,6 +119,7 @@ class RabbitMQListener(ListenerPlugin):
         self._persistent = True
         self._mandatory = False
         self._timeout = 10.0
+        self._cloud_source: str | None = None
         self._connection: Any = None
         self._channel: Any = None
         self._exchange: Any = None
@@ -124,6 +143,11 @@ class RabbitMQListener(ListenerPlugin):
         self._persistent = bool(config.get("persistent", True))
         self._mandatory = bool(config.get("mandatory", False)) and self._confirms
         self._timeout = float(config.get("timeout") or 10)
+        self._cloud_source = (
+            str(config.get("source") or cloudevents.DEFAULT_SOURCE)
+            if config.get("format") == "cloudevents"
+            else None
+        )
         await self._connect()
 
     async def close(self) -> None:
@@ -179,6 +203,17 @@ class RabbitMQListener(ListenerPlugin):
             with contextlib.suppress(Exception):  # already broken: nothing left to release
                 await asyncio.wait_for(connection.close(), self._timeout)
 
+    def _headers(self, event: events.ListenerEvent) -> dict[str, Any]:
+        """``event-type`` and ``sequence``; in CloudEvents binary mode also the attributes as
+        ``cloudEvents_*`` headers (the AMQP binding's application properties; the body and
+        its content type, application/json, stay as they are)."""
+        headers: dict[str, Any] = {"event-type": event.type.value, "sequence": event.sequence}
+        if self._cloud_source is not None:
+            headers.update(
+                cloudevents.binary_headers(event, cloudevents.AMQP_PREFIX, self._cloud_source)
+            )
+        return headers
+
     def message(self, event: events.ListenerEvent) -> tuple[aio_pika.Message, str]:
         """The AMQP message and routing key for one event."""
         data = event.to_dict()
@@ -190,7 +225,7 @@ class RabbitMQListener(ListenerPlugin):
             type=event.type.value,
             timestamp=event.event_time,
             app_id="dolphinscheduler-listener",
-            headers={"event-type": event.type.value, "sequence": event.sequence},
+            headers=self._headers(event),
             delivery_mode=(
                 aio_pika.DeliveryMode.PERSISTENT
                 if self._persistent

@@ -28,10 +28,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from listener_common import DeliveryError, ListenerPlugin, events, params
+from listener_common import DeliveryError, ListenerPlugin, cloudevents, events, params
 
 USER_AGENT = "dolphinscheduler-listener-webhook/1.0"
-CLOUDEVENTS_TYPE_PREFIX = "org.apache.dolphinscheduler.listener."
+CLOUDEVENTS_TYPE_PREFIX = cloudevents.TYPE_PREFIX
 #: Headers the plugin sets itself; an extra header of the same name is refused, not merged.
 _OWN_HEADERS = frozenset({"content-type", "webhook-id", "webhook-timestamp", "webhook-signature"})
 _EXCERPT = 200
@@ -90,20 +90,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def cloud_event(event: events.ListenerEvent, source: str) -> dict[str, Any]:
     """A CloudEvents 1.0 structured-mode envelope with the event dict as ``data``."""
-    data = event.to_dict()
-    envelope: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event.id,
-        "source": source,
-        "type": CLOUDEVENTS_TYPE_PREFIX + event.type.value.lower(),
-        "datacontenttype": "application/json",
-        # The CloudEvents "sequence" extension: a string, ordered within the source.
-        "sequence": str(event.sequence),
-    }
-    if data["event_time"]:
-        envelope["time"] = data["event_time"]
-    envelope["data"] = data
-    return envelope
+    return cloudevents.structured(event, source)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -300,3 +300,30 @@ def kafka_key(value: dict[str, Any]) -> bytes:
         if value.get(name):
             return str(value[name]).encode()
     return str(value["id"]).encode()
+
+
+async def test_cloudevents_binary_mode_adds_the_kafka_binding_headers(kafka: ModuleType) -> None:
+    """The Kafka protocol binding's binary mode: ce_* headers and content-type; the value is
+    the same event JSON, so consumers of either kind read it."""
+    producer = FakeProducer()
+    plugin = with_fake(kafka, producer)
+    await plugin.open(config(kafka, format="cloudevents", source="/etl/scheduler"))
+    event = make_event(7, "TASK_FAIL")
+    await plugin.on_event(event)
+    await plugin.close()
+    [sent] = producer.sent
+    headers = dict(sent["headers"])
+    assert headers == {
+        "event-id": b"ev-7",
+        "event-type": b"TASK_FAIL",
+        "content-type": b"application/json",
+        "ce_specversion": b"1.0",
+        "ce_id": b"ev-7",
+        "ce_source": b"/etl/scheduler",
+        "ce_type": b"org.apache.dolphinscheduler.listener.task_fail",
+        "ce_sequence": b"7",
+        "ce_time": event.to_dict()["event_time"].encode(),
+    }
+    assert json.loads(sent["value"]) == event.to_dict()
+    # The default stays plain: no CloudEvents headers.
+    assert kafka.message_headers(event) == [("event-id", b"ev-7"), ("event-type", b"TASK_FAIL")]

@@ -108,6 +108,44 @@ def test_message_headers_carry_the_event_id(nats_plugin: ModuleType) -> None:
 # -- against the real server -----------------------------------------------------------------
 
 
+async def test_cloudevents_binary_mode_on_the_real_server(
+    nats_plugin: ModuleType, jetstream: Any, stream: tuple[str, str]
+) -> None:
+    """The NATS binding's binary mode: ce-* headers and content-type in the stored message,
+    the payload the same event JSON, Nats-Msg-Id still the event id."""
+    name, prefix = stream
+    cls = nats_plugin.NatsListener
+    plugin = cls()
+    await plugin.open(
+        typed(
+            cls,
+            {
+                "servers": SERVER,
+                "subject": prefix + ".{type}",
+                "stream": name,
+                "format": "cloudevents",
+                "source": "/etl/prod",
+            },
+        )
+    )
+    event = make_event(5, "TASK_FAIL")
+    await plugin.on_event(event)
+    await plugin.close()
+    [stored] = await read_stream(jetstream, name)
+    assert json.loads(stored.data) == event.to_dict()
+    ce = {k: v for k, v in stored.headers.items() if k.startswith("ce-")}
+    assert ce == {
+        "ce-specversion": "1.0",
+        "ce-id": "ev-5",
+        "ce-source": "/etl/prod",
+        "ce-type": "org.apache.dolphinscheduler.listener.task_fail",
+        "ce-sequence": "5",
+        "ce-time": event.to_dict()["event_time"],
+    }
+    assert stored.headers["content-type"] == "application/json"
+    assert stored.headers["Nats-Msg-Id"] == "ev-5"
+
+
 async def test_publishes_in_order_and_deduplicates_redeliveries(
     nats_plugin: ModuleType, jetstream: Any, stream: tuple[str, str]
 ) -> None:

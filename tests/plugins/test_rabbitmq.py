@@ -139,6 +139,39 @@ async def test_publishes_persistent_messages_with_event_ids(
     assert first.headers["sequence"] == 1 and first.headers["event-type"] == "TASK_FAIL"
 
 
+async def test_cloudevents_binary_mode_on_the_real_broker(
+    rabbitmq: ModuleType, exchange_and_queue: tuple[str, Any]
+) -> None:
+    """The AMQP binding's binary mode: the attributes as cloudEvents_* headers, the body and
+    its content type as they were; the default mode has none of them."""
+    name, queue = exchange_and_queue
+    cls = rabbitmq.RabbitMQListener
+    base = {"url": "amqp://guest@" + f"{HOST}:{PORT}/", "password": "guest", "exchange": name}
+    plugin = cls()
+    await plugin.open(typed(cls, {**base, "format": "cloudevents", "source": "/etl/prod"}))
+    event = make_event(3, "WORKFLOW_END", project_name="etl")
+    await plugin.on_event(event)
+    await plugin.close()
+    plain = cls()
+    await plain.open(typed(cls, base))
+    await plain.on_event(make_event(4, "WORKFLOW_END", project_name="etl"))
+    await plain.close()
+    cloud, default = await drain(queue, 2)
+    assert json.loads(cloud.body) == event.to_dict()
+    assert cloud.content_type == "application/json"
+    ce = {k: v for k, v in cloud.headers.items() if k.startswith("cloudEvents_")}
+    assert ce == {
+        "cloudEvents_specversion": "1.0",
+        "cloudEvents_id": "ev-3",
+        "cloudEvents_source": "/etl/prod",
+        "cloudEvents_type": "org.apache.dolphinscheduler.listener.workflow_end",
+        "cloudEvents_sequence": "3",
+        "cloudEvents_time": event.to_dict()["event_time"],
+    }
+    assert cloud.headers["event-type"] == "WORKFLOW_END"  # the plain headers stay
+    assert not [k for k in default.headers if k.startswith("cloudEvents_")]
+
+
 async def test_errors_say_what_is_wrong(
     rabbitmq: ModuleType, broker: Any, exchange_and_queue: tuple[str, Any]
 ) -> None:
