@@ -41,9 +41,10 @@ from listener_core.settings import (
 ENV_PREFIX = "LISTENER_"
 # LISTENER_* variables the project's other tools read (listenerctl, make run, the compose
 # file, the test suite): a shell that runs both may have them, and the servers ignore them.
+# A new tool's variable goes here too (tests/unit/test_config.py checks the repository's).
 OTHER_TOOLS_ENV = frozenset(
     {"LISTENER_SERVER", "LISTENER_TOKEN", "LISTENER_CONFIG", "LISTENER_ADMIN_TOKEN"}
-    | {"LISTENER_DB_PASSWORD"}
+    | {"LISTENER_DB_PASSWORD", "LISTENER_CONSOLE_SCREENSHOTS"}
 )
 OTHER_TOOLS_ENV_PREFIXES = ("LISTENER_TEST_",)
 

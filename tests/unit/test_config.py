@@ -4,13 +4,21 @@ start with the key, the value, where it came from and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from listener_core.config import KEYS, Config, ConfigError, load_config
+from listener_core.config import (
+    KEYS,
+    OTHER_TOOLS_ENV,
+    OTHER_TOOLS_ENV_PREFIXES,
+    Config,
+    ConfigError,
+    load_config,
+)
 from listener_core.settings import DeliverySettings, ProcessSettings, SettingError
 from tests.support.servers import REPO
 
@@ -172,3 +180,27 @@ def test_advertised_address_replaces_a_wildcard_host() -> None:
     assert advertised_address("[::]:50052", 50052) == f"{socket.gethostname()}:50052"
     assert advertised_address("127.0.0.1:0", 4711) == "127.0.0.1:4711"
     assert advertised_address("0.0.0.0:50052", 50052, "10.1.2.3:50052") == "10.1.2.3:50052"
+
+
+def test_every_listener_variable_the_repository_names_is_a_key_or_another_tools() -> None:
+    """A variable that listenerctl, the compose file, the docs or the tests use must not stop
+    a server started from the same shell; a new one is added to OTHER_TOOLS_ENV."""
+    named: set[str] = set()
+    for path in REPO.rglob("*"):
+        parts = path.relative_to(REPO).parts
+        if not path.is_file() or parts[0] in (".venv", ".git", "listener", "dist", "data"):
+            continue
+        if path.suffix not in (".py", ".md", ".yml", ".toml", "") or path.stat().st_size > 10**6:
+            continue
+        named |= set(
+            re.findall(r"(?<![A-Z_])LISTENER_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="replace"))
+        )
+    documented_mistakes = {"LISTENER_DELIVRY_BATCH"}  # this file's example of a typo
+    refused = [
+        name
+        for name in sorted(named - documented_mistakes)
+        if not (name + "_").startswith(OTHER_TOOLS_ENV_PREFIXES)
+        and name not in OTHER_TOOLS_ENV
+        and name.removeprefix("LISTENER_").lower() not in KEYS
+    ]
+    assert not refused, f"servers would refuse these variables: {refused}"
