@@ -253,7 +253,7 @@ async def test_plugin_update_by_uploaded_package_and_errors(tmp_path: Path) -> N
 
 
 async def test_no_alert_server_is_503_and_stores_nothing(tmp_path: Path) -> None:
-    config = Config(
+    config = Config.from_keys(
         db_url=sqlite_url(tmp_path),
         data_dir=str(tmp_path),
         api_addr="127.0.0.1:0",

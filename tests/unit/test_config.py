@@ -19,7 +19,7 @@ from listener_core.config import (
     ConfigError,
     load_config,
 )
-from listener_core.settings import DeliverySettings, ProcessSettings, SettingError
+from listener_core.settings import DeliverySettings, ProcessConfig, SettingError
 from tests.support.servers import REPO
 
 
@@ -129,7 +129,7 @@ def test_secrets_stay_out_of_messages_and_reprs() -> None:
 def test_sections_hold_their_own_rules() -> None:
     with pytest.raises(SettingError, match="delivery_batch = -5"):
         DeliverySettings(batch_size=-5)
-    assert ProcessSettings().call_timeout == DeliverySettings().handler_timeout
+    assert ProcessConfig().call_timeout == DeliverySettings().handler_timeout
 
 
 def test_every_key_sets_a_section_field_and_defaults_agree() -> None:
