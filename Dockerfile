@@ -25,8 +25,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LISTENER_DATA_DIR=/var/lib/listener
 COPY --from=build /opt/listener /opt/listener
 RUN useradd --system --uid 10001 --home-dir /var/lib/listener listener \
- && install -d -m 0700 -o listener /var/lib/listener
-# Non-root; data_dir (package cache, SQLite when no db_url) is the only writable place it needs.
+ && install -d -m 0700 -o listener /var/lib/listener \
+ && install -d -m 0700 -o listener /var/lib/listener/output
+# Non-root; data_dir (package cache, SQLite when no db_url) is the only writable place it
+# needs, with output/ in it for the files plugins write (a shared volume in docker-compose.yml).
 USER 10001
 WORKDIR /var/lib/listener
 # 50051 API, 8080 its HTTP/JSON and console, 50052 alert server (internal), 9464/9465 their

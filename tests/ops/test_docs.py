@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -143,40 +142,59 @@ def _run_examples(tmp_path: Path, blocks: list[str], *, http: bool) -> None:
     assert "SkipListenerInstanceEvent listenerInstances/disk-full: OK" in logs["api_server"]
 
 
-def test_readme_listenerctl_block_runs_as_written(tmp_path: Path) -> None:
-    text = README.read_text().split("## listenerctl", 1)[1]
-    block = _BLOCK.findall(text)[0]
-    out = tmp_path / "audit.jsonl"
-    assert "/tmp/listener-audit.jsonl" in block and "LISTENER_SERVER=127.0.0.1:50051" in block
+def readme_block(heading: str) -> str:
+    """The first shell block of a README section."""
+    section = README.read_text().split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    return str(_BLOCK.findall(section)[0])
+
+
+def test_readme_blocks_run_pasted_in_order(tmp_path: Path) -> None:
+    """The walk-through, HTTP/JSON and listenerctl blocks, pasted in order into one shell as
+    a new user does after `make run`: only the addresses and /tmp differ. The listenerctl
+    block once clashed with the walk-through's plugin and instance (ALREADY_EXISTS), used a
+    bare listenerctl that is not on PATH, and step 4 raced the delivery."""
+    blocks = [
+        readme_block(h) for h in ("## Walk-through with grpcurl", "## HTTP/JSON", "## listenerctl")
+    ]
     pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data")
-    script = block.replace("/tmp/listener-audit.jsonl", str(out)).replace(
-        "LISTENER_SERVER=127.0.0.1:50051", f"LISTENER_SERVER={pair.api_addr}"
-    )
-    prelude = f'listenerctl() {{ "{sys.executable}" -m listener_cli "$@"; }}\n'
+    script = "\n".join(blocks)
+    for old, new in (
+        ("127.0.0.1:50051", pair.api_addr),
+        ("127.0.0.1:8080", pair.http_addr),
+        ("/tmp/listener-", f"{tmp_path}/listener-"),
+    ):
+        assert old in script, old
+        script = script.replace(old, new)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTENER_")}
     try:
         pair.start_both()
         proc = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", prelude + script],
+            ["bash", "-euo", "pipefail", "-c", script],
             cwd=REPO,
+            env={**env, "PATH": "/usr/bin:/bin"},  # no .venv on PATH, as after `make run`
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=240,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        # The event, its replay (the same id again) and the test event, in the plugin's file.
+        # The event, its replay (the same id again) and the test event, in ops's file.
+        ops = tmp_path / "listener-ops.jsonl"
         deadline = time.monotonic() + 60
         lines: list[dict[str, str]] = []
         while len(lines) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-            lines = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+            lines = [json.loads(x) for x in ops.read_text().splitlines()] if ops.exists() else []
     finally:
         pair.stop()
-    assert "installed plugins/logger" in proc.stdout
-    assert "DELIVERED  seq 1" in proc.stdout  # the tail line
-    assert "delivered a test TASK_FAIL" in proc.stdout
+    audit = [json.loads(x) for x in (tmp_path / "listener-audit.jsonl").read_text().splitlines()]
+    assert audit[0]["task_name"] == "extract"  # step 4 printed it: no race
+    assert "extract" in proc.stdout
+    assert "installed plugins/ops-logger" in proc.stdout
+    assert "DELIVERED  seq" in proc.stdout and "WORKFLOW_FAIL" in proc.stdout  # the tail line
+    assert "delivered a test WORKFLOW_FAIL" in proc.stdout
     ids = [x["id"] for x in lines]
     assert len(lines) == 3 and ids.count(ids[0]) == 2, lines
-    assert lines[0]["task_name"] == "extract"
+    assert lines[0]["workflow_name"] == "nightly"
     assert sum(i.startswith("test-") for i in ids) == 1
 
 
