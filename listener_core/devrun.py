@@ -19,8 +19,8 @@ from listener.v1 import plugin_pb2, plugin_pb2_grpc
 from listener_core.config import Config, load_config
 
 
-def installed_packages(addr: str, api: subprocess.Popen[bytes]) -> dict[str, str] | None:
-    """sha256 -> plugin name of what the store already has, asked of the API server once it
+def installed_packages(addr: str, api: subprocess.Popen[bytes]) -> dict[str, list[str]] | None:
+    """sha256 -> the plugins installed from that package, asked of the API server once it
     serves; None when it cannot say (it did not come up, or it wants a token)."""
     deadline = time.monotonic() + 60
     with grpc.insecure_channel(addr) as channel:
@@ -28,7 +28,10 @@ def installed_packages(addr: str, api: subprocess.Popen[bytes]) -> dict[str, str
         while time.monotonic() < deadline and api.poll() is None:
             try:
                 reply = stub.ListPlugins(plugin_pb2.ListPluginsRequest(page_size=1000), timeout=2)
-                return {p.sha256: p.name for p in reply.plugins}
+                found: dict[str, list[str]] = {}
+                for p in reply.plugins:
+                    found.setdefault(p.sha256, []).append(p.name)
+                return found
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     return None
@@ -43,8 +46,11 @@ def banner(config: Config, api: subprocess.Popen[bytes]) -> str:
     ready: list[str] = []
     done: list[str] = []
     for path in sorted(Path("dist/plugins").glob("*.zip")):
-        name = (installed or {}).get(hashlib.sha256(path.read_bytes()).hexdigest())
-        (done if name else ready).append(f"{path} (as {name})" if name else str(path))
+        names = (installed or {}).get(hashlib.sha256(path.read_bytes()).hexdigest())
+        if names:
+            done.append(f"{path} (as {', '.join(names)})")
+        else:
+            ready.append(str(path))
     lines = [
         f"\nAPI server on {config.listen.api_addr}, alert server on {config.listen.alert_addr}, "
         f"store {config.store.database_url}",
