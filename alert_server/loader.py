@@ -208,6 +208,10 @@ def _holders(
     Bounded, because ``gc.get_referrers`` scans the heap on every call; only run when
     something did survive, which is the exceptional case.
     """
+    # The server froze its start-up heap (alert_server.app), which get_referrers does not
+    # scan, and module globals are part of it: thaw it for good. Only a leak gets here,
+    # and its next collections cost what they did before the freeze.
+    gc.unfreeze()
     modules = {
         id(vars(m)): name
         for name, m in list(sys.modules.items())
