@@ -67,7 +67,7 @@ async def test_the_api_server_warns_at_start_about_a_plaintext_internal_token(
         async with running_pair(sqlite_url(tmp_path), tmp_path, internal_token="tok-1") as pair:
             # The pair's alert target is on loopback: no warning for it.
             assert not [r for r in caplog.records if "in clear" in r.getMessage()]
-            assert pair.api.config.internal_token == "tok-1"
+            assert pair.api.config.security.internal_token == "tok-1"
 
 
 def test_a_world_readable_data_dir_is_warned_about(
