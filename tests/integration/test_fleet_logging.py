@@ -46,7 +46,7 @@ async def test_unreachable_alert_server_logs_per_state_change(
         fleet.reach[down].remind_every = 3600
         logged = len(_lines(caplog, "unreachable"))
 
-        config = Config(
+        config = Config.from_keys(
             db_url=sqlite_url(tmp_path),
             data_dir=str(tmp_path / "alert"),
             alert_addr=down,
