@@ -416,7 +416,7 @@ class InstanceRunner:
                     self._history,
                     Attempt(_now_iso(), _ms(started), delivered, sent[-1].id, len(sent)),
                 )
-                self.settings.metrics.delivered(self.instance_id, (e.publish_time for e in sent))
+                self.metrics.delivered(self.instance_id, (e.publish_time for e in sent))
             self._progress = self.progress.submit(
                 self.instance_id,
                 self.owner,
@@ -427,7 +427,7 @@ class InstanceRunner:
                 self.filtered,
             )
             if skipped:
-                self.settings.metrics.filtered(self.instance_id, skipped)
+                self.metrics.filtered(self.instance_id, skipped)
         if failure is not None:
             raise failure
 
