@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos.proxy import DbProxy
 from listener.v1 import event_service_pb2, event_service_pb2_grpc
 from tests.delivery.helpers import create_instance, get_instance, install, read_jsonl
 from tests.support.databases import postgres_database, sqlite_url
@@ -177,48 +178,9 @@ async def _all_owned_by(owners_coro, server):  # type: ignore[no-untyped-def]
     return set(owners.values()) == {server}
 
 
-class TcpProxy:
-    """A loopback TCP proxy the test can cut, standing in for a database outage."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self._server: asyncio.base_events.Server | None = None
-        self._links: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        for writer in list(self._links):
-            writer.transport.abort()
-        self._links.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._links.update({writer, up_writer})
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(Exception):
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 async def test_postgresql_outage_during_publishing(tmp_path: Path) -> None:
     async with postgres_database() as url:
-        proxy = TcpProxy(("127.0.0.1", 5432))
+        proxy = DbProxy(("127.0.0.1", 5432))
         await proxy.start()
         proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         pair = ServerPair(proxied, tmp_path / "data")

@@ -7,9 +7,10 @@ import asyncio
 from pathlib import Path
 
 from chaos.checker import check, read_lines
+from chaos.proxy import DbProxy
 from chaos.witness import witness_package
 from tests.delivery.helpers import create_instance, get_instance, install
-from tests.delivery.test_failover import Publisher, TcpProxy, clients
+from tests.delivery.test_failover import Publisher, clients
 from tests.support.databases import postgres_database
 from tests.support.servers import ServerPair, eventually, free_port
 
@@ -21,7 +22,7 @@ async def test_store_outage_longer_than_the_lease_leaves_one_deliverer(tmp_path:
     published (the API server still reaches it); afterwards no instance may be delivered by
     both servers at once, nothing may be lost or reordered."""
     async with postgres_database() as url:
-        proxies = {name: TcpProxy(("127.0.0.1", 5432)) for name in ("a", "b")}
+        proxies = {name: DbProxy(("127.0.0.1", 5432)) for name in ("a", "b")}
         for proxy in proxies.values():
             await proxy.start()
         addrs = {name: f"127.0.0.1:{free_port()}" for name in proxies}

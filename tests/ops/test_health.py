@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api_server.app import SERVICE_NAMES
-from tests.delivery.test_failover import TcpProxy
+from chaos.proxy import DbProxy
 from tests.support.databases import postgres_database
 from tests.support.grpcurl import grpcurl
 from tests.support.servers import ServerPair, eventually, running_pair
@@ -68,7 +68,7 @@ async def checked(addr: str, service: str = "") -> str:
 
 async def test_store_cut_is_not_serving_until_it_is_back(tmp_path: Path) -> None:
     async with postgres_database() as url:
-        proxy = TcpProxy(("127.0.0.1", 5432))
+        proxy = DbProxy(("127.0.0.1", 5432))
         await proxy.start()
         proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         try:
