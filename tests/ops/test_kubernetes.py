@@ -4,7 +4,6 @@ in), and every object validates offline against the Kubernetes schemas
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import shutil
 import subprocess
@@ -14,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from listener_core.config import Config
+from listener_core.config import KEYS
 from tests.support.servers import REPO
 
-FIELDS = {"LISTENER_" + f.name.upper() for f in dataclasses.fields(Config)}
+FIELDS = {"LISTENER_" + key.upper() for key in KEYS}
 
 
 def build(tmp_path: Path) -> tuple[str, list[dict[str, Any]]]:
