@@ -33,7 +33,10 @@ from tests.support.databases import sqlite_url
 from tests.support.servers import running_pair
 
 KAFKA = os.environ.get("LISTENER_TEST_KAFKA", "")
-SKIP_REASON = "Kafka broker test did not run: set LISTENER_TEST_KAFKA=host:port"
+SKIP_REASON = (
+    "no Kafka broker runs on this machine (it is not among its services); "
+    "set LISTENER_TEST_KAFKA=host:port to run this test against one"
+)
 
 
 @pytest.fixture(scope="module")
