@@ -20,7 +20,9 @@ async def test_each_role_learns_its_own_role(tmp_path: Path) -> None:
         stub = caller_pb2_grpc.CallerServiceStub(pair.clients.channel)
         for role, token in TOKENS.items():
             reply = await stub.GetCaller(
-                caller_pb2.GetCallerRequest(), metadata=[("authorization", f"Bearer {token}")]
+                caller_pb2.GetCallerRequest(),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=30,  # a hang names this call instead of the suite's 300 s timeout
             )
             assert (reply.role, reply.authenticated) == (role, True)
             got = await http.as_(token).call("GET", "/v1/caller")
@@ -31,7 +33,7 @@ async def test_each_role_learns_its_own_role(tmp_path: Path) -> None:
             assert got.status == 401, got.body
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 metadata = [("authorization", f"Bearer {token}")] if token else None
-                await stub.GetCaller(caller_pb2.GetCallerRequest(), metadata=metadata)
+                await stub.GetCaller(caller_pb2.GetCallerRequest(), metadata=metadata, timeout=30)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "not-a-token" not in (refused.value.details() or "")
 
