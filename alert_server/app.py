@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import socket
 import sys
@@ -135,8 +134,7 @@ async def start(config: Config) -> AlertServer:
     # version is unloaded, and installing one unloads the probed copy) then looks only at
     # what came later, and no longer stalls every delivery for ~65 ms (~100k objects).
     # Before the plugins load, so an unloaded version stays collectable.
-    gc.collect()
-    gc.freeze()
+    grpc_server.freeze_start_up_heap()
     await host.reconcile()
     await server.start()
     endpoint = await start_endpoint(config.listen.alert_metrics_addr, metrics)
@@ -226,7 +224,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(args.config, insecure=args.insecure)
         grpc_server.forget_secret_variables()
         grpc_server.configure_logging(config.logging.level, config.logging.format)
-        grpc_server.freeze_start_up_heap()  # the process's own, before any plugin loads
-        asyncio.run(serve(config))
+        asyncio.run(serve(config))  # start() freezes the start-up heap, before plugins load
     except ConfigError as exc:
         sys.exit(f"alert_server: {exc}")

@@ -157,9 +157,9 @@ def freeze_start_up_heap() -> None:
     """Moves what start-up built (modules, protobuf descriptors, SQLAlchemy tables: some
     110,000 objects) out of the garbage collector's reach. A full collection walked all
     of them, a 55-60 ms stall of the event loop on an idle box (hundreds under load) that
-    set the latency tail (BENCHMARKS.md, round three). Only a server process's ``main``
-    calls it, before any plugin loads: frozen objects are never freed, and an unloaded
-    plugin must be."""
+    set the latency tail (BENCHMARKS.md, round three). Called once per server start before
+    any plugin loads (the API server's ``main``, the alert server's ``start``, which covers
+    in-process servers too): frozen objects are never freed, and an unloaded plugin must be."""
     gc.collect()
     gc.freeze()
 
