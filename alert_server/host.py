@@ -33,6 +33,7 @@ from alert_server.progress import ProgressWriter
 from alert_server.reads import SharedReads
 from alert_server.wakeup import SequenceSignal
 from event_store import catalog, deliveries, leases
+from event_store.errors import PluginNotFound
 from event_store.models import Delivery, ListenerInstance, Plugin, utcnow
 from event_store.retry import in_transaction
 from event_store.store import Store
@@ -196,7 +197,7 @@ class PluginHost:
                 try:
                     row = await catalog.get_plugin(session, plugin_id)
                     isolation = row.isolation if row.sha256 == sha256 else None
-                except errors.NotFound:
+                except PluginNotFound:
                     isolation = None
         return await self._serialised(lambda: self._activate(plugin_id, sha256, isolation))
 

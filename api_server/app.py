@@ -12,7 +12,7 @@ from functools import partial
 
 import grpc
 
-from api_server import validation
+from api_server import refusals, validation
 from api_server.alert_fleet import AlertFleet
 from api_server.caller_service import CallerService
 from api_server.discovery import Discovery
@@ -144,6 +144,7 @@ async def start(config: Config) -> ApiServer:
             PublishLimiter(config.limits.publish_concurrency_per_caller),
         ],
         metrics,
+        refusals.service_error,
     )
     server = grpc_server.create_server(
         max_message_bytes=config.limits.max_message_bytes,

@@ -102,6 +102,10 @@ class InstanceOperations:
                 "set from_sequence or from_time",
                 field_violations=[("start", "one of from_sequence, from_time is required")],
             )
+        if start == "from_sequence" and request.from_sequence < 1:
+            raise errors.InvalidArgument(
+                "from_sequence must be 1 or more", field_violations=[("from_sequence", "< 1")]
+            )
         async with self.store.transaction() as session:
             if start == "from_sequence":
                 await deliveries.replay(session, instance_id, request.from_sequence, None)

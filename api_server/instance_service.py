@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import empty_pb2
 from sqlalchemy import exc as sa_exc
 
-from api_server import conversions, names, paging, validation
+from api_server import conversions, names, paging, refusals, validation
 from api_server.alert_fleet import AlertFleet
 from api_server.instance_operations import InstanceOperations
 from event_store import catalog, deliveries, events
@@ -194,7 +194,7 @@ class ListenerInstanceService(
         paths = validation.mask_paths(request.update_mask.paths, _UPDATABLE, populated)
         async with self.store.transaction() as session:
             row = await catalog.get_instance(session, instance_id, for_update=True)
-            catalog.check_etag("listener instance", li.name, row.revision, li.etag)
+            refusals.check_etag("listener instance", li.name, row.revision, li.etag)
             if "display_name" in paths:
                 row.display_name = li.display_name or instance_id
             if "failure_policy" in paths:
@@ -227,7 +227,7 @@ class ListenerInstanceService(
         instance_id = names.parse(request.name, names.INSTANCES)
         async with self.store.transaction() as session:
             row = await catalog.get_instance(session, instance_id, for_update=True)
-            catalog.check_etag("listener instance", request.name, row.revision, request.etag)
+            refusals.check_etag("listener instance", request.name, row.revision, request.etag)
             delivery = await session.get(Delivery, instance_id)
             if delivery is not None:
                 await session.delete(delivery)

@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf import empty_pb2, json_format
 from sqlalchemy import exc as sa_exc
 
-from api_server import conversions, names, paging, validation
+from api_server import conversions, names, paging, refusals, validation
 from api_server.alert_fleet import AlertFleet
 from event_store import catalog
 from event_store.models import Plugin, utcnow
@@ -81,7 +81,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         plugin_id = names.check_id(request.plugin_id or manifest.name, "plugin_id")
         async with self.store.reader() as session:
             if await session.get(Plugin, plugin_id) is not None:
-                raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists")
+                raise errors.AlreadyExists(f"plugin {names.plugin_name(plugin_id)} already exists")
         isolation = self._isolation(request.plugin.isolation, manifest.isolation)
         form = await self._probe_form(plugin_id, info, data, isolation)
         now = utcnow()
@@ -104,7 +104,9 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
                 await catalog.put_package(session, info.sha256, data)
                 session.add(row)
         except sa_exc.IntegrityError:
-            raise errors.AlreadyExists(f"plugin plugins/{plugin_id} already exists") from None
+            raise errors.AlreadyExists(
+                f"plugin {names.plugin_name(plugin_id)} already exists"
+            ) from None
         await self.fleet.activate_plugin(plugin_id, info.sha256, isolation)
         return conversions.plugin_message(row, len(data))
 
@@ -179,7 +181,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
             form = await self._probe_form(plugin_id, info, data, isolation)
         async with self.store.transaction() as session:
             row = await catalog.get_plugin(session, plugin_id, for_update=True)
-            catalog.check_etag("plugin", request.plugin.name, row.revision, request.plugin.etag)
+            refusals.check_etag("plugin", request.plugin.name, row.revision, request.plugin.etag)
             before = {
                 c: getattr(row, c)
                 for c in (
@@ -252,7 +254,7 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
         plugin_id = names.parse(request.name, names.PLUGINS)
         async with self.store.transaction() as session:
             row = await catalog.get_plugin(session, plugin_id, for_update=True)
-            catalog.check_etag("plugin", request.name, row.revision, request.etag)
+            refusals.check_etag("plugin", request.name, row.revision, request.etag)
             users = await catalog.instance_ids_of_plugin(session, plugin_id)
             if users:
                 shown = ", ".join(names.instance_name(i) for i in users[:10])

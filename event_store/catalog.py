@@ -1,7 +1,7 @@
 """Desired state: packages, plugins and listener instances.
 
-Each function runs inside the caller's transaction and raises the domain errors of
-``listener_core.errors``; revisions back the public etags.
+Each function runs inside the caller's transaction and raises the store's own errors
+(``event_store.errors``: plain ids, no resource names); revisions back the public etags.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from event_store.errors import InstanceNotFound, PackageNotFound, PluginNotFound
 from event_store.models import ListenerInstance, Package, Plugin, utcnow
-from listener_core import errors
 
 
 async def put_package(session: AsyncSession, sha256: str, data: bytes) -> Package:
@@ -29,9 +29,7 @@ async def put_package(session: AsyncSession, sha256: str, data: bytes) -> Packag
 async def get_package(session: AsyncSession, sha256: str) -> Package:
     pkg = await session.get(Package, sha256)
     if pkg is None:
-        raise errors.NotFound(
-            f"package {sha256} not found; upload it first", reason="PACKAGE_NOT_FOUND"
-        )
+        raise PackageNotFound(sha256)
     return pkg
 
 
@@ -56,29 +54,13 @@ async def drop_package_if_unused(session: AsyncSession, sha256: str) -> None:
             await session.delete(pkg)
 
 
-def check_etag(kind: str, name: str, revision: int, etag: str) -> None:
-    """An etag this server could have issued (a revision number) that is not the current
-    one is a lost race (ABORTED); anything else is the caller's mistake."""
-    if etag and not (etag.isascii() and etag.isdigit()):
-        raise errors.InvalidArgument(
-            f"etag {etag[:64]!r} is not one this server issued (etags are revision numbers)",
-            reason="INVALID_ETAG",
-            field_violations=[("etag", "not an etag this server issued")],
-        )
-    if etag and etag != str(revision):
-        raise errors.Aborted(
-            f"{kind} {name} was changed since etag {etag!r} (now {revision}); read it again",
-            reason="ETAG_MISMATCH",
-        )
-
-
 async def get_plugin(session: AsyncSession, plugin_id: str, *, for_update: bool = False) -> Plugin:
     query = select(Plugin).where(Plugin.id == plugin_id)
     if for_update:
         query = query.with_for_update()
     plugin = (await session.execute(query)).scalar_one_or_none()
     if plugin is None:
-        raise errors.NotFound(f"plugin plugins/{plugin_id} not found", reason="PLUGIN_NOT_FOUND")
+        raise PluginNotFound(plugin_id)
     return plugin
 
 
@@ -116,10 +98,7 @@ async def get_instance(
         query = query.with_for_update()
     inst = (await session.execute(query)).scalar_one_or_none()
     if inst is None:
-        raise errors.NotFound(
-            f"listener instance listenerInstances/{instance_id} not found",
-            reason="INSTANCE_NOT_FOUND",
-        )
+        raise InstanceNotFound(instance_id)
     return inst
 
 

@@ -18,8 +18,8 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store import retention
+from event_store.errors import EventsPurged, InstanceNotFound, NoPendingEvent
 from event_store.models import Delivery, Event, ListenerInstance, ParkedEvent, utcnow
-from listener_core import errors
 
 MAX_ERROR_CHARS = 2000
 KEEP_ATTEMPTS = 10
@@ -298,7 +298,7 @@ async def _locked(session: AsyncSession, instance_id: str) -> Delivery:
         )
     ).scalar_one_or_none()
     if row is None:
-        raise errors.NotFound(f"listener instance listenerInstances/{instance_id} not found")
+        raise InstanceNotFound(instance_id)
     return row
 
 
@@ -336,9 +336,7 @@ async def skip_head(session: AsyncSession, instance_id: str) -> int:
     row = await _locked(session, instance_id)
     head = await head_event(session, instance_id, row.delivered_seq)
     if head is None:
-        raise errors.FailedPrecondition(
-            f"listenerInstances/{instance_id} has no pending event to skip", reason="NO_HEAD_EVENT"
-        )
+        raise NoPendingEvent(instance_id)
     await _put_parked(
         session, instance_id, head.sequence, head.id, row.attempts, row.last_error or "skipped"
     )
@@ -358,18 +356,10 @@ async def replay(
             select(func.min(Event.sequence)).where(Event.publish_time >= from_time)
         )
         from_sequence = int(first) if first is not None else row.delivered_seq + 1
-    assert from_sequence is not None
-    if from_sequence < 1:
-        raise errors.InvalidArgument(
-            "from_sequence must be 1 or more", field_violations=[("from_sequence", "< 1")]
-        )
+    assert from_sequence is not None and from_sequence >= 1  # the API checks what it is given
     purged = await retention.purged_up_to(session)
     if from_sequence <= purged and from_sequence <= row.delivered_seq:
-        raise errors.FailedPrecondition(
-            f"events up to sequence {purged} were purged by retention; replay from "
-            f"{purged + 1} or later (parked events stay: redeliver them instead)",
-            reason="EVENTS_PURGED",
-        )
+        raise EventsPurged(purged)
     row.delivered_seq = min(row.delivered_seq, from_sequence - 1)
     row.attempts, row.last_error, row.next_attempt_time = 0, "", None
     row.fence += 1

@@ -31,10 +31,18 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 STORE_RETRY_DELAY = 1.0
 
 
-def to_service_error(exc: BaseException) -> errors.ServiceError:
+#: A server's own refusals as service errors (None: not one of them). The API server's names
+#: its resources (``api_server.refusals``); core knows no store and no resource name.
+Refusals = Callable[[BaseException], "errors.ServiceError | None"]
+
+
+def to_service_error(exc: BaseException, refusals: Refusals | None = None) -> errors.ServiceError:
     """Classifies any exception raised while serving a call."""
     if isinstance(exc, errors.ServiceError):
         return exc
+    refused = refusals(exc) if refusals is not None else None
+    if refused is not None:
+        return refused
     if isinstance(exc, sdk_errors.ParamValidationError):
         return errors.InvalidArgument(
             str(exc),
@@ -97,8 +105,12 @@ def to_status(err: errors.ServiceError) -> status_pb2.Status:
     return status
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-    err = to_service_error(exc)
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    exc: BaseException,
+    refusals: Refusals | None = None,
+) -> None:
+    err = to_service_error(exc, refusals)
     if isinstance(err, errors.Internal):
         log.exception("unexpected error", exc_info=exc)
     status = to_status(err)
@@ -164,7 +176,9 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-def _wrap(behavior: Behavior, *, streaming_request: bool = False) -> Behavior:
+def _wrap(
+    behavior: Behavior, refusals: Refusals | None, *, streaming_request: bool = False
+) -> Behavior:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             if streaming_request:
@@ -177,26 +191,30 @@ def _wrap(behavior: Behavior, *, streaming_request: bool = False) -> Behavior:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await abort(context, exc)
+            await abort(context, exc, refusals)
 
     return wrapped
 
 
 class ErrorInterceptor(Layer):
-    """Maps domain errors (and store outages) of unary-response methods to statuses."""
+    """Maps domain errors (and store outages) of unary-response methods to statuses;
+    ``refusals`` names the server's own (its store's) errors."""
+
+    def __init__(self, refusals: Refusals | None = None) -> None:
+        self.refusals = refusals
 
     def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.response_streaming:
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap(handler.unary_unary),
+                _wrap(handler.unary_unary, self.refusals),
                 request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap(handler.stream_unary, streaming_request=True),
+                _wrap(handler.stream_unary, self.refusals, streaming_request=True),
                 request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from listener_core import logs
 from listener_core.config import ConfigError
-from listener_core.interceptor import ErrorInterceptor
+from listener_core.interceptor import ErrorInterceptor, Refusals
 from listener_core.metrics import ServerMetrics
 from listener_core.metrics_interceptor import ObservabilityInterceptor
 from listener_core.pipeline import Pipeline
@@ -34,12 +34,14 @@ Context: TypeAlias = Any
 
 
 def build_pipeline(
-    interceptors: Sequence[Layer | Gate] = (), metrics: ServerMetrics | None = None
+    interceptors: Sequence[Layer | Gate] = (),
+    metrics: ServerMetrics | None = None,
+    refusals: Refusals | None = None,
 ) -> Pipeline:
     """``metrics`` puts the RPC metrics and audit interceptor outermost, so it sees every
-    call's final status."""
+    call's final status; ``refusals`` gives the error stage the server's own errors."""
     observe = [ObservabilityInterceptor(metrics)] if metrics is not None else []
-    return Pipeline([*observe, ErrorInterceptor(), *interceptors])
+    return Pipeline([*observe, ErrorInterceptor(refusals), *interceptors])
 
 
 #: The health service name that only says the process is alive (Kubernetes liveness probes).

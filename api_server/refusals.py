@@ -1,0 +1,58 @@
+"""The store's refusals as the API answers them: with resource names and a status.
+
+The store raises :mod:`event_store.errors` with plain ids; this is where they get the API's
+names (``api_server.names``) and a domain error of ``listener_core.errors``. The error stage
+calls :func:`service_error` for every exception a call raised (``build_pipeline``'s
+``refusals``), so no servicer translates a store error by hand.
+"""
+
+from __future__ import annotations
+
+from api_server import names
+from event_store import errors as store
+from listener_core import errors
+
+
+def service_error(exc: BaseException) -> errors.ServiceError | None:
+    """The service error ``exc`` stands for, or None when it is none of the store's."""
+    if isinstance(exc, store.PluginNotFound):
+        return errors.NotFound(
+            f"plugin {names.plugin_name(exc.key)} not found", reason="PLUGIN_NOT_FOUND"
+        )
+    if isinstance(exc, store.InstanceNotFound):
+        return errors.NotFound(
+            f"listener instance {names.instance_name(exc.key)} not found",
+            reason="INSTANCE_NOT_FOUND",
+        )
+    if isinstance(exc, store.PackageNotFound):
+        return errors.NotFound(
+            f"package {exc.key} not found; upload it first", reason="PACKAGE_NOT_FOUND"
+        )
+    if isinstance(exc, store.NoPendingEvent):
+        return errors.FailedPrecondition(
+            f"{names.instance_name(exc.instance_id)} has no pending event to skip",
+            reason="NO_HEAD_EVENT",
+        )
+    if isinstance(exc, store.EventsPurged):
+        return errors.FailedPrecondition(
+            f"events up to sequence {exc.purged} were purged by retention; replay from "
+            f"{exc.purged + 1} or later (parked events stay: redeliver them instead)",
+            reason="EVENTS_PURGED",
+        )
+    return None
+
+
+def check_etag(kind: str, name: str, revision: int, etag: str) -> None:
+    """An etag this server could have issued (a revision number) that is not the current
+    one is a lost race (ABORTED); anything else is the caller's mistake."""
+    if etag and not (etag.isascii() and etag.isdigit()):
+        raise errors.InvalidArgument(
+            f"etag {etag[:64]!r} is not one this server issued (etags are revision numbers)",
+            reason="INVALID_ETAG",
+            field_violations=[("etag", "not an etag this server issued")],
+        )
+    if etag and etag != str(revision):
+        raise errors.Aborted(
+            f"{kind} {name} was changed since etag {etag!r} (now {revision}); read it again",
+            reason="ETAG_MISMATCH",
+        )
