@@ -12,7 +12,6 @@ import contextlib
 import gc
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -521,14 +520,14 @@ class PluginHost:
             self._leases_seen.observe(others, now)
             beats.pop(self.server_id, None)
             self._beats_seen.observe(beats, now)
-            servers = 1 + sum(1 for s in beats if not self._beats_seen.unchanged_for_a_term(s, now))
+            live = [s for s in beats if not self._beats_seen.unchanged_for_a_term(s, now)]
             for iid, runner in list(self.runners.items()):
                 if iid not in owned or runner.stopped:
                     await self._stop_runner(iid)
                 elif runner.fence != owned[iid]:
                     runner.kick()
-            share = math.ceil((len(owned) + len(others)) / servers)
-            for iid in list(owned)[share:] if len(owned) > share else []:
+            share = leases.fair_share(len(owned), others, live)
+            for iid in list(owned)[share:]:
                 await self._stop_runner(iid)  # hand over: another server is short
                 await in_transaction(
                     self.store, partial(leases.release, instance_id=iid, server_id=self.server_id)

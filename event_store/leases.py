@@ -1,7 +1,9 @@
 """Which alert server runs which instance: leases with heartbeats and fencing.
 
 Each alert server heartbeats a row in ``alert_servers`` and holds leases on a fair share of
-the instances (their count over the live servers, rounded up). An instance whose lease
+the instances (:func:`fair_share`: their count over the live servers, rounded down or up,
+so a server that joins gets its share even when the others hold the rounded-up one). An
+instance whose lease
 lapsed (its owner died or lost the store) is claimed by another server, and the claim bumps
 the fence so the old owner's late writes are refused (``event_store.deliveries``). The same
 code runs on every backend; it matters on PostgreSQL and MariaDB, where several alert
@@ -20,7 +22,8 @@ order), so two writers never wait on each other in a cycle.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -49,6 +52,22 @@ class LeaseToken:
     owner: str
     fence: int
     lease_until: datetime | None
+
+
+def fair_share(owned: int, others: Mapping[str, LeaseToken], live: Collection[str]) -> int:
+    """How many instances this server should hold (it releases any beyond, claims up to it),
+    from the count it holds, the leases it does not hold and the other live servers' ids.
+
+    With ``total`` instances over ``n`` servers each gets ``total // n`` or one more. A server
+    holds the larger number while no other live server is below the smaller one; while one
+    is (it just joined), everyone holds only the smaller one, so what they release goes to
+    the server that is short. Rounding up for everyone instead left a joiner with nothing:
+    9 instances held 3, 3, 3 are within ``ceil(9 / 4) = 3`` each."""
+    low, extra = divmod(owned + len(others), 1 + len(live))
+    held = Counter(token.owner for token in others.values() if token.owner in live)
+    if extra and all(held[server] >= low for server in live):
+        return low + 1
+    return low
 
 
 async def heartbeat(session: AsyncSession, server_id: str, address: str) -> None:

@@ -14,7 +14,7 @@ from tests.support.databases import postgres_database
 from tests.support.samples import logger_package
 from tests.support.servers import Clients, ServerPair, eventually, free_port
 
-INSTANCES = 12  # a multiple of 3 and of 4: the fair share is exact before and after the join
+INSTANCES = 9  # as issue #18 asks: 3 each on three servers; a fourth joins and gets 2 or 3
 
 
 async def loaded_plugins(addr: str) -> set[str]:
@@ -72,20 +72,32 @@ async def test_api_servers_find_alert_servers_through_the_store(tmp_path: Path) 
             for addr in alerts.values():
                 assert "logger" in await loaded_plugins(addr)
 
-            async def spread(expected: dict[str, int]) -> dict[str, int] | None:
-                owners = collections.Counter(
-                    [(await get_instance(c0, f"i{n}")).delivery.owner for n in range(INSTANCES)]
+            async def owners() -> dict[str, int]:
+                return dict(
+                    collections.Counter(
+                        [(await get_instance(c0, f"i{n}")).delivery.owner for n in range(INSTANCES)]
+                    )
                 )
-                return dict(owners) if dict(owners) == expected else None
 
-            three = {"alert-1": 4, "alert-2": 4, "alert-3": 4}
+            async def spread(expected: dict[str, int]) -> dict[str, int] | None:
+                found = await owners()
+                return found if found == expected else None
+
+            three = {"alert-1": 3, "alert-2": 3, "alert-3": 3}
             assert await eventually(lambda: spread(three), timeout=60, interval=0.3)
 
             # A fourth joins: it takes its share, and has the plugin (reconciled at start).
             start_alert("alert-4")
             assert "logger" in await loaded_plugins(alerts["alert-4"])
-            four = {"alert-1": 3, "alert-2": 3, "alert-3": 3, "alert-4": 3}
-            assert await eventually(lambda: spread(four), timeout=60, interval=0.3)
+
+            async def joined() -> dict[str, int] | None:
+                # 9 over 4: 2 each and one 3; the joiner holds at least its 2.
+                found = await owners()
+                shares = sorted(found.values())
+                fair = shares == [2, 2, 2, 3] and found.get("alert-4", 0) >= 2
+                return found if fair and set(found) == set(alerts) else None
+
+            assert await eventually(joined, timeout=60, interval=0.3)
             for n in range(2):
                 await eventually(
                     lambda n=n: f"alert server {alerts['alert-4']} joined" in pair.log(f"api-{n}"),
@@ -94,7 +106,7 @@ async def test_api_servers_find_alert_servers_through_the_store(tmp_path: Path) 
 
             # One dies: its instances move to the others, and the API servers drop it.
             pair.kill("alert-2")
-            rest = {"alert-1": 4, "alert-3": 4, "alert-4": 4}
+            rest = {"alert-1": 3, "alert-3": 3, "alert-4": 3}
             assert await eventually(lambda: spread(rest), timeout=60, interval=0.3)
             for n in range(2):
                 await eventually(
