@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import empty_pb2, json_format
@@ -24,6 +26,20 @@ from listener_core.server import Context
 from listener_core.settings import PackageLimits
 
 _UPDATABLE = {"display_name", "isolation"}
+
+
+@dataclass(frozen=True)
+class _NewPackage:
+    """An update's new package: what the manifest says, and the params form it declares."""
+
+    info: PackageInfo
+    form: list[dict[str, Any]]
+
+    def write_to(self, row: Plugin) -> None:
+        manifest = self.info.manifest
+        row.sha256, row.version = self.info.sha256, str(manifest.version)
+        row.entry, row.sdk = manifest.entry, str(manifest.sdk)
+        row.params_json = json.dumps(self.form)
 
 
 class PluginService(plugin_pb2_grpc.PluginServiceServicer):
@@ -166,65 +182,84 @@ class PluginService(plugin_pb2_grpc.PluginServiceServicer):
     async def UpdatePlugin(
         self, request: plugin_pb2.UpdatePluginRequest, context: Context
     ) -> plugin_pb2.Plugin:
+        """The alert servers switch first, the row after: a failed load leaves the row as it
+        was without touching it, and a row that cannot be written switches them back.
+
+        Holding the row's transaction across the load is no option: on SQLite every write
+        transaction holds the one writer lock, which the runners' progress writes (that a
+        hot swap waits for) need.
+        """
         plugin_id = names.parse(request.plugin.name, names.PLUGINS, "plugin.name")
         populated = {f.name for f, _ in request.plugin.ListFields()}  # non-empty (AIP-134)
         paths = validation.mask_paths(request.update_mask.paths, _UPDATABLE, populated)
-        new_package = request.WhichOneof("package_source") is not None
-        info, data, form = None, b"", None
-        if new_package:
-            info, data = await self._package(request)
-            async with self.store.reader() as session:
-                current = await catalog.get_plugin(session, plugin_id)
-            isolation = current.isolation
-            if "isolation" in paths:
-                isolation = self._isolation(request.plugin.isolation, isolation)
-            form = await self._probe_form(plugin_id, info, data, isolation)
-        async with self.store.transaction() as session:
-            row = await catalog.get_plugin(session, plugin_id, for_update=True)
-            refusals.check_etag("plugin", request.plugin.name, row.revision, request.plugin.etag)
-            before = {
-                c: getattr(row, c)
-                for c in (
-                    "sha256",
-                    "version",
-                    "entry",
-                    "sdk",
-                    "params_json",
-                    "isolation",
-                    "display_name",
-                    "revision",
-                    "update_time",
+        async with self.store.reader() as session:
+            current = await catalog.get_plugin(session, plugin_id)
+        refusals.check_etag("plugin", request.plugin.name, current.revision, request.plugin.etag)
+        isolation = current.isolation
+        if "isolation" in paths:
+            isolation = self._isolation(request.plugin.isolation, isolation)
+        package = await self._new_package(request, plugin_id, isolation)
+        sha256 = package.info.sha256 if package is not None else current.sha256
+        switched = (sha256, isolation) != (current.sha256, current.isolation)
+        try:
+            if switched:  # hot swap to the new package or isolation mode
+                await self.fleet.activate_plugin(plugin_id, sha256, isolation)
+            async with self.store.transaction() as session:
+                row = await catalog.get_plugin(session, plugin_id, for_update=True)
+                refusals.check_etag(
+                    "plugin", request.plugin.name, row.revision, request.plugin.etag
                 )
-            }
-            if "display_name" in paths:
-                row.display_name = request.plugin.display_name
-            if "isolation" in paths:
-                row.isolation = self._isolation(request.plugin.isolation, row.isolation)
-            if info is not None and form is not None:
-                await self._check_instances(session, plugin_id, form)
-                await catalog.put_package(session, info.sha256, data)
-                row.sha256, row.version = info.sha256, str(info.manifest.version)
-                row.entry, row.sdk = info.manifest.entry, str(info.manifest.sdk)
-                row.params_json = json.dumps(form)
-            row.revision += 1
-            row.update_time = utcnow()
-        if row.sha256 != before["sha256"] or row.isolation != before["isolation"]:
-            try:  # hot swap to the new package or isolation mode
-                await self.fleet.activate_plugin(plugin_id, row.sha256, row.isolation)
-            except errors.ServiceError:
-                async with self.store.transaction() as session:  # roll back to the old package
-                    old = await catalog.get_plugin(session, plugin_id, for_update=True)
-                    for column, value in before.items():
-                        setattr(old, column, value)
-                    if row.sha256 != before["sha256"]:
-                        await session.flush()
-                        await catalog.drop_package_if_unused(session, row.sha256)
-                raise
-            if row.sha256 != before["sha256"]:
-                async with self.store.transaction() as session:
-                    await catalog.drop_package_if_unused(session, str(before["sha256"]))
+                if "display_name" in paths:
+                    row.display_name = request.plugin.display_name
+                if "isolation" in paths:
+                    row.isolation = isolation
+                if package is not None:
+                    await self._check_instances(session, plugin_id, package.form)
+                    package.write_to(row)
+                if switched and (row.sha256, row.isolation) != (sha256, isolation):
+                    raise errors.Aborted(
+                        f"plugin {request.plugin.name} was changed by another call while the "
+                        "alert servers switched; read it again",
+                        reason="CONCURRENT_UPDATE",
+                    )
+                row.revision += 1
+                row.update_time = utcnow()
+        except BaseException:
+            await self._undo_switch(plugin_id, switched, package)
+            raise
+        if sha256 != current.sha256:
+            async with self.store.transaction() as session:
+                await catalog.drop_package_if_unused(session, current.sha256)
         async with self.store.reader() as session:
             return await self._message(session, row)
+
+    async def _new_package(
+        self, request: plugin_pb2.UpdatePluginRequest, plugin_id: str, isolation: str
+    ) -> _NewPackage | None:
+        """The request's package, checked by an alert server and stored (packages are
+        content-addressed: one nobody uses goes again), or None when it brings none."""
+        if request.WhichOneof("package_source") is None:
+            return None
+        info, data = await self._package(request)
+        form = await self._probe_form(plugin_id, info, data, isolation)
+        async with self.store.transaction() as session:
+            await catalog.put_package(session, info.sha256, data)
+        return _NewPackage(info, form)
+
+    async def _undo_switch(
+        self, plugin_id: str, switched: bool, package: _NewPackage | None
+    ) -> None:
+        """After a failed update: the alert servers back on what the row says (a failed
+        load left them there already), and the new package gone if nothing uses it."""
+        with contextlib.suppress(Exception):
+            if switched:
+                async with self.store.reader() as session:
+                    row = await catalog.get_plugin(session, plugin_id)
+                await self.fleet.activate_plugin(plugin_id, row.sha256, row.isolation)
+        if package is not None:
+            with contextlib.suppress(Exception):
+                async with self.store.transaction() as session:
+                    await catalog.drop_package_if_unused(session, package.info.sha256)
 
     @staticmethod
     async def _message(session: Any, row: Plugin) -> plugin_pb2.Plugin:

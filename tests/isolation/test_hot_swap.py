@@ -16,7 +16,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import select
 
+from event_store.models import Package, Plugin
 from listener.v1 import event_service_pb2
 from tests.isolation.support import (
     alert_status,
@@ -30,7 +32,7 @@ from tests.isolation.support import (
     update,
 )
 from tests.support.samples import sample_event
-from tests.support.servers import Clients, eventually
+from tests.support.servers import Clients, Pair, eventually
 
 # 6 events every ~10 ms when alone: 200-500 events/s, depending on the machine.
 BURST = 6
@@ -121,6 +123,16 @@ async def test_swaps_under_steady_publishing_lose_and_reorder_nothing(tmp_path: 
     assert max(boundary) < 1.0 and max(swap_latency) < 1.0
 
 
+async def catalog_state(pair: Pair, plugin_id: str) -> tuple[dict[str, object], set[str]]:
+    """Every column of the plugin's row, and the sha256 of every stored package."""
+    async with pair.api.store.reader() as session:
+        row = await session.get(Plugin, plugin_id)
+        assert row is not None
+        columns = {c.key: getattr(row, c.key) for c in Plugin.__table__.columns}
+        packages = set((await session.execute(select(Package.sha256))).scalars())
+    return columns, packages
+
+
 @pytest.mark.parametrize(
     ("mode", "code"),
     [
@@ -141,6 +153,7 @@ async def test_a_failed_update_leaves_the_old_version_running(
         )
         await eventually(lambda: len(read_jsonl(out)) == 1)
         before = await alert_status(pair)
+        row_before = await catalog_state(pair, "recorder")
 
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await update(c, "recorder", recorder_package("2", mode=mode))
@@ -150,6 +163,8 @@ async def test_a_failed_update_leaves_the_old_version_running(
 
         plugin = await get_plugin(c, "recorder")
         assert plugin.version == "1"
+        # The catalog row is exactly as before, and the new version's package is not kept.
+        assert await catalog_state(pair, "recorder") == row_before
         after = await alert_status(pair)
         assert [(p.version, p.module_prefix) for p in after.plugins] == [
             (p.version, p.module_prefix) for p in before.plugins
