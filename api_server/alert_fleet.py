@@ -85,6 +85,10 @@ class Reachability:
         self.failures = 0
 
 
+#: Notify rounds (one call to each alert server) unanswered at once; see ``notify``.
+NOTIFIES_IN_FLIGHT = 4
+
+
 async def _notify(request: pb.NotifyRequest, stub: Stub) -> None:
     await stub.Notify(request, timeout=2.0)
 
@@ -127,9 +131,9 @@ class AlertFleet:
             self._members[target] = self._member(target)
         #: Called when a call finds no alert server at all (discovery reads the store now).
         self.refresh: Callable[[], Awaitable[None]] | None = None
-        self._notify_seq = 0
-        self._notify_wake = asyncio.Event()
-        self._notifier: asyncio.Task[None] | None = None
+        self._notify_seq = 0  # the newest committed sequence reported to this fleet
+        self._notify_sent = 0  # the newest one a Notify went out for
+        self._notifies: set[asyncio.Task[None]] = set()  # Notify rounds in flight
 
     def _member(self, target: str) -> _Member:
         channel = (
@@ -174,10 +178,10 @@ class AlertFleet:
         return list(self._members.items())
 
     async def close(self) -> None:
-        if self._notifier is not None:
-            self._notifier.cancel()
+        for task in list(self._notifies):
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._notifier
+                await task
         for member in self._members.values():
             await member.channel.close()
 
@@ -244,7 +248,10 @@ class AlertFleet:
             member.reach.succeeded()
             return None
 
-        return list(await asyncio.gather(*(one(t, m) for t, m in list(self._members.items()))))
+        members = list(self._members.items())
+        if len(members) == 1:  # the usual case, without gather's extra task and loop pass
+            return [await one(*members[0])]
+        return list(await asyncio.gather(*(one(t, m) for t, m in members)))
 
     async def activate_plugin(self, plugin_id: str, sha256: str, isolation: str = "") -> None:
         """Loads (or hot-swaps to) the stored package in the given isolation mode; a
@@ -274,25 +281,32 @@ class AlertFleet:
     def notify(self, max_sequence: int) -> None:
         """Tells every alert server that events up to ``max_sequence`` are committed.
 
-        Never blocks the publisher: the newest sequence is handed to a background task that
-        sends one Notify per alert server at a time, so a burst of publishes coalesces.
+        Never blocks the publisher. A Notify goes out at once while fewer than
+        ``NOTIFIES_IN_FLIGHT`` rounds are unanswered; past that, the newest sequence waits
+        for the first answer, so a burst of commits coalesces without each commit waiting a
+        whole round trip behind the previous one (Notify only raises a maximum, so the
+        alert server takes them in any order).
         """
-        if max_sequence > self._notify_seq:
-            self._notify_seq = max_sequence
-            self._notify_wake.set()
-        if self._notifier is None:
-            self._notifier = asyncio.create_task(self._notify_loop())
+        if max_sequence <= self._notify_seq:
+            return
+        self._notify_seq = max_sequence
+        if len(self._notifies) < NOTIFIES_IN_FLIGHT:
+            self._send_notify()
 
-    async def _notify_loop(self) -> None:
-        sent = 0
-        while True:
-            await self._notify_wake.wait()
-            self._notify_wake.clear()
-            if self._notify_seq <= sent:
-                continue
-            sent = self._notify_seq
-            stage_trace.mark_upto("notify_sent", sent)
-            await self._each(partial(_notify, pb.NotifyRequest(max_sequence=sent)))
+    def _send_notify(self) -> None:
+        sent = self._notify_sent = self._notify_seq
+        stage_trace.mark_upto("notify_sent", sent)
+        task = asyncio.create_task(self._notify_round(pb.NotifyRequest(max_sequence=sent)))
+        self._notifies.add(task)
+        task.add_done_callback(self._notified)
+
+    async def _notify_round(self, request: pb.NotifyRequest) -> None:
+        await self._each(partial(_notify, request))
+
+    def _notified(self, task: asyncio.Task[None]) -> None:
+        self._notifies.discard(task)
+        if not task.cancelled() and self._notify_seq > self._notify_sent:
+            self._send_notify()  # what was committed while every slot was busy
 
     async def kick(self, instance_id: str) -> None:
         """Has the instance's runner re-read its state now (best effort: the lease loop

@@ -152,10 +152,12 @@ class GroupCommitter:
                             stage_trace.mark_range(
                                 "commit", stored[0].sequence, stored[-1].sequence
                             )
+                # The alert servers hear of the commit before the callers do: the Notify is
+                # on the way to delivery while the acknowledgements are built and sent.
+                self.on_commit(results[-1][-1].sequence)
                 for item, result in zip(fresh, results, strict=True):
                     item.resolve(result)
                     self.on_stored(item.items)
-                self.on_commit(results[-1][-1].sequence)
         for item in repeats:
             assert item.key is not None
             try:
