@@ -293,6 +293,10 @@ class AlertFleet:
         if len(self._notifies) < NOTIFIES_IN_FLIGHT:
             self._send_notify()
 
+    @property
+    def notifies_in_flight(self) -> int:
+        return len(self._notifies)
+
     def _send_notify(self) -> None:
         sent = self._notify_sent = self._notify_seq
         stage_trace.mark_upto("notify_sent", sent)
