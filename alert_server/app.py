@@ -29,6 +29,7 @@ from listener_core import server as grpc_server
 from listener_core.config import Config, ConfigError, load_config
 from listener_core.health import HealthReporter
 from listener_core.metrics import AlertMetrics, InstanceSample, MetricsEndpoint, start_endpoint
+from listener_core.pipeline.authentication import Authentication
 from listener_core.secrets import SecretBox
 from listener_core.settings import ProcessConfig
 
@@ -102,7 +103,7 @@ async def start(config: Config) -> AlertServer:
         max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         max_streams_per_connection=config.limits.max_streams_per_connection,
         metrics=metrics,
-        interceptors=[auth.AuthInterceptor(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
+        stages=[Authentication(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
     )
     # Bound before the host is built: its id and advertised address need the port.
     port = grpc_server.bind(server, alert_addr, credentials)

@@ -38,6 +38,7 @@ from listener_core import server as grpc_server
 from listener_core.config import Config, ConfigError, load_config
 from listener_core.health import HealthReporter
 from listener_core.metrics import ApiMetrics, MetricsEndpoint, start_endpoint
+from listener_core.pipeline.authentication import Authentication
 from listener_core.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ async def start(config: Config) -> ApiServer:
     metrics = ApiMetrics()
     pipeline = grpc_server.build_pipeline(
         [
-            auth.AuthInterceptor(tokens, auth.PUBLIC_METHOD_ROLES),
+            Authentication(tokens, auth.PUBLIC_METHOD_ROLES),
             validation.RequestValidator(),
             PublishLimiter(config.limits.publish_concurrency_per_caller),
         ],

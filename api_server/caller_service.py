@@ -1,6 +1,6 @@
 """listener.v1.CallerService: the caller's role, so clients offer only what it may do.
 
-The auth interceptor has already refused unknown tokens by the time a call gets here; this
+The authentication stage has already refused unknown tokens by the time a call gets here; this
 only names the role of the token that passed (the web console hides what a viewer may not
 use, rather than letting a click fail).
 """
@@ -23,6 +23,6 @@ class CallerService(caller_pb2_grpc.CallerServiceServicer):
             return caller_pb2.Caller(role=auth.ADMIN, authenticated=False)
         token = auth.bearer_token(context.invocation_metadata())
         caller = self.tokens.identify(token) if token is not None else None
-        if caller is None:  # the interceptor refuses these first; never trust that alone
+        if caller is None:  # authentication refuses these first; never trust that alone
             raise errors.Unauthenticated("the bearer token is not valid", reason="TOKEN_INVALID")
         return caller_pb2.Caller(role=caller.role, authenticated=True)

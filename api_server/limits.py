@@ -18,8 +18,7 @@ import grpc
 
 from listener_core import errors
 from listener_core.auth import caller_key
-from listener_core.interceptor import Behavior, wrap_unary_response
-from listener_core.stages import Layer
+from listener_core.pipeline.stage import Behavior, Layer, wrap_unary_response
 
 PUBLISH_METHODS = frozenset(
     {"/listener.v1.EventService/PublishEvent", "/listener.v1.EventService/PublishEvents"}

@@ -16,8 +16,7 @@ import grpc
 from google.protobuf.message import Message
 
 from listener_core import errors
-from listener_core.interceptor import Behavior, wrap_unary_response
-from listener_core.stages import Layer
+from listener_core.pipeline.stage import Behavior, Layer, wrap_unary_response
 
 
 def mask_paths(paths: Iterable[str], allowed: set[str], populated: set[str]) -> set[str]:

@@ -1,8 +1,9 @@
 """Domain errors of the servers, each bound to one gRPC status code.
 
-Code anywhere in the servers raises these; one interceptor (``listener_core.interceptor``)
-turns them into a ``google.rpc.Status`` with an ``ErrorInfo`` reason and, where fields are at
-fault, a ``BadRequest``. Nothing else maps errors to status codes.
+Code anywhere in the servers raises these; one pipeline stage
+(``listener_core.pipeline.error_status``) turns them into a ``google.rpc.Status`` with an
+``ErrorInfo`` reason and, where fields are at fault, a ``BadRequest``. Nothing else maps
+errors to status codes.
 
     ServiceError
     ├── InvalidArgument        INVALID_ARGUMENT    (field_violations for BadRequest)

@@ -18,11 +18,11 @@ from grpc_reflection.v1alpha import reflection
 
 from listener_core import logs
 from listener_core.config import ConfigError
-from listener_core.interceptor import ErrorInterceptor, Refusals
 from listener_core.metrics import ServerMetrics
-from listener_core.metrics_interceptor import ObservabilityInterceptor
 from listener_core.pipeline import Pipeline
-from listener_core.stages import Gate, Layer
+from listener_core.pipeline.error_status import ErrorStatus, Refusals
+from listener_core.pipeline.observability import Observability
+from listener_core.pipeline.stage import Gate, Layer
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,14 @@ Context: TypeAlias = Any
 
 
 def build_pipeline(
-    interceptors: Sequence[Layer | Gate] = (),
+    stages: Sequence[Layer | Gate] = (),
     metrics: ServerMetrics | None = None,
     refusals: Refusals | None = None,
 ) -> Pipeline:
-    """``metrics`` puts the RPC metrics and audit interceptor outermost, so it sees every
-    call's final status; ``refusals`` gives the error stage the server's own errors."""
-    observe = [ObservabilityInterceptor(metrics)] if metrics is not None else []
-    return Pipeline([*observe, ErrorInterceptor(refusals), *interceptors])
+    """``metrics`` puts the RPC metrics and audit stage outermost, so it sees every call's
+    final status; ``refusals`` gives the error stage the server's own errors."""
+    observe = [Observability(metrics)] if metrics is not None else []
+    return Pipeline([*observe, ErrorStatus(refusals), *stages])
 
 
 #: The health service name that only says the process is alive (Kubernetes liveness probes).
@@ -51,22 +51,22 @@ LIVENESS = "liveness"
 def create_server(
     *,
     max_message_bytes: int,
-    interceptors: Sequence[Layer | Gate] = (),
+    stages: Sequence[Layer | Gate] = (),
     metrics: ServerMetrics | None = None,
     pipeline: Pipeline | None = None,
     max_concurrent_rpcs: int = 0,
     max_streams_per_connection: int = 0,
 ) -> grpc.aio.Server:
     """Serves through ``pipeline`` when given (to share it with the HTTP gateway), else
-    through ``build_pipeline(interceptors, metrics)``.
+    through ``build_pipeline(stages, metrics)``.
 
     What one caller can make the server hold is bounded three ways: a request above
     ``max_message_bytes`` is refused before it is parsed; a connection may carry at most
     ``max_streams_per_connection`` calls at once (HTTP/2 MAX_CONCURRENT_STREAMS: the client
     queues the rest); and the server runs at most ``max_concurrent_rpcs`` calls at once (more
     get RESOURCE_EXHAUSTED at once). A refused call's request is never read at all
-    (``listener_core.interceptor.rejecting_handler``). 0 leaves a limit off. grpcio offers no
-    memory quota to Python (its ``grpc.resource_quota`` argument is a C pointer)."""
+    (``listener_core.pipeline.error_status.rejecting_handler``). 0 leaves a limit off. grpcio
+    offers no memory quota to Python (its ``grpc.resource_quota`` argument is a C pointer)."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         # What the server sends (pages of events, packages to alert servers) is its own
@@ -77,7 +77,7 @@ def create_server(
     if max_streams_per_connection > 0:
         options.append(("grpc.max_concurrent_streams", max_streams_per_connection))
     return grpc.aio.server(
-        interceptors=[pipeline or build_pipeline(interceptors, metrics)],
+        interceptors=[pipeline or build_pipeline(stages, metrics)],
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs or None,
     )

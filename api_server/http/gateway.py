@@ -33,8 +33,8 @@ from google.rpc import status_pb2
 from api_server.http import routes as routing
 from api_server.http import transcode
 from listener_core import errors
-from listener_core.interceptor import malformed, to_status
 from listener_core.pipeline import Pipeline
+from listener_core.pipeline.error_status import malformed, to_status
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ class Gateway:
                     self._stream(request, route, variables), context
                 )
             elif handler.unary_unary is None:
-                # A refusal (listener_core.interceptor.rejecting_handler) has a streaming
+                # A refusal (listener_core.pipeline.error_status.rejecting_handler) has a streaming
                 # shape so that it never reads the request: the body stays unread here too.
                 response = await handler.stream_unary(_no_requests(), context)
             else:

@@ -21,8 +21,8 @@ from api_server.http import routes as routing
 from api_server.limits import PublishLimiter
 from listener.v1 import event_service_pb2
 from listener_core import auth
-from listener_core.interceptor import ErrorInterceptor
 from listener_core.pipeline import Pipeline
+from listener_core.pipeline.error_status import ErrorStatus
 from tests.http.support import Http, http_pair
 from tests.security.helpers import make_certs
 from tests.support.databases import sqlite_url
@@ -120,7 +120,7 @@ async def test_the_publish_limit_counts_http_callers_by_their_address() -> None:
     handler = grpc.unary_unary_rpc_method_handler(publish)
     route = next(r for r in routing.routes() if r.grpc_method == method)
     gateway = http_gateway.Gateway(
-        Pipeline([ErrorInterceptor(), limiter]),
+        Pipeline([ErrorStatus(), limiter]),
         {method: handler},
         max_body_bytes=1 << 20,
         max_package_bytes=1 << 20,

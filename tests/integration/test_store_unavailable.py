@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from chaos.proxy import DbProxy
 from listener.v1 import event_service_pb2
 from listener_core import errors
-from listener_core.interceptor import to_service_error
+from listener_core.pipeline.error_status import to_service_error
 from tests.support.databases import MYSQL, PG, mysql_database, postgres_database
 from tests.support.servers import running_pair
 

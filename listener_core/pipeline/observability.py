@@ -1,7 +1,7 @@
 """Counts and times every RPC, and writes one log line per admin action.
 
-The outermost server interceptor (``listener_core.server.create_server`` puts it first), so it
-sees the final status of every call: the ones the error interceptor mapped, and the ones
+The outermost stage of the pipeline (``listener_core.server.build_pipeline`` puts it first), so
+it sees the final status of every call: the ones the error stage mapped, and the ones
 authentication refused before any behaviour ran.
 
 Admin actions are the changing methods of PluginService and ListenerInstanceService (every
@@ -23,7 +23,7 @@ import grpc
 
 from listener_core.auth import caller_key
 from listener_core.metrics import ServerMetrics
-from listener_core.stages import Layer
+from listener_core.pipeline.stage import Layer, wrap_unary_response
 
 log = logging.getLogger("listener.audit")
 
@@ -87,7 +87,7 @@ def resource_of(request: Any, response: Any) -> str:
     return ""
 
 
-class ObservabilityInterceptor(Layer):
+class Observability(Layer):
     """RPC counts and latency by method and code; an audit line per admin action."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
@@ -97,16 +97,7 @@ class ObservabilityInterceptor(Layer):
         if handler.response_streaming:
             return handler  # streaming answers (health Watch, reflection) are not measured
         kind = "unary" if handler.unary_unary is not None else "client_stream"
-        wrap = self._wrapper(method, is_admin_action(method), kind)
-        kwargs: dict[str, Any] = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **kwargs)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **kwargs)
-        return handler
+        return wrap_unary_response(handler, self._wrapper(method, is_admin_action(method), kind))
 
     def _wrapper(self, method: str, admin: bool, kind: str) -> Callable[[Behavior], Behavior]:
         seconds = self.metrics.rpc_seconds.labels(method)

@@ -1,4 +1,4 @@
-"""The servers' interceptors, run as one, with each method's wrapped handler built once.
+"""The servers' one gRPC interceptor: runs the pipeline's stages, each method's handler built once.
 
 grpc.aio runs every ServerInterceptor on every call: one more await, and one more method
 handler built, per interceptor and call. With five of them that was a fifth of a single
@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
-from listener_core.interceptor import rejecting_handler
-from listener_core.stages import Gate, Layer
+from listener_core.pipeline.error_status import rejecting_handler
+from listener_core.pipeline.stage import Gate, Layer
 
 
 class Pipeline(grpc.aio.ServerInterceptor):

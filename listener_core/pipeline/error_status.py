@@ -1,7 +1,8 @@
 """The one place where exceptions become gRPC statuses.
 
-Other interceptors (authentication, limits, request checks) never build statuses themselves:
-they raise domain errors inside the behaviour they wrap, which :class:`ErrorInterceptor` maps,
+Other stages of the pipeline (authentication, limits, request checks) never build statuses
+themselves: they raise domain errors inside the behaviour they wrap, which :class:`ErrorStatus`
+maps,
 or — when a call must be refused before any behaviour runs — hand back
 :func:`rejecting_handler`, which aborts with the same rich status.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -20,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from listener_common import errors as sdk_errors
 from listener_core import errors
-from listener_core.stages import Layer
+from listener_core.pipeline.stage import Behavior, Layer
 from listener_core.store_errors import is_conflict, store_unreachable
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,6 @@ async def abort(
     )
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-
-
 class _Malformed:
     """Stands for a request whose bytes did not parse, so the call fails as INVALID_ARGUMENT.
 
@@ -196,7 +194,7 @@ def _wrap(
     return wrapped
 
 
-class ErrorInterceptor(Layer):
+class ErrorStatus(Layer):
     """Maps domain errors (and store outages) of unary-response methods to statuses;
     ``refusals`` names the server's own (its store's) errors."""
 
@@ -224,7 +222,7 @@ class ErrorInterceptor(Layer):
 def rejecting_handler(handler: grpc.RpcMethodHandler, exc: BaseException) -> grpc.RpcMethodHandler:
     """A handler of ``handler``'s shape that answers every call with ``exc``'s status.
 
-    For interceptors that decide from the call's metadata alone (authentication), before any
+    For stages that decide from the call's metadata alone (authentication), before any
     request is read — and the request is never read: a refused caller cannot make the server
     hold its message. The status is built here, like every other one.
     """
@@ -248,22 +246,3 @@ def rejecting_handler(handler: grpc.RpcMethodHandler, exc: BaseException) -> grp
     if handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(reject_streaming, **kwargs)
     return grpc.stream_unary_rpc_method_handler(reject, **kwargs)
-
-
-def wrap_unary_response(
-    handler: grpc.RpcMethodHandler, wrapper: Callable[[Behavior], Behavior]
-) -> grpc.RpcMethodHandler:
-    """``handler`` with its behaviour passed through ``wrapper`` (unary-response shapes only).
-
-    What the wrapper raises reaches :class:`ErrorInterceptor`, which must come first in the
-    server's interceptor list. Response-streaming handlers are returned unchanged.
-    """
-    kwargs: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(wrapper(handler.unary_unary), **kwargs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(wrapper(handler.stream_unary), **kwargs)
-    return handler
