@@ -1,26 +1,25 @@
 """Operator actions on listener instances (AIP-136 custom methods of ListenerInstanceService).
 
+Plain functions the servicer (``instance_service``) calls with an instance id it has parsed.
 Each action changes the instance's delivery state in the store under a row lock and bumps
-its fence, then nudges the alert servers: the runner re-reads its state at once, and a
-runner in the middle of a batch cannot write over the change (``event_store.deliveries``).
+its fence; the servicer then nudges the alert servers, so the runner re-reads its state at
+once, and a runner in the middle of a batch cannot write over the change
+(``event_store.deliveries``).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC
-from typing import Any
 
-from api_server import conversions, names, paging
-from api_server.alert_fleet import AlertFleet
+from api_server import conversions, paging
 from event_store import catalog, deliveries
 from event_store.events import StoredEvent
-from event_store.models import utcnow
+from event_store.models import Event, ParkedEvent, utcnow
 from event_store.store import Store
 from listener import event_types
 from listener.v1 import event_pb2, listener_instance_pb2
 from listener_core import errors
-from listener_core.server import Context
 
 pb = listener_instance_pb2
 
@@ -43,141 +42,91 @@ def test_event(event_type: int) -> event_pb2.ListenerEvent:
     return event
 
 
-class InstanceOperations:
-    store: Store
-    fleet: AlertFleet
+async def retry(store: Store, instance_id: str) -> None:
+    async with store.transaction() as session:
+        await deliveries.retry_now(session, instance_id)
 
-    async def _message(self, session: Any, row: Any) -> pb.ListenerInstance:
-        raise NotImplementedError
 
-    async def _current(self, instance_id: str) -> pb.ListenerInstance:
-        await self.fleet.kick(instance_id)
-        async with self.store.reader() as session:
-            return await self._message(session, await catalog.get_instance(session, instance_id))
+async def skip(store: Store, instance_id: str) -> None:
+    async with store.transaction() as session:
+        await deliveries.skip_head(session, instance_id)
 
-    async def RetryListenerInstance(
-        self, request: pb.RetryListenerInstanceRequest, context: Context
-    ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        async with self.store.transaction() as session:
-            await deliveries.retry_now(session, instance_id)
-        return await self._current(instance_id)
 
-    async def SkipListenerInstanceEvent(
-        self, request: pb.SkipListenerInstanceEventRequest, context: Context
-    ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        async with self.store.transaction() as session:
-            await deliveries.skip_head(session, instance_id)
-        return await self._current(instance_id)
+async def set_state(store: Store, instance_id: str, state: str) -> None:
+    """PAUSED or ACTIVE; the same state again changes nothing."""
+    async with store.transaction() as session:
+        inst = await catalog.get_instance(session, instance_id, for_update=True)
+        if inst.desired_state != state:
+            inst.desired_state = state
+            inst.revision += 1
+            inst.update_time = utcnow()
+            await deliveries.bump(session, instance_id)
 
-    async def _set_state(self, name: str, state: str) -> pb.ListenerInstance:
-        instance_id = names.parse(name, names.INSTANCES)
-        async with self.store.transaction() as session:
-            inst = await catalog.get_instance(session, instance_id, for_update=True)
-            if inst.desired_state != state:
-                inst.desired_state = state
-                inst.revision += 1
-                inst.update_time = utcnow()
-                await deliveries.bump(session, instance_id)
-        return await self._current(instance_id)
 
-    async def PauseListenerInstance(
-        self, request: pb.PauseListenerInstanceRequest, context: Context
-    ) -> pb.ListenerInstance:
-        return await self._set_state(request.name, "PAUSED")
+async def replay(store: Store, instance_id: str, request: pb.ReplayListenerInstanceRequest) -> None:
+    start = request.WhichOneof("start")
+    if start is None:
+        raise errors.InvalidArgument(
+            "set from_sequence or from_time",
+            field_violations=[("start", "one of from_sequence, from_time is required")],
+        )
+    if start == "from_sequence" and request.from_sequence < 1:
+        raise errors.InvalidArgument(
+            "from_sequence must be 1 or more", field_violations=[("from_sequence", "< 1")]
+        )
+    async with store.transaction() as session:
+        if start == "from_sequence":
+            await deliveries.replay(session, instance_id, request.from_sequence, None)
+        else:
+            when = request.from_time.ToDatetime(tzinfo=UTC)
+            await deliveries.replay(session, instance_id, None, when)
 
-    async def ResumeListenerInstance(
-        self, request: pb.ResumeListenerInstanceRequest, context: Context
-    ) -> pb.ListenerInstance:
-        return await self._set_state(request.name, "ACTIVE")
 
-    async def ReplayListenerInstance(
-        self, request: pb.ReplayListenerInstanceRequest, context: Context
-    ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        start = request.WhichOneof("start")
-        if start is None:
-            raise errors.InvalidArgument(
-                "set from_sequence or from_time",
-                field_violations=[("start", "one of from_sequence, from_time is required")],
-            )
-        if start == "from_sequence" and request.from_sequence < 1:
-            raise errors.InvalidArgument(
-                "from_sequence must be 1 or more", field_violations=[("from_sequence", "< 1")]
-            )
-        async with self.store.transaction() as session:
-            if start == "from_sequence":
-                await deliveries.replay(session, instance_id, request.from_sequence, None)
-            else:
-                when = request.from_time.ToDatetime(tzinfo=UTC)
-                await deliveries.replay(session, instance_id, None, when)
-        return await self._current(instance_id)
+def _parked_message(row: ParkedEvent, event: Event | None) -> pb.ParkedEvent:
+    item = pb.ParkedEvent(
+        attempts=row.attempts, last_error=row.last_error, redelivery_pending=bool(row.redeliver)
+    )
+    item.park_time.FromDatetime(row.park_time)
+    if event is not None:
+        stored = StoredEvent(event.sequence, event.id, event.type, event.publish_time, event.body)
+        item.event.CopyFrom(conversions.event_message(stored))
+    else:  # purged: only what the list itself remembers
+        item.event.id, item.event.sequence = row.event_id, row.sequence
+    return item
 
-    async def ListParkedEvents(
-        self, request: pb.ListParkedEventsRequest, context: Context
-    ) -> pb.ListParkedEventsResponse:
-        instance_id = names.parse(request.parent, names.INSTANCES, "parent")
-        size = paging.page_size(request.page_size)
-        token = paging.decode(request.page_token, request.parent)
-        after = int(token) if token.isdigit() else 0
-        async with self.store.reader() as session:
-            await catalog.get_instance(session, instance_id)
-            rows, more = await paging.read_page(
-                lambda limit: deliveries.list_parked(session, instance_id, after, limit), size
-            )
-        parked = []
-        for row, event in rows:
-            item = pb.ParkedEvent(
-                attempts=row.attempts,
-                last_error=row.last_error,
-                redelivery_pending=bool(row.redeliver),
-            )
-            item.park_time.FromDatetime(row.park_time)
-            if event is not None:
-                stored = StoredEvent(
-                    event.sequence, event.id, event.type, event.publish_time, event.body
+
+async def parked_page(
+    store: Store, instance_id: str, request: pb.ListParkedEventsRequest
+) -> pb.ListParkedEventsResponse:
+    size = paging.page_size(request.page_size)
+    token = paging.decode(request.page_token, request.parent)
+    after = int(token) if token.isdigit() else 0
+    async with store.reader() as session:
+        await catalog.get_instance(session, instance_id)
+        rows, more = await paging.read_page(
+            lambda limit: deliveries.list_parked(session, instance_id, after, limit), size
+        )
+    return pb.ListParkedEventsResponse(
+        parked_events=[_parked_message(row, event) for row, event in rows],
+        next_page_token=(paging.encode(str(rows[-1][0].sequence), request.parent) if more else ""),
+    )
+
+
+async def redeliver(
+    store: Store, instance_id: str, request: pb.RedeliverParkedEventsRequest
+) -> int:
+    """Marks parked events for redelivery (all, or the sequences asked for); how many."""
+    async with store.transaction() as session:
+        if request.sequences:
+            parked = await deliveries.parked_among(session, instance_id, request.sequences)
+            missing = sorted(set(request.sequences) - parked)
+            if missing:
+                # Checked before the instance: an unknown instance is NOT_FOUND as well.
+                await catalog.get_instance(session, instance_id)
+                shown = ", ".join(str(s) for s in missing[:20])
+                raise errors.NotFound(
+                    f"{request.parent} has no parked event with sequence {shown}; "
+                    "ListParkedEvents shows the parked ones",
+                    reason="PARKED_EVENT_NOT_FOUND",
                 )
-                item.event.CopyFrom(conversions.event_message(stored))
-            else:  # purged: only what the list itself remembers
-                item.event.id, item.event.sequence = row.event_id, row.sequence
-            parked.append(item)
-        return pb.ListParkedEventsResponse(
-            parked_events=parked,
-            next_page_token=(
-                paging.encode(str(rows[-1][0].sequence), request.parent) if more else ""
-            ),
-        )
-
-    async def RedeliverParkedEvents(
-        self, request: pb.RedeliverParkedEventsRequest, context: Context
-    ) -> pb.RedeliverParkedEventsResponse:
-        instance_id = names.parse(request.parent, names.INSTANCES, "parent")
-        async with self.store.transaction() as session:
-            if request.sequences:
-                parked = await deliveries.parked_among(session, instance_id, request.sequences)
-                missing = sorted(set(request.sequences) - parked)
-                if missing:
-                    # Checked before the instance: an unknown instance is NOT_FOUND as well.
-                    await catalog.get_instance(session, instance_id)
-                    shown = ", ".join(str(s) for s in missing[:20])
-                    raise errors.NotFound(
-                        f"{request.parent} has no parked event with sequence {shown}; "
-                        "ListParkedEvents shows the parked ones",
-                        reason="PARKED_EVENT_NOT_FOUND",
-                    )
-            count = await deliveries.mark_redeliver(session, instance_id, list(request.sequences))
-        await self.fleet.kick(instance_id)
-        return pb.RedeliverParkedEventsResponse(count=count)
-
-    async def SendTestEvent(
-        self, request: pb.SendTestEventRequest, context: Context
-    ) -> pb.SendTestEventResponse:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        async with self.store.reader() as session:
-            await catalog.get_instance(session, instance_id)
-        event = test_event(int(request.event_type))
-        reply = await self.fleet.send_test(instance_id, event.SerializeToString())
-        return pb.SendTestEventResponse(
-            delivered=not reply.error, error=reply.error, duration_ms=reply.duration_ms
-        )
+        return await deliveries.mark_redeliver(session, instance_id, list(request.sequences))
