@@ -15,7 +15,7 @@ from typing import Any
 from listener.v1 import event_pb2, listener_instance_pb2
 from listener_cli import render
 from listener_client import ListenerClient, event_type, to_event, type_name
-from listener_client.client import Package
+from listener_client.values import Package
 from listener_common.errors import PackageError
 from listener_common.package import build_package, inspect_package
 from listener_common.params import parse_assignments

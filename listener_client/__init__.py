@@ -10,18 +10,12 @@ Schedulers publish through ``Publisher`` (asyncio) or ``SyncPublisher`` (a threa
 batched, retried with the batch's request_id, bounded (docs/schedulers.md).
 """
 
-from listener_client.client import (
-    EVENT_TYPE_NAMES,
-    SERVICE_CONFIG,
-    ListenerClient,
-    Progress,
-    event_type,
-    to_event,
-    type_name,
-)
+from listener_client.channels import SERVICE_CONFIG
+from listener_client.client import ListenerClient
 from listener_client.errors import BufferFullError, ListenerClientError, PublisherClosedError
 from listener_client.publisher import Publisher, PublisherStats, PublishResult, RetryPolicy
 from listener_client.publisher_sync import SyncPublisher
+from listener_client.values import EVENT_TYPE_NAMES, Progress, event_type, to_event, type_name
 
 __all__ = [
     "EVENT_TYPE_NAMES",

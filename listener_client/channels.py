@@ -3,6 +3,7 @@ client and the publisher so they agree on what ``tls_ca``/``tls_cert``/``tls_key
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,43 @@ from typing import Any
 import grpc
 
 PathLike = str | os.PathLike[str]
+
+SERVICES = (
+    "listener.v1.PluginService",
+    "listener.v1.ListenerInstanceService",
+    "listener.v1.EventService",
+)
+# Retries UNAVAILABLE (no connection, server restarting, store briefly down) with backoff:
+# 5 attempts over about 1.5 s, within each call's deadline.
+SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [{"service": s} for s in SERVICES],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+def client_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """The client's channel options: UNAVAILABLE retried (``SERVICE_CONFIG``), messages up to
+    ``max_message_bytes`` both ways, and a quick reconnect."""
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Reconnect quickly: a CLI call should not sit out a 1 s+ reconnect backoff.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
 
 
 def open_channel(

@@ -9,138 +9,46 @@ surfaces as :class:`ListenerClientError`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
 import grpc
-from google.protobuf import field_mask_pb2, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from listener import event_types
-from listener.v1 import (
-    event_pb2,
-    event_service_pb2,
-    event_service_pb2_grpc,
-    listener_instance_pb2,
-    listener_instance_pb2_grpc,
-    plugin_pb2,
-    plugin_pb2_grpc,
-)
-from listener_client.channels import open_channel
+from listener.v1 import event_pb2, plugin_pb2, plugin_pb2_grpc
+from listener.v1 import event_service_pb2 as ev
+from listener.v1 import event_service_pb2_grpc as ev_grpc
+from listener.v1 import listener_instance_pb2 as li
+from listener.v1 import listener_instance_pb2_grpc as li_grpc
+from listener_client import paging, requests, values
+from listener_client.channels import client_options, open_channel
 from listener_client.errors import ListenerClientError
+from listener_client.values import (
+    INSTANCES,
+    PLUGINS,
+    EventLike,
+    Package,
+    Progress,
+    event_type,
+    read_package,
+    resource_name,
+    to_event,
+)
 
 T = TypeVar("T")
 Page = TypeVar("Page")
 Item = TypeVar("Item")
 
-#: ``progress(sent_bytes, total_bytes)``, called as a package upload goes.
-Progress = Callable[[int, int], None]
-#: A plugin package: zip bytes, or the path of a zip file.
-Package = bytes | str | os.PathLike[str]
-#: An event to publish: a ListenerEvent, or its JSON form as a dict.
-EventLike = event_pb2.ListenerEvent | Mapping[str, Any]
-
-SERVICES = (
-    "listener.v1.PluginService",
-    "listener.v1.ListenerInstanceService",
-    "listener.v1.EventService",
-)
-# Retries UNAVAILABLE (no connection, server restarting, store briefly down) with backoff:
-# 5 attempts over about 1.5 s, within each call's deadline.
-SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": [{"service": s} for s in SERVICES],
-            "retryPolicy": {
-                "maxAttempts": 5,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ]
-}
 STREAM_THRESHOLD = 1 << 20
 CHUNK_SIZE = 256 << 10
-PAGE_SIZE = 500
 
 
-def event_type(value: str | int) -> int:
-    """An EventType number from ``TASK_FAIL``, ``task_fail``, ``EVENT_TYPE_TASK_FAIL`` or a
-    number; raises ValueError naming the valid names."""
-    if isinstance(value, int):
-        if value not in event_pb2.EventType.values() or value == 0:
-            raise ValueError(f"unknown event type {value}")
-        return value
-    name = value.strip().upper()
-    if name.isdigit():
-        return event_type(int(name))
-    if not name.startswith("EVENT_TYPE_"):
-        name = "EVENT_TYPE_" + name
-    number: int
-    try:
-        number = event_pb2.EventType.Value(name)
-    except ValueError:
-        number = 0
-    if not number:
-        raise ValueError(f"unknown event type {value!r}; one of {', '.join(EVENT_TYPE_NAMES)}")
-    return number
-
-
-#: The 13 event type names without the ``EVENT_TYPE_`` prefix, in enum order.
-EVENT_TYPE_NAMES = event_types.PUBLIC_NAMES
-
-
-def type_name(number: int) -> str:
-    """``TASK_FAIL`` for EventType 13 (the number itself when unknown)."""
-    try:
-        return event_pb2.EventType.Name(cast(Any, number)).removeprefix("EVENT_TYPE_")
-    except ValueError:
-        return str(number)
-
-
-def to_event(value: EventLike) -> event_pb2.ListenerEvent:
-    """A ListenerEvent from its JSON form (snake_case or camelCase field names)."""
-    if isinstance(value, event_pb2.ListenerEvent):
-        return value
-    try:
-        return json_format.ParseDict(dict(value), event_pb2.ListenerEvent())
-    except json_format.ParseError as exc:
-        raise ValueError(f"not a ListenerEvent: {exc}") from None
-
-
-def _name(prefix: str, ident: str) -> str:
-    """``plugins/x`` from ``x`` or ``plugins/x``."""
-    return ident if ident.startswith(prefix + "/") else f"{prefix}/{ident}"
-
-
-def _param_text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return json.dumps(list(value))
-    return str(value)
-
-
-def _read_package(package: Package) -> bytes:
-    return bytes(package) if isinstance(package, (bytes, bytearray)) else Path(package).read_bytes()
-
-
-def _isolation(value: str | None) -> int:
-    if not value:
-        return plugin_pb2.ISOLATION_UNSPECIFIED
-    try:
-        return plugin_pb2.Isolation.Value("ISOLATION_" + value.upper())
-    except ValueError:
-        raise ValueError(f"isolation must be namespace or process, not {value!r}") from None
+def _instance(instance_id: str) -> str:
+    return resource_name(INSTANCES, instance_id)
 
 
 class ListenerClient:
@@ -170,19 +78,9 @@ class ListenerClient:
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        options: list[tuple[str, Any]] = [
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            # Reconnect quickly: a CLI call should not sit out a 1 s+ reconnect backoff.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
         self.channel = open_channel(
             target,
-            options,
+            client_options(max_message_bytes),
             tls=tls,
             tls_ca=tls_ca,
             tls_cert=tls_cert,
@@ -190,8 +88,8 @@ class ListenerClient:
             tls_server_name=tls_server_name,
         )
         self._plugins = plugin_pb2_grpc.PluginServiceStub(self.channel)
-        self._instances = listener_instance_pb2_grpc.ListenerInstanceServiceStub(self.channel)
-        self._events = event_service_pb2_grpc.EventServiceStub(self.channel)
+        self._instances = li_grpc.ListenerInstanceServiceStub(self.channel)
+        self._events = ev_grpc.EventServiceStub(self.channel)
 
     async def __aenter__(self) -> Self:
         return self
@@ -222,17 +120,10 @@ class ListenerClient:
         items: Callable[[Page], Iterable[Item]],
         limit: int | None = None,
     ) -> list[Item]:
-        """Calls a List method page by page (AIP-158) and returns every item, or the first
-        ``limit``; ``request`` is the first page's request, its ``page_token`` then moved on."""
-        found: list[Item] = []
-        while limit is None or len(found) < limit:
-            request.page_size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
-            page = await self._call(method, request, result)
-            found.extend(items(page))
-            request.page_token = cast(Any, page).next_page_token
-            if not request.page_token:
-                break
-        return found if limit is None else found[:limit]
+        """Every item of a List method's pages, or the first ``limit`` (``paging``)."""
+        return await paging.every_page(
+            lambda r: self._call(method, r, result), request, items, limit
+        )
 
     async def health(self, service: str = "") -> bool:
         """Whether the server (or one of its services) answers SERVING to grpc.health.v1."""
@@ -254,45 +145,23 @@ class ListenerClient:
         chunk_size: int = CHUNK_SIZE,
     ) -> plugin_pb2.UploadPluginPackageResponse:
         """Streams a package in chunks (UploadPluginPackage); the server checks its sha256."""
-        data = _read_package(package)
-        digest = hashlib.sha256(data).hexdigest()
-        total = len(data)
-
-        async def chunks() -> AsyncIterator[plugin_pb2.UploadPluginPackageRequest]:
-            sent = 0
-            for start in range(0, max(total, 1), chunk_size):
-                piece = data[start : start + chunk_size]
-                yield plugin_pb2.UploadPluginPackageRequest(
-                    chunk=piece, sha256=digest if start == 0 else ""
-                )
-                sent += len(piece)
-                if progress is not None:
-                    progress(sent, total)
-
-        try:
-            reply = await self._plugins.UploadPluginPackage(
-                chunks(), timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise ListenerClientError.from_rpc_error(exc) from None
-        return cast(plugin_pb2.UploadPluginPackageResponse, reply)
+        chunks = requests.package_chunks(read_package(package), chunk_size, progress)
+        return await self._call(
+            self._plugins.UploadPluginPackage, chunks, plugin_pb2.UploadPluginPackageResponse
+        )
 
     async def _source(
-        self,
-        request: plugin_pb2.CreatePluginRequest | plugin_pb2.UpdatePluginRequest,
-        package: Package,
-        progress: Progress | None,
-        stream_threshold: int,
-        chunk_size: int,
+        self, request: Any, package: Package, progress: Progress | None, threshold: int, chunk: int
     ) -> None:
-        data = _read_package(package)
-        if len(data) > stream_threshold:
-            uploaded = await self.upload_package(data, progress=progress, chunk_size=chunk_size)
+        """The package in the request, or uploaded first when above ``threshold`` bytes."""
+        data = read_package(package)
+        if len(data) > threshold:
+            uploaded = await self.upload_package(data, progress=progress, chunk_size=chunk)
             request.package_sha256 = uploaded.sha256
-        else:
-            request.package = data
-            if progress is not None:
-                progress(len(data), len(data))
+            return
+        request.package = data
+        if progress is not None:
+            progress(len(data), len(data))
 
     async def install_plugin(
         self,
@@ -311,7 +180,7 @@ class ListenerClient:
             plugin_id=plugin_id,
             plugin=plugin_pb2.Plugin(
                 display_name=display_name,
-                isolation=cast(Any, _isolation(isolation)),
+                isolation=cast(Any, values.isolation(isolation)),
             ),
         )
         await self._source(request, package, progress, stream_threshold, chunk_size)
@@ -330,27 +199,19 @@ class ListenerClient:
         chunk_size: int = CHUNK_SIZE,
     ) -> plugin_pb2.Plugin:
         """Hot-swaps to a new package and/or changes the display name or isolation."""
-        paths = []
-        plugin = plugin_pb2.Plugin(name=_name("plugins", plugin_id), etag=etag)
-        if display_name is not None:
-            plugin.display_name = display_name
-            paths.append("display_name")
-        if isolation is not None:
-            plugin.isolation = cast(Any, _isolation(isolation))
-            paths.append("isolation")
-        request = plugin_pb2.UpdatePluginRequest(
-            plugin=plugin, update_mask=field_mask_pb2.FieldMask(paths=paths)
+        request = requests.plugin_update(
+            plugin_id, display_name=display_name, isolation_mode=isolation, etag=etag
         )
         if package is not None:
             await self._source(request, package, progress, stream_threshold, chunk_size)
         return await self._call(self._plugins.UpdatePlugin, request, plugin_pb2.Plugin)
 
     async def uninstall_plugin(self, plugin_id: str, *, etag: str = "") -> None:
-        request = plugin_pb2.DeletePluginRequest(name=_name("plugins", plugin_id), etag=etag)
+        request = plugin_pb2.DeletePluginRequest(name=resource_name(PLUGINS, plugin_id), etag=etag)
         await self._call(self._plugins.DeletePlugin, request, object)
 
     async def get_plugin(self, plugin_id: str) -> plugin_pb2.Plugin:
-        request = plugin_pb2.GetPluginRequest(name=_name("plugins", plugin_id))
+        request = plugin_pb2.GetPluginRequest(name=resource_name(PLUGINS, plugin_id))
         return await self._call(self._plugins.GetPlugin, request, plugin_pb2.Plugin)
 
     async def list_plugins(self) -> list[plugin_pb2.Plugin]:
@@ -374,27 +235,20 @@ class ListenerClient:
         display_name: str = "",
         park_after: int | None = None,
         filter: str = "",
-    ) -> listener_instance_pb2.ListenerInstance:
+    ) -> li.ListenerInstance:
         """Creates an instance of ``plugin``; ``park_after`` chooses the park policy (park a
         failing event after that many attempts) over the default blocking one; ``filter``, a
         CEL expression over ``event``, chooses events by content (docs/api.md)."""
-        instance = listener_instance_pb2.ListenerInstance(
-            plugin=_name("plugins", plugin),
+        request = requests.new_instance(
+            instance_id,
+            plugin,
+            event_types=event_types,
+            params=params,
             display_name=display_name,
+            park_after=park_after,
             filter=filter,
-            params={k: _param_text(v) for k, v in (params or {}).items()},
-            event_types=cast(Any, [event_type(t) for t in event_types]),
         )
-        if park_after is not None:
-            instance.failure_policy.mode = listener_instance_pb2.FailurePolicy.MODE_PARK
-            instance.failure_policy.park_after = park_after
-        request = listener_instance_pb2.CreateListenerInstanceRequest(
-            listener_instance_id=instance_id.removeprefix("listenerInstances/"),
-            listener_instance=instance,
-        )
-        return await self._call(
-            self._instances.CreateListenerInstance, request, listener_instance_pb2.ListenerInstance
-        )
+        return await self._action(self._instances.CreateListenerInstance, request)
 
     async def update_instance(
         self,
@@ -407,98 +261,59 @@ class ListenerClient:
         block: bool = False,
         filter: str | None = None,
         etag: str = "",
-    ) -> listener_instance_pb2.ListenerInstance:
+    ) -> li.ListenerInstance:
         """Changes only what is given. ``params`` replaces the whole map (a secret sent back
         masked keeps its stored value); ``park_after`` or ``block`` sets the failure policy;
         ``filter`` replaces the content filter ("" removes it)."""
-        instance = listener_instance_pb2.ListenerInstance(
-            name=_name("listenerInstances", instance_id), etag=etag
+        request = requests.instance_update(
+            instance_id,
+            params=params,
+            event_types=event_types,
+            display_name=display_name,
+            park_after=park_after,
+            block=block,
+            filter=filter,
+            etag=etag,
         )
-        paths = []
-        if params is not None:
-            instance.params.update({k: _param_text(v) for k, v in params.items()})
-            paths.append("params")
-        if event_types is not None:
-            instance.event_types.extend(cast(Any, [event_type(t) for t in event_types]))
-            paths.append("event_types")
-        if display_name is not None:
-            instance.display_name = display_name
-            paths.append("display_name")
-        if park_after is not None or block:
-            policy = instance.failure_policy
-            if park_after is not None:
-                policy.mode = listener_instance_pb2.FailurePolicy.MODE_PARK
-                policy.park_after = park_after
-            else:
-                policy.mode = listener_instance_pb2.FailurePolicy.MODE_BLOCK
-            paths.append("failure_policy")
-        if filter is not None:
-            instance.filter = filter
-            paths.append("filter")
-        if not paths:
-            raise ValueError("nothing to update")
-        request = listener_instance_pb2.UpdateListenerInstanceRequest(
-            listener_instance=instance, update_mask=field_mask_pb2.FieldMask(paths=paths)
-        )
-        return await self._call(
-            self._instances.UpdateListenerInstance, request, listener_instance_pb2.ListenerInstance
-        )
+        return await self._action(self._instances.UpdateListenerInstance, request)
 
     async def delete_instance(self, instance_id: str, *, etag: str = "") -> None:
-        request = listener_instance_pb2.DeleteListenerInstanceRequest(
-            name=_name("listenerInstances", instance_id), etag=etag
-        )
+        request = li.DeleteListenerInstanceRequest(name=_instance(instance_id), etag=etag)
         await self._call(self._instances.DeleteListenerInstance, request, object)
 
-    async def get_instance(self, instance_id: str) -> listener_instance_pb2.ListenerInstance:
+    async def get_instance(self, instance_id: str) -> li.ListenerInstance:
         """The instance with its delivery status (pending, lag, last error, attempts…)."""
-        request = listener_instance_pb2.GetListenerInstanceRequest(
-            name=_name("listenerInstances", instance_id)
-        )
-        return await self._call(
-            self._instances.GetListenerInstance, request, listener_instance_pb2.ListenerInstance
-        )
+        request = li.GetListenerInstanceRequest(name=_instance(instance_id))
+        return await self._action(self._instances.GetListenerInstance, request)
 
-    async def list_instances(self) -> list[listener_instance_pb2.ListenerInstance]:
+    async def list_instances(self) -> list[li.ListenerInstance]:
         return await self._every_page(
             self._instances.ListListenerInstances,
-            listener_instance_pb2.ListListenerInstancesRequest(),
-            listener_instance_pb2.ListListenerInstancesResponse,
+            li.ListListenerInstancesRequest(),
+            li.ListListenerInstancesResponse,
             lambda page: page.listener_instances,
         )
 
-    async def _action(self, method: Any, request: Any) -> listener_instance_pb2.ListenerInstance:
-        return await self._call(method, request, listener_instance_pb2.ListenerInstance)
+    async def _action(self, method: Any, request: Any) -> li.ListenerInstance:
+        return await self._call(method, request, li.ListenerInstance)
 
-    async def retry(self, instance_id: str) -> listener_instance_pb2.ListenerInstance:
+    async def retry(self, instance_id: str) -> li.ListenerInstance:
         """Retries the failed head event now rather than at its next backoff time."""
-        name = _name("listenerInstances", instance_id)
-        return await self._action(
-            self._instances.RetryListenerInstance,
-            listener_instance_pb2.RetryListenerInstanceRequest(name=name),
-        )
+        request = li.RetryListenerInstanceRequest(name=_instance(instance_id))
+        return await self._action(self._instances.RetryListenerInstance, request)
 
-    async def skip(self, instance_id: str) -> listener_instance_pb2.ListenerInstance:
+    async def skip(self, instance_id: str) -> li.ListenerInstance:
         """Parks the failed head event and goes on with the next."""
-        name = _name("listenerInstances", instance_id)
-        return await self._action(
-            self._instances.SkipListenerInstanceEvent,
-            listener_instance_pb2.SkipListenerInstanceEventRequest(name=name),
-        )
+        request = li.SkipListenerInstanceEventRequest(name=_instance(instance_id))
+        return await self._action(self._instances.SkipListenerInstanceEvent, request)
 
-    async def pause(self, instance_id: str) -> listener_instance_pb2.ListenerInstance:
-        name = _name("listenerInstances", instance_id)
-        return await self._action(
-            self._instances.PauseListenerInstance,
-            listener_instance_pb2.PauseListenerInstanceRequest(name=name),
-        )
+    async def pause(self, instance_id: str) -> li.ListenerInstance:
+        request = li.PauseListenerInstanceRequest(name=_instance(instance_id))
+        return await self._action(self._instances.PauseListenerInstance, request)
 
-    async def resume(self, instance_id: str) -> listener_instance_pb2.ListenerInstance:
-        name = _name("listenerInstances", instance_id)
-        return await self._action(
-            self._instances.ResumeListenerInstance,
-            listener_instance_pb2.ResumeListenerInstanceRequest(name=name),
-        )
+    async def resume(self, instance_id: str) -> li.ListenerInstance:
+        request = li.ResumeListenerInstanceRequest(name=_instance(instance_id))
+        return await self._action(self._instances.ResumeListenerInstance, request)
 
     async def replay(
         self,
@@ -506,28 +321,17 @@ class ListenerClient:
         *,
         from_sequence: int | None = None,
         from_time: datetime | None = None,
-    ) -> listener_instance_pb2.ListenerInstance:
+    ) -> li.ListenerInstance:
         """Delivers again every subscribed event from a sequence or a publish time on."""
-        if (from_sequence is None) == (from_time is None):
-            raise ValueError("give exactly one of from_sequence and from_time")
-        request = listener_instance_pb2.ReplayListenerInstanceRequest(
-            name=_name("listenerInstances", instance_id)
-        )
-        if from_sequence is not None:
-            request.from_sequence = from_sequence
-        elif from_time is not None:
-            when = from_time if from_time.tzinfo else from_time.replace(tzinfo=UTC)
-            request.from_time.FromDatetime(when.astimezone(UTC))
+        request = requests.replay(instance_id, from_sequence, from_time)
         return await self._action(self._instances.ReplayListenerInstance, request)
 
-    async def list_parked(self, instance_id: str) -> list[listener_instance_pb2.ParkedEvent]:
+    async def list_parked(self, instance_id: str) -> list[li.ParkedEvent]:
         """The instance's dead-letter list (all pages)."""
         return await self._every_page(
             self._instances.ListParkedEvents,
-            listener_instance_pb2.ListParkedEventsRequest(
-                parent=_name("listenerInstances", instance_id)
-            ),
-            listener_instance_pb2.ListParkedEventsResponse,
+            li.ListParkedEventsRequest(parent=_instance(instance_id)),
+            li.ListParkedEventsResponse,
             lambda page: page.parked_events,
         )
 
@@ -536,48 +340,42 @@ class ListenerClient:
         how many were queued."""
         reply = await self._call(
             self._instances.RedeliverParkedEvents,
-            listener_instance_pb2.RedeliverParkedEventsRequest(
-                parent=_name("listenerInstances", instance_id), sequences=list(sequences)
+            li.RedeliverParkedEventsRequest(
+                parent=_instance(instance_id), sequences=list(sequences)
             ),
-            listener_instance_pb2.RedeliverParkedEventsResponse,
+            li.RedeliverParkedEventsResponse,
         )
         return int(reply.count)
 
     async def send_test(
         self, instance_id: str, event_type_name: str | int
-    ) -> listener_instance_pb2.SendTestEventResponse:
+    ) -> li.SendTestEventResponse:
         """Hands a sample event of that type to the instance's plugin now (not stored)."""
-        request = listener_instance_pb2.SendTestEventRequest(
-            name=_name("listenerInstances", instance_id),
+        request = li.SendTestEventRequest(
+            name=_instance(instance_id),
             event_type=cast(Any, event_type(event_type_name)),
         )
-        return await self._call(
-            self._instances.SendTestEvent, request, listener_instance_pb2.SendTestEventResponse
-        )
+        return await self._call(self._instances.SendTestEvent, request, li.SendTestEventResponse)
 
     # -- events -------------------------------------------------------------------------
 
     async def publish(
         self, event: EventLike, *, request_id: str | None = None
-    ) -> event_service_pb2.PublishEventResponse:
+    ) -> ev.PublishEventResponse:
         """Stores one event; returns its id and sequence once it is committed."""
-        request = event_service_pb2.PublishEventRequest(
+        request = ev.PublishEventRequest(
             event=to_event(event), request_id=request_id or str(uuid.uuid4())
         )
-        return await self._call(
-            self._events.PublishEvent, request, event_service_pb2.PublishEventResponse
-        )
+        return await self._call(self._events.PublishEvent, request, ev.PublishEventResponse)
 
     async def publish_batch(
         self, events: Iterable[EventLike], *, request_id: str | None = None
-    ) -> list[event_service_pb2.PublishEventResponse]:
+    ) -> list[ev.PublishEventResponse]:
         """Stores a batch, all or nothing, in order."""
-        request = event_service_pb2.PublishEventsRequest(
+        request = ev.PublishEventsRequest(
             events=[to_event(e) for e in events], request_id=request_id or str(uuid.uuid4())
         )
-        reply = await self._call(
-            self._events.PublishEvents, request, event_service_pb2.PublishEventsResponse
-        )
+        reply = await self._call(self._events.PublishEvents, request, ev.PublishEventsResponse)
         return list(reply.events)
 
     async def list_events(
@@ -591,10 +389,8 @@ class ListenerClient:
         types = [event_type(t) for t in event_types]
         return await self._every_page(
             self._events.ListEvents,
-            event_service_pb2.ListEventsRequest(
-                after_sequence=after_sequence, event_types=cast(Any, types)
-            ),
-            event_service_pb2.ListEventsResponse,
+            ev.ListEventsRequest(after_sequence=after_sequence, event_types=cast(Any, types)),
+            ev.ListEventsResponse,
             lambda page: page.events,
             limit,
         )

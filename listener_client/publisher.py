@@ -34,8 +34,8 @@ import grpc
 from listener import event_types
 from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from listener_client.channels import PathLike, open_channel
-from listener_client.client import EventLike, to_event
 from listener_client.errors import BufferFullError, ListenerClientError, PublisherClosedError
+from listener_client.values import EventLike, to_event
 
 #: The codes after which the same batch is sent again (with the same request_id).
 RETRYABLE = frozenset(

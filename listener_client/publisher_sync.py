@@ -24,9 +24,9 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from listener.v1 import event_pb2
-from listener_client.client import EventLike, to_event
 from listener_client.errors import BufferFullError, ListenerClientError, PublisherClosedError
 from listener_client.publisher import Publisher, PublisherStats, PublishResult, check_event
+from listener_client.values import EventLike, to_event
 
 T = TypeVar("T")
 Handover = tuple[event_pb2.ListenerEvent, "concurrent.futures.Future[PublishResult]"]
