@@ -10,7 +10,8 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 
 from api_server import names
-from event_store import deliveries, models
+from event_store import models
+from event_store import operations as store_ops
 from event_store.events import StoredEvent
 from listener.v1 import event_pb2, listener_instance_pb2, plugin_pb2
 from listener_common import params as sdk_params
@@ -92,7 +93,7 @@ def _attempt(item: Mapping[str, Any]) -> listener_instance_pb2.DeliveryAttempt:
 def instance_message(
     row: models.ListenerInstance,
     form: list[dict[str, Any]],
-    st: deliveries.Status,
+    st: store_ops.Status,
 ) -> listener_instance_pb2.ListenerInstance:
     delivery, pending = st.delivery, st.pending
     state = listener_instance_pb2.ListenerInstance.State

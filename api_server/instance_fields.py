@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from api_server import conversions
-from event_store import deliveries
+from event_store import operations as store_ops
 from event_store.models import ListenerInstance, Plugin
 from listener import event_types
 from listener.v1 import listener_instance_pb2
@@ -25,7 +25,7 @@ pb = listener_instance_pb2
 async def instance_message(session: Any, row: ListenerInstance) -> pb.ListenerInstance:
     """The instance with its delivery status, read in ``session``."""
     plugin = await session.get(Plugin, row.plugin_id)
-    st = await deliveries.status(session, row.id, conversions.event_types(row.event_types))
+    st = await store_ops.status(session, row.id, conversions.event_types(row.event_types))
     form = json.loads(plugin.params_json) if plugin else []
     return conversions.instance_message(row, form, st)
 

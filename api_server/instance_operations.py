@@ -4,7 +4,7 @@ Plain functions the servicer (``instance_service``) calls with an instance id it
 Each action changes the instance's delivery state in the store under a row lock and bumps
 its fence; the servicer then nudges the alert servers, so the runner re-reads its state at
 once, and a runner in the middle of a batch cannot write over the change
-(``event_store.deliveries``).
+(``event_store.operations``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import uuid
 from datetime import UTC
 
 from api_server import conversions, paging
-from event_store import catalog, deliveries
+from event_store import catalog
+from event_store import operations as store_ops
 from event_store.events import StoredEvent
 from event_store.models import Event, ParkedEvent, utcnow
 from event_store.store import Store
@@ -44,12 +45,12 @@ def test_event(event_type: int) -> event_pb2.ListenerEvent:
 
 async def retry(store: Store, instance_id: str) -> None:
     async with store.transaction() as session:
-        await deliveries.retry_now(session, instance_id)
+        await store_ops.retry_now(session, instance_id)
 
 
 async def skip(store: Store, instance_id: str) -> None:
     async with store.transaction() as session:
-        await deliveries.skip_head(session, instance_id)
+        await store_ops.skip_head(session, instance_id)
 
 
 async def set_state(store: Store, instance_id: str, state: str) -> None:
@@ -60,7 +61,7 @@ async def set_state(store: Store, instance_id: str, state: str) -> None:
             inst.desired_state = state
             inst.revision += 1
             inst.update_time = utcnow()
-            await deliveries.bump(session, instance_id)
+            await store_ops.bump(session, instance_id)
 
 
 async def replay(store: Store, instance_id: str, request: pb.ReplayListenerInstanceRequest) -> None:
@@ -76,10 +77,10 @@ async def replay(store: Store, instance_id: str, request: pb.ReplayListenerInsta
         )
     async with store.transaction() as session:
         if start == "from_sequence":
-            await deliveries.replay(session, instance_id, request.from_sequence, None)
+            await store_ops.replay(session, instance_id, request.from_sequence, None)
         else:
             when = request.from_time.ToDatetime(tzinfo=UTC)
-            await deliveries.replay(session, instance_id, None, when)
+            await store_ops.replay(session, instance_id, None, when)
 
 
 def _parked_message(row: ParkedEvent, event: Event | None) -> pb.ParkedEvent:
@@ -104,7 +105,7 @@ async def parked_page(
     async with store.reader() as session:
         await catalog.get_instance(session, instance_id)
         rows, more = await paging.read_page(
-            lambda limit: deliveries.list_parked(session, instance_id, after, limit), size
+            lambda limit: store_ops.list_parked(session, instance_id, after, limit), size
         )
     return pb.ListParkedEventsResponse(
         parked_events=[_parked_message(row, event) for row, event in rows],
@@ -118,7 +119,7 @@ async def redeliver(
     """Marks parked events for redelivery (all, or the sequences asked for); how many."""
     async with store.transaction() as session:
         if request.sequences:
-            parked = await deliveries.parked_among(session, instance_id, request.sequences)
+            parked = await store_ops.parked_among(session, instance_id, request.sequences)
             missing = sorted(set(request.sequences) - parked)
             if missing:
                 # Checked before the instance: an unknown instance is NOT_FOUND as well.
@@ -129,4 +130,4 @@ async def redeliver(
                     "ListParkedEvents shows the parked ones",
                     reason="PARKED_EVENT_NOT_FOUND",
                 )
-        return await deliveries.mark_redeliver(session, instance_id, list(request.sequences))
+        return await store_ops.mark_redeliver(session, instance_id, list(request.sequences))

@@ -53,7 +53,6 @@ ALLOWED: dict[str, str] = {
     "api_server/app.py start": "assembly: a flat list of constructions",
     "api_server/http/gateway.py": "being split (#14)",
     "api_server/http/openapi_gen.py document": "being split (#14)",
-    "event_store/deliveries.py": "being split (#14)",
     "listener_client/publisher.py": "being split (#14)",
     "listener_client/publisher.py Publisher.__init__": "being split (#14)",
     "listener_cli/commands.py": "being split (#14)",
