@@ -18,6 +18,7 @@ from api_server.caller_service import CallerService
 from api_server.discovery import Discovery
 from api_server.event_service import EventService
 from api_server.http import gateway as http_gateway
+from api_server.http.call_context import HandlerTable
 from api_server.instance_service import ListenerInstanceService
 from api_server.limits import PublishLimiter
 from api_server.plugin_service import PluginService
@@ -154,7 +155,7 @@ async def start(config: Config) -> ApiServer:
         pipeline=pipeline,
     )
     # Registered through the table, so HTTP calls the same handlers through the same pipeline.
-    table = http_gateway.HandlerTable(server)
+    table = HandlerTable(server)
     plugin_pb2_grpc.add_PluginServiceServicer_to_server(
         PluginService(store, fleet, config.packages), table
     )

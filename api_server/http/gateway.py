@@ -10,31 +10,39 @@ audit line are the same code with the same state, and the caller they see is the
 client: its ``Authorization`` header and its socket address, never a header it could forge.
 A loopback channel would have cost a second encode, decode and hop per call, and made every
 HTTP caller look like 127.0.0.1 unless the address came in a header anyone could send.
+
+Beside it: ``call_context.py`` (what stands for gRPC's servicer context and call details),
+``answers.py`` (error statuses as JSON, refusals, the headers every response gets),
+``routes.py`` and ``transcode.py`` (the protos' HTTP rules, JSON to messages and back).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 from aiohttp import web
 from google.protobuf import message_factory
 from google.protobuf.message import Message
-from google.rpc import status_pb2
 
+from api_server.http import answers, transcode
 from api_server.http import routes as routing
-from api_server.http import transcode
+from api_server.http.call_context import (
+    CallDetails,
+    HttpCallContext,
+    no_requests,
+    peer_of,
+)
 from listener_core import errors
 from listener_core.pipeline import Pipeline
-from listener_core.pipeline.error_status import malformed, to_status
+from listener_core.pipeline.error_status import malformed
 
 log = logging.getLogger(__name__)
 
@@ -42,130 +50,6 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "console" / "static"
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 #: Bytes of a raw upload handed to the servicer per message, as listenerctl streams them.
 CHUNK_BYTES = 256 << 10
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_JSON_TYPES = ("application/json",)
-_RAW_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
-
-#: Sent with every response: the console's pages load only their own files, and no site may
-#: frame them; no response is sniffed into another type; no URL leaks through Referer.
-SECURITY_HEADERS: Mapping[str, str] = {
-    "Content-Security-Policy": (
-        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
-        "object-src 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-
-
-async def _no_requests() -> AsyncIterator[Any]:
-    """The request stream a refusal gets: it never reads one."""
-    return
-    yield
-
-
-class _CallDetails(NamedTuple):
-    """What a gate reads of a call (``grpc.HandlerCallDetails``' two fields)."""
-
-    method: str
-    invocation_metadata: tuple[tuple[str, str], ...]
-
-
-class HttpCallContext:
-    """Stands for ``grpc.aio.ServicerContext`` in the methods the stages and servicers use:
-    metadata, peer, abort and the final code."""
-
-    def __init__(self, metadata: tuple[tuple[str, str], ...], peer: str) -> None:
-        self._metadata = metadata
-        self._peer = peer
-        self._code: grpc.StatusCode | None = None
-        self.details = ""
-        self.trailing_metadata: Sequence[tuple[str, Any]] = ()
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    def peer(self) -> str:
-        return self._peer
-
-    def cancelled(self) -> bool:
-        return False
-
-    def code(self) -> grpc.StatusCode | None:
-        return self._code
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def set_details(self, details: str) -> None:
-        self.details = details
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    async def abort(
-        self,
-        code: grpc.StatusCode,
-        details: str = "",
-        trailing_metadata: Sequence[tuple[str, Any]] = (),
-    ) -> NoReturn:
-        self._code = code
-        self.details = details
-        self.trailing_metadata = tuple(trailing_metadata)
-        raise grpc.aio.AbortError()
-
-    def status(self) -> status_pb2.Status:
-        """The status the call was aborted with, details included."""
-        for key, value in self.trailing_metadata:
-            if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
-                return status_pb2.Status.FromString(value)
-        code = self._code or grpc.StatusCode.UNKNOWN
-        return status_pb2.Status(code=code.value[0], message=self.details)
-
-
-class HandlerTable:
-    """Passes servicer registrations on to the gRPC server and keeps the handlers, so the
-    gateway calls the very handler objects gRPC calls (and the pipeline builds each once)."""
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self.server = server
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
-        self.server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(
-        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
-    ) -> None:
-        self.server.add_registered_method_handlers(service, handlers)
-        for name, handler in handlers.items():
-            self.handlers[f"/{service}/{name}"] = handler
-
-
-def _peer(request: web.Request) -> str:
-    """The client's address in gRPC's peer form (``ipv4:1.2.3.4:5678``)."""
-    peername = request.transport.get_extra_info("peername") if request.transport else None
-    if isinstance(peername, tuple) and len(peername) >= 2:
-        host, port = str(peername[0]), peername[1]
-        return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
-    return "unix:" + str(peername or "")
-
-
-def _media_type(request: web.Request) -> str:
-    return request.content_type.lower() if request.headers.get("Content-Type") else ""
-
-
-def _error_response(err: errors.ServiceError, http_status: int | None = None) -> web.Response:
-    status = to_status(err)
-    return _status_response(status, http_status)
-
-
-def _status_response(status: status_pb2.Status, http_status: int | None = None) -> web.Response:
-    return web.json_response(
-        transcode.status_json(status), status=http_status or transcode.http_status(status.code)
-    )
 
 
 class Gateway:
@@ -195,7 +79,7 @@ class Gateway:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)
-        app.on_response_prepare.append(_secure)
+        app.on_response_prepare.append(answers.secure)
         # [\s\S]: "." would leave a path holding a newline to the router's bare 404.
         app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
         return app
@@ -203,13 +87,13 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         refused = self._browser_refusal(request)
         if refused is not None:
-            return _error_response(refused)
+            return answers.error_response(refused)
         path = request.path
         if path.startswith("/v1/") or path == "/v1":
             return await self._api(request)
         if path == "/openapi.json":
             if request.method not in ("GET", "HEAD"):
-                return _not_allowed(["GET", "HEAD"])
+                return answers.not_allowed(["GET", "HEAD"])
             return web.FileResponse(OPENAPI_FILE, headers={"Content-Type": "application/json"})
         return await self._static(request)
 
@@ -223,7 +107,7 @@ class Gateway:
         only requests addressed to a loopback name. curl and other clients send neither
         header, and the console is same-origin, so neither notices.
         """
-        if self.loopback_names_only and not _loopback_name(request.host):
+        if self.loopback_names_only and not answers.loopback_name(request.host):
             return errors.PermissionDenied(
                 "this server has no tokens and answers only requests addressed to a loopback "
                 "name (localhost, 127.0.0.1, [::1])",
@@ -253,7 +137,7 @@ class Gateway:
             if found is not None:
                 matched.append((route, found))
         if not matched:
-            return _error_response(
+            return answers.error_response(
                 errors.NotFound(
                     f"no API method at {request.method} {request.path}", reason="NO_ROUTE"
                 )
@@ -261,7 +145,7 @@ class Gateway:
         for route, variables in matched:
             if route.http_method == request.method:
                 return await self._call(request, route, variables)
-        return _not_allowed(sorted({r.http_method for r, _ in matched}))
+        return answers.not_allowed(sorted({r.http_method for r, _ in matched}))
 
     async def _call(
         self, request: web.Request, route: routing.Route, variables: dict[tuple[str, ...], str]
@@ -269,13 +153,13 @@ class Gateway:
         limit = self.max_package if route.raw_body else self.max_body
         length = request.content_length
         if length is not None and length > limit:
-            return _too_large(limit)
-        refusal = _content_type_refusal(request, route)
-        if refusal is not None and not await _curl_json(request, route):
+            return answers.too_large(limit)
+        refusal = answers.content_type_refusal(request, route)
+        if refusal is not None and not await answers.curl_json(request, route):
             return refusal
         metadata = tuple(("authorization", v) for v in request.headers.getall("Authorization", []))
-        context = HttpCallContext(metadata, _peer(request))
-        details = _CallDetails(route.grpc_method, metadata)
+        context = HttpCallContext(metadata, peer_of(request))
+        details = CallDetails(route.grpc_method, metadata)
         raw = self.handlers[route.grpc_method]
 
         async def continuation(_: Any) -> grpc.RpcMethodHandler:
@@ -290,22 +174,22 @@ class Gateway:
             elif handler.unary_unary is None:
                 # A refusal (listener_core.pipeline.error_status.rejecting_handler) has a streaming
                 # shape so that it never reads the request: the body stays unread here too.
-                response = await handler.stream_unary(_no_requests(), context)
+                response = await handler.stream_unary(no_requests(), context)
             else:
                 try:
                     message: Any = await self._request(request, route, variables)
                 except web.HTTPRequestEntityTooLarge:
-                    return _too_large(limit)
+                    return answers.too_large(limit)
                 except errors.InvalidArgument as exc:
                     message = malformed(exc)
                 response = await handler.unary_unary(message, context)
         except grpc.aio.AbortError:
-            return _status_response(context.status())
+            return answers.status_response(context.status())
         except web.HTTPRequestEntityTooLarge:
-            return _too_large(limit)
+            return answers.too_large(limit)
         except Exception:  # the error stage maps everything; this is a bug's safety net
             log.exception("HTTP call %s failed", route.grpc_method)
-            return _error_response(errors.Internal("internal error", reason="INTERNAL"))
+            return answers.error_response(errors.Internal("internal error", reason="INTERNAL"))
         return web.json_response(transcode.to_json(response))
 
     def _new(self, route: routing.Route) -> Message:
@@ -386,7 +270,7 @@ class Gateway:
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
-            return _not_allowed(["GET", "HEAD"])
+            return answers.not_allowed(["GET", "HEAD"])
         relative = request.path.lstrip("/") or "index.html"
         root = self.static_dir.resolve()
         target = (root / relative).resolve()
@@ -397,80 +281,9 @@ class Gateway:
         return web.FileResponse(target, headers=headers)
 
 
-def _loopback_name(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def _body_paths(route: routing.Route) -> set[tuple[str, ...]]:
     field = route.body_field
     return {(field.name,)} if field is not None else set()
-
-
-async def _curl_json(request: web.Request, route: routing.Route) -> bool:
-    """Whether a body labelled as a form is a JSON object: ``curl -d '{...}'`` labels its body
-    application/x-www-form-urlencoded, and plain curl is a client the API promises to serve.
-    Other sites' pages are refused by their Origin before this (``_browser_refusal``)."""
-    if route.raw_body or _media_type(request) != "application/x-www-form-urlencoded":
-        return False
-    return (await request.read()).lstrip().startswith(b"{")
-
-
-def _content_type_refusal(request: web.Request, route: routing.Route) -> web.Response | None:
-    media = _media_type(request)
-    if route.raw_body:
-        if media in _RAW_TYPES:
-            return None
-        wanted = "application/zip"
-    elif not request.can_read_body or not media or media in _JSON_TYPES or media.endswith("+json"):
-        return None
-    else:
-        wanted = "application/json"
-    return _error_response(
-        errors.InvalidArgument(
-            f"Content-Type {media or '(none)'} is not accepted here: send {wanted}",
-            reason="UNSUPPORTED_MEDIA_TYPE",
-            metadata={"accepted": wanted},
-        ),
-        415,
-    )
-
-
-def _too_large(limit: int) -> web.Response:
-    return _error_response(
-        errors.ResourceExhausted(
-            f"the body exceeds the limit of {limit} bytes",
-            reason="BODY_TOO_LARGE",
-            metadata={"limit": str(limit)},
-        ),
-        413,
-    )
-
-
-def _not_allowed(allowed: Sequence[str]) -> web.Response:
-    response = _status_response(
-        status_pb2.Status(
-            code=grpc.StatusCode.UNIMPLEMENTED.value[0],
-            message=f"method not allowed here; allowed: {', '.join(allowed)}",
-        ),
-        405,
-    )
-    response.headers["Allow"] = ", ".join(allowed)
-    return response
-
-
-async def _secure(request: web.Request, response: web.StreamResponse) -> None:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    response.headers["Server"] = "listener"  # not the library and its version
-    if request.path.startswith("/v1/"):
-        response.headers["Cache-Control"] = "no-store"  # answers hold data a token unlocked
 
 
 # -- serving ------------------------------------------------------------------------------------
