@@ -13,8 +13,9 @@ batched, retried with the batch's request_id, bounded (docs/schedulers.md).
 from listener_client.channels import SERVICE_CONFIG
 from listener_client.client import ListenerClient
 from listener_client.errors import BufferFullError, ListenerClientError, PublisherClosedError
-from listener_client.publisher import Publisher, PublisherStats, PublishResult, RetryPolicy
+from listener_client.publisher import Publisher
 from listener_client.publisher_sync import SyncPublisher
+from listener_client.publishing import PublisherStats, PublishResult, RetryPolicy
 from listener_client.values import EVENT_TYPE_NAMES, Progress, event_type, to_event, type_name
 
 __all__ = [

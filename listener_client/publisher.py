@@ -21,120 +21,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import grpc
 
-from listener import event_types
-from listener.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
-from listener_client.channels import PathLike, open_channel
+from listener.v1 import event_pb2, event_service_pb2
+from listener_client.channels import PathLike
 from listener_client.errors import BufferFullError, ListenerClientError, PublisherClosedError
-from listener_client.values import EventLike, to_event
-
-#: The codes after which the same batch is sent again (with the same request_id).
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
+from listener_client.publishing import (
+    RETRYABLE,
+    Item,
+    PublisherStats,
+    PublishResult,
+    RetryPolicy,
+    Targets,
+    check_event,
+    checked_targets,
+    checked_when_full,
+    take_batch,
 )
-MAX_SOURCE_CHARS = 255
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """Where the store put one event: its server-assigned id and its sequence."""
-
-    id: str
-    sequence: int
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherStats:
-    """Counters since the publisher was made. ``buffered``: taken and not yet acknowledged
-    (the buffer's fill, in-flight batch included); ``sent``: acknowledged events; ``retried``:
-    calls repeated after a retryable error; ``failed``: events whose future got an error;
-    ``batches``: acknowledged PublishEvents calls."""
-
-    buffered: int
-    sent: int
-    retried: int
-    failed: int
-    batches: int
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How a batch is retried. The n-th wait is ``initial_backoff * multiplier**(n-1)``, capped
-    at ``max_backoff``, each scaled by a random factor in ``[1 - jitter, 1]`` so publishers
-    that failed together do not come back together. ``call_timeout`` is each call's deadline;
-    ``give_up_after`` (seconds from a batch's first attempt; None: never) fails the batch's
-    futures with the last error."""
-
-    initial_backoff: float = 0.05
-    max_backoff: float = 2.0
-    multiplier: float = 2.0
-    jitter: float = 0.5
-    call_timeout: float = 10.0
-    give_up_after: float | None = 300.0
-
-    def __post_init__(self) -> None:
-        if self.initial_backoff <= 0 or self.max_backoff < self.initial_backoff:
-            raise ValueError("need 0 < initial_backoff <= max_backoff")
-        if self.multiplier < 1 or not 0 <= self.jitter <= 1 or self.call_timeout <= 0:
-            raise ValueError("need multiplier >= 1, 0 <= jitter <= 1 and call_timeout > 0")
-
-    def delay(self, attempt: int) -> float:
-        """The wait before retry number ``attempt`` (1 for the first retry)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
-        return base * (1 - self.jitter * random.random())
-
-
-def check_event(event: event_pb2.ListenerEvent) -> None:
-    """The server's checks that one event can fail, made before it joins a batch: a batch is
-    all or nothing, so one bad event must not take the others down with it."""
-    which = event.WhichOneof("payload")
-    if which is None:
-        raise ValueError(f"an event needs a payload (one of {', '.join(event_types.PAYLOAD_TYPE)})")
-    if event.type and event.type != event_types.PAYLOAD_TYPE[which]:
-        raise ValueError(f"type {event.type} does not match the payload {which}")
-    if event.id or event.sequence or event.HasField("publish_time"):
-        raise ValueError("id, sequence and publish_time are assigned by the server")
-    if len(event.source) > MAX_SOURCE_CHARS:
-        raise ValueError(f"source is longer than {MAX_SOURCE_CHARS} characters")
-
-
-class _Item:
-    __slots__ = ("arrival", "future", "message", "size")
-
-    def __init__(
-        self,
-        message: event_pb2.ListenerEvent,
-        future: asyncio.Future[PublishResult],
-        arrival: float,
-    ) -> None:
-        self.message = message
-        self.size = message.ByteSize()
-        self.future = future
-        self.arrival = arrival
-
-
-class _Target:
-    __slots__ = ("address", "channel", "down_until", "sent", "stub")
-
-    def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
-        self.address = address
-        self.channel = channel
-        self.stub = event_service_pb2_grpc.EventServiceStub(channel)
-        self.down_until = 0.0
-        self.sent = 0
+from listener_client.values import EventLike, to_event
 
 
 class Publisher:
@@ -169,24 +79,17 @@ class Publisher:
         down_for: float = 1.0,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
-        addresses = [targets] if isinstance(targets, str) else list(targets)
-        addresses = [a.strip() for a in addresses if a.strip()]
-        if not addresses:
-            raise ValueError("at least one target (host:port) is needed")
-        if batch_size < 1 or buffer_size < 1 or max_batch_bytes < 1:
-            raise ValueError("batch_size, buffer_size and max_batch_bytes must be positive")
-        if linger < 0 or block_timeout < 0 or down_for < 0:
-            raise ValueError("linger, block_timeout and down_for must not be negative")
-        if when_full not in ("block", "fail"):
-            raise ValueError(f'when_full is "block" or "fail", not {when_full!r}')
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("tls_cert and tls_key go together")
+        addresses = checked_targets(
+            targets, batch_size, buffer_size, max_batch_bytes, linger, block_timeout, down_for
+        )
+        self.when_full = checked_when_full(when_full)
         self.targets = addresses
         self.batch_size = batch_size
         self.max_batch_bytes = max_batch_bytes
         self.linger = linger
         self.buffer_size = buffer_size
-        self.when_full = when_full
         self.block_timeout = block_timeout
         self.retry = retry or RetryPolicy()
         self.down_for = down_for
@@ -201,10 +104,9 @@ class Publisher:
             "tls_server_name": tls_server_name,
             "interceptors": list(interceptors) or None,
         }
-        self._targets: list[_Target] = []
-        self._next = 0
-        self._queue: deque[_Item] = deque()
-        self._inflight: list[_Item] = []
+        self._targets: Targets | None = None
+        self._queue: deque[Item] = deque()
+        self._inflight: list[Item] = []
         self._accepted = 0  # events taken, ever
         self._taken = 0  # events handed to a batch, ever
         self._resolved = 0  # events whose future is done, ever (in acceptance order)
@@ -232,7 +134,7 @@ class Publisher:
     @property
     def sent_by_target(self) -> dict[str, int]:
         """Acknowledged events per API server address: where the round robin sent them."""
-        return {t.address: t.sent for t in self._targets}
+        return self._targets.sent() if self._targets is not None else {}
 
     async def publish(self, event: EventLike) -> asyncio.Future[PublishResult]:
         """Takes ``event`` (a ListenerEvent or its JSON form) into the buffer and returns the
@@ -273,8 +175,8 @@ class Publisher:
                 await self._sender
             self._abandon()
         self._closed = True
-        for target in self._targets:
-            await target.channel.close()
+        if self._targets is not None:
+            await self._targets.close()
 
     async def __aenter__(self) -> Self:
         self._start()
@@ -303,19 +205,9 @@ class Publisher:
         publisher can be made outside one, as the thread-backed variant does)."""
         if self._sender is not None or self._closing:
             return
-        options: list[tuple[str, Any]] = [
-            ("grpc.enable_retries", 0),  # this class retries, with the batch's request_id
-            ("grpc.max_send_message_length", max(64 << 20, self.max_batch_bytes * 2)),
-            ("grpc.max_receive_message_length", 64 << 20),
-            # Come back quickly after a server restart instead of sitting out a long backoff.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
-        self._targets = [
-            _Target(address, open_channel(address, options, **self._channel_args))
-            for address in self.targets
-        ]
+        self._targets = Targets.open(
+            self.targets, self.max_batch_bytes, self.down_for, self._channel_args
+        )
         self._wakeup = asyncio.Event()
         self._sender = asyncio.get_running_loop().create_task(self._run(), name="publisher")
 
@@ -346,7 +238,7 @@ class Publisher:
     def _accept(self, message: event_pb2.ListenerEvent) -> asyncio.Future[PublishResult]:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
-        item = _Item(message, loop.create_future(), loop.time())
+        item = Item(message, loop.create_future(), loop.time())
         if not self._queue:
             self._wakeup.set()
         self._queue.append(item)
@@ -383,30 +275,21 @@ class Publisher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), delay)
                     continue
-            self._inflight = self._take()
+            self._inflight = take_batch(self._queue, self.batch_size, self.max_batch_bytes)
+            self._taken += len(self._inflight)
             await self._send(self._inflight)
             self._inflight = []
 
-    def _take(self) -> list[_Item]:
-        batch = [self._queue.popleft()]
-        size = batch[0].size
-        while self._queue and len(batch) < self.batch_size:
-            size += self._queue[0].size
-            if size > self.max_batch_bytes:
-                break
-            batch.append(self._queue.popleft())
-        self._taken += len(batch)
-        return batch
-
-    async def _send(self, batch: list[_Item]) -> None:
+    async def _send(self, batch: list[Item]) -> None:
         request = event_service_pb2.PublishEventsRequest(
             events=[item.message for item in batch], request_id=str(uuid.uuid4())
         )
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0
+        assert self._targets is not None
         while True:
-            target = self._pick(loop.time())
+            target = self._targets.pick(loop.time())
             try:
                 reply = await target.stub.PublishEvents(
                     request, timeout=self.retry.call_timeout, metadata=self._metadata
@@ -421,11 +304,9 @@ class Publisher:
                     return
                 attempt += 1
                 self._retried += 1
-                now = loop.time()
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and len(self._targets) > 1:
-                    target.down_until = now + self.down_for
-                    if any(t.down_until <= now for t in self._targets):
-                        continue  # another server is up: go there now
+                unavailable = exc.code() == grpc.StatusCode.UNAVAILABLE
+                if unavailable and self._targets.refused(target, loop.time()):
+                    continue  # another server is up: go there now
                 await asyncio.sleep(self.retry.delay(attempt))
                 continue
             if len(reply.events) != len(batch):
@@ -440,20 +321,9 @@ class Publisher:
             self._resolve(batch, reply=reply)
             return
 
-    def _pick(self, now: float) -> _Target:
-        """The next target in round-robin order that is not marked down; when all are, the
-        one that comes back first."""
-        count = len(self._targets)
-        for step in range(count):
-            target = self._targets[(self._next + step) % count]
-            if target.down_until <= now:
-                self._next = (self._next + step + 1) % count
-                return target
-        return min(self._targets, key=lambda t: t.down_until)
-
     def _resolve(
         self,
-        batch: list[_Item],
+        batch: list[Item],
         *,
         reply: event_service_pb2.PublishEventsResponse | None = None,
         error: BaseException | None = None,

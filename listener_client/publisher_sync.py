@@ -25,7 +25,8 @@ from typing import Any, Self, TypeVar
 
 from listener.v1 import event_pb2
 from listener_client.errors import BufferFullError, ListenerClientError, PublisherClosedError
-from listener_client.publisher import Publisher, PublisherStats, PublishResult, check_event
+from listener_client.publisher import Publisher
+from listener_client.publishing import PublisherStats, PublishResult, check_event
 from listener_client.values import EventLike, to_event
 
 T = TypeVar("T")
