@@ -1,9 +1,10 @@
 """An instance's content filter applied to a batch it read, before the plugin sees it.
 
 Filtering happens here, on the delivery side, so publishing costs the same whatever the
-number of instances and filters. The expression's view of an event is built once per event
-(``listener_core.event_filter.cached_context``) and shared by every instance whose filter
-reads the same fields.
+number of instances and filters. What an expression reads of an event is converted once per
+event (``EventFilter.reads``), shared by every instance whose filter reads the same fields,
+and each filter calls the CEL library once per distinct values it reads
+(``EventFilter.results``): per event and instance, what is left is one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from event_store.events import StoredEvent
-from listener.v1 import event_pb2
-from listener_core.event_filter import EventFilter, FilterRuntimeError, cached_context
+from listener_core.event_filter import EventFilter, FilterRuntimeError
 
 
 @dataclass(frozen=True)
@@ -28,26 +28,20 @@ class Choice:
     error: str = ""
 
 
-def _message(stored: StoredEvent) -> event_pb2.ListenerEvent:
-    msg = event_pb2.ListenerEvent.FromString(stored.body)
-    msg.id = stored.id
-    msg.sequence = stored.sequence
-    msg.type = stored.type  # type: ignore[assignment]
-    msg.publish_time.FromDatetime(stored.publish_time)
-    return msg
-
-
 def choose(content_filter: EventFilter, batch: Sequence[StoredEvent], cursor: int) -> Choice:
     """The events of ``batch`` (read after ``cursor``) that ``content_filter`` selects."""
+    known = content_filter.results.get
     chosen: list[StoredEvent] = []
     through = cursor
-    for stored in batch:
-        converted = cached_context(content_filter, stored.sequence, stored.id, _message, stored)
-        try:
-            if content_filter.selects(converted):
-                chosen.append(stored)
-        except FilterRuntimeError as exc:
-            return Choice(chosen, through, stored, str(exc))
+    for stored, values in zip(batch, content_filter.reads.of(batch), strict=True):
+        selected = known(values)
+        if selected is None:
+            try:
+                selected = content_filter.evaluate(values)
+            except FilterRuntimeError as exc:
+                return Choice(chosen, through, stored, str(exc))
+        if selected:
+            chosen.append(stored)
         through = stored.sequence
     return Choice(chosen, through)
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import cel
 from google.protobuf.descriptor import Descriptor
@@ -96,6 +95,7 @@ _STRING = re.compile(
 _PATH = re.compile(r"(?<![\w.])event((?:\s*\.\s*[A-Za-z_]\w*)+)(\s*\()?")
 _STEP = re.compile(r"\s*\.\s*([A-Za-z_]\w*)")
 _BARE = re.compile(r"(?<![\w.])event\b(?!\s*\.)")
+_MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _HAS = re.compile(r"\bhas\s*\(\s*$")
 _EVENT_TYPES = {
     v.number: v.name.removeprefix("EVENT_TYPE_").lower()
@@ -172,8 +172,10 @@ def _check_paths(text: str) -> Projection | None:
 def _check_names(text: str, program: Any) -> None:
     refs = program.references()
     code = _blank_strings(text)
+    # A macro's own variable (``list.exists(t, t.name == "x")``) is declared by the macro.
+    bound = {m.group(1) for m in _MACRO_VARIABLE.finditer(code)}
     for name in refs.get("variables", []):
-        if name != "event":
+        if name != "event" and name not in bound:
             at = re.search(rf"(?<![\w.]){re.escape(name)}\b", code)
             where = _position(text, at.start()) if at else "line 1, column 1"
             raise FilterError(f"{where}: undeclared reference to {name!r} (the variable is event)")
@@ -205,36 +207,151 @@ def _probe(text: str, program: Any, types: Iterable[int], projection: Projection
             )
 
 
+class Values:
+    """What the filters of one group (the same projection) read of an event, and that
+    event's ``event`` variable for the library, built on first use. Events with the same
+    values share one object, so a filter's known result for them is one lookup by identity
+    (no hashing of the values per event and instance)."""
+
+    __slots__ = ("_context", "view")
+
+    def __init__(self, view: dict[str, Any]) -> None:
+        self.view = view
+        self._context: Any = None
+
+    def context(self) -> Any:
+        if self._context is None:
+            self._context = _context(self.view)  # the library's conversion: ~10 µs
+        return self._context
+
+
+class StoredLike(Protocol):
+    """An event as the store keeps it: the body lacks the fields the store assigns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def publish_time(self) -> datetime: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+class Reads:
+    """The events as every filter reading the same fields sees them: one per projection in
+    the process, so 20 instances whose filters read the same fields convert each event once
+    (``of``), and evaluate once per distinct values (``EventFilter.results``)."""
+
+    def __init__(self, projection: Projection | None) -> None:
+        self.projection = projection
+        self._by_event: dict[str, Values] = {}  # event id -> its values
+        self._interned: dict[Any, Values] = {}  # what is read -> the one Values
+        self._row: tuple[str, ...] = ()  # the fields the store assigned that are read
+        self._body: Callable[[Any], tuple[Any, ...]] | None = None  # what is read of the body
+        if projection is not None:
+            self._row = tuple(name for name in projection if name in _ROW)
+            body = {name: sub for name, sub in projection.items() if name not in _ROW}
+            if body:
+                self._body = _key_function(_EVENT, body)
+
+    def of(self, batch: Sequence[StoredLike]) -> list[Values]:
+        """Each event's values, in the batch's order."""
+        known = self._by_event.get
+        return [known(stored.id) or self._convert(stored) for stored in batch]
+
+    def _convert(self, stored: StoredLike) -> Values:
+        if self.projection is None:  # the whole event, id included: never the same twice
+            values = Values(stored_view(stored))
+        else:
+            msg = None if self._body is None else event_pb2.ListenerEvent.FromString(stored.body)
+            read = (
+                tuple([getattr(stored, name) for name in self._row]),
+                None if msg is None or self._body is None else self._body(msg),
+            )
+            found = self._interned.get(read)
+            if found is None:  # new values: only now the view the library is given
+                if len(self._interned) >= _CACHE_SIZE:
+                    self._interned.clear()
+                view = stored_view(stored, self.projection, msg)
+                found = self._interned[read] = Values(view)
+            values = found
+        if len(self._by_event) >= _CACHE_SIZE:
+            self._by_event.clear()
+        self._by_event[stored.id] = values
+        return values
+
+
+_ABSENT = object()  # a payload the event does not carry
+
+
+def _key_function(desc: Descriptor, projection: Projection) -> Callable[[Any], tuple[Any, ...]]:
+    """A function of a message giving what ``projection`` reads of it as a tuple: equal
+    tuples, equal views (and so equal results), without building the view."""
+    steps: list[tuple[str, bool, Any, Callable[[Any], tuple[Any, ...]] | None]] = []
+    for name, sub in projection.items():
+        field = desc.fields_by_name[name]
+        oneof = field.containing_oneof is not None
+        if sub is not FULL:
+            steps.append((name, oneof, None, _key_function(field.message_type, sub)))  # type: ignore[arg-type]
+        elif field.message_type is None and not field.is_repeated:
+            steps.append((name, oneof, None, None))  # a scalar: its value as it is
+        else:
+            steps.append((name, oneof, field, None))  # a list, a timestamp, a whole message
+
+    def key(msg: Any) -> tuple[Any, ...]:
+        out = []
+        for name, oneof, field, inner in steps:
+            if oneof and not msg.HasField(name):
+                out.append(_ABSENT)
+            elif inner is not None:
+                out.append(inner(getattr(msg, name)))
+            elif field is None:
+                out.append(getattr(msg, name))
+            else:
+                out.append(_freeze(_value(field, getattr(msg, name))))
+        return tuple(out)
+
+    return key
+
+
+_reads: dict[str, Reads] = {}
+
+
+def _reads_for(projection: Projection | None) -> Reads:
+    key = repr(projection)
+    found = _reads.get(key)
+    if found is None:
+        found = _reads[key] = Reads(projection)
+    return found
+
+
 @dataclass(frozen=True)
 class EventFilter:
     text: str
     program: Any
     # The fields the expression reads (None: all): filters reading the same fields share
-    # one converted event.
+    # one converted event (``reads``).
     projection: Projection | None
-    key: str
+    reads: Reads = dataclasses.field(compare=False, repr=False)
     # Results by the values the expression reads: CEL is a pure function of them, and event
     # streams repeat their projects, workflows and task names, so most events need no call
     # into the library (which costs as much as the rest of a delivery).
-    results: dict[Any, bool] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    results: dict[Values, bool] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
-    def selects(self, converted: tuple[Any, Any]) -> bool:
-        """Whether the event (from :func:`cached_context`) is selected; raises
-        FilterRuntimeError when the expression fails on it."""
-        context, values = converted
-        if values is not None:
-            known = self.results.get(values)
-            if known is not None:
-                return known
-        result = self.matches(context)
-        if values is not None:
-            if len(self.results) >= _RESULTS:
-                self.results.clear()
-            self.results[values] = result
+    def evaluate(self, values: Values) -> bool:
+        """Whether events with these values are selected (the result is kept); raises
+        FilterRuntimeError when the expression fails on them (never kept)."""
+        result = self.matches(values.context())
+        if len(self.results) >= _RESULTS:
+            self.results.clear()
+        self.results[values] = result
         return result
 
     def matches(self, context: Any) -> bool:
-        """Whether the event (a context from :func:`cached_context`) is selected; raises
+        """Whether the event (a context from :func:`_context`) is selected; raises
         FilterRuntimeError when the expression fails on it."""
         try:
             result = self.program.execute(context)
@@ -265,7 +382,7 @@ def compile_filter(text: str, types: Iterable[int] = ()) -> EventFilter | None:
     _check_names(text, program)
     projection = _check_paths(text)
     _probe(text, program, types, projection)
-    return EventFilter(text, program, projection, repr(projection))
+    return EventFilter(text, program, projection, _reads_for(projection))
 
 
 # -- the event as the expression sees it ------------------------------------------------------
@@ -283,10 +400,16 @@ def _value(field: Any, value: Any) -> Any:
     return _message(value)
 
 
-def _project(msg: Message, projection: Projection) -> dict[str, Any]:
+def _project(
+    msg: Message, projection: Projection, row: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The fields ``projection`` names, ``row``'s values instead of the message's."""
     out: dict[str, Any] = {}
     fields = msg.DESCRIPTOR.fields_by_name
     for name, sub in projection.items():
+        if row is not None and name in row:
+            out[name] = row[name]
+            continue
         field = fields[name]
         if field.containing_oneof is not None and not msg.HasField(name):
             continue
@@ -332,32 +455,28 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-_cache: OrderedDict[tuple[int, str, str], tuple[Any, Any]] = OrderedDict()
-_messages: OrderedDict[tuple[int, str], event_pb2.ListenerEvent] = OrderedDict()
+#: Events (and distinct values) kept per projection: more than a few batches of every
+#: runner in flight, so runners a little apart still share the conversion.
 _CACHE_SIZE = 20_000
+_ROW = frozenset(["id", "sequence", "type", "publish_time"])
 
 
-def cached_context(
-    content_filter: EventFilter,
-    sequence: int,
-    event_id: str,
-    build: Callable[[Any], event_pb2.ListenerEvent],
-    source: Any,
-) -> tuple[Any, Any]:
-    """The stored event as ``content_filter`` reads it, and the values it reads (None when
-    it reads the whole event): converted once for every instance whose filter reads the same
-    fields. ``build(source)`` parses the message, once per event."""
-    key = (sequence, event_id, content_filter.key)
-    converted = _cache.get(key)
-    if converted is None:
-        msg = _messages.get(key[:2])
-        if msg is None:
-            msg = _messages[key[:2]] = build(source)
-            if len(_messages) > _CACHE_SIZE:
-                _messages.popitem(last=False)
-        view = event_view(msg, content_filter.projection)
-        values = None if content_filter.projection is None else _freeze(view)
-        converted = _cache[key] = (_context(view), values)
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return converted
+def stored_view(
+    stored: StoredLike, projection: Projection | None = None, msg: Message | None = None
+) -> dict[str, Any]:
+    """:func:`event_view` of a stored event, with the fields the store assigned (id,
+    sequence, type, publish time); the body (``msg`` when already parsed) is parsed only
+    when the expression reads something of it."""
+    when = stored.publish_time
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    row = {"id": stored.id, "sequence": stored.sequence, "type": stored.type, "publish_time": when}
+    if projection is None:
+        view: dict[str, Any] = _message(event_pb2.ListenerEvent.FromString(stored.body))
+        view.update(row)
+        return view
+    if projection.keys() <= _ROW:
+        return {name: row[name] for name in projection}
+    if msg is None:
+        msg = event_pb2.ListenerEvent.FromString(stored.body)
+    return _project(msg, projection, row)

@@ -3,10 +3,12 @@ for an expression, and the same answers from a projected event as from the whole
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 
+from event_store.events import StoredEvent
 from listener.v1 import event_pb2
 from listener_core.event_filter import (
     FilterError,
@@ -14,10 +16,12 @@ from listener_core.event_filter import (
     _context,
     compile_filter,
     event_view,
+    stored_view,
 )
 from tests.support.samples import PAYLOAD_FIELDS, sample_event
 
 TASK_FAIL, WORKFLOW_FAIL = 13, 7
+ROW = ("id", "sequence", "type", "publish_time")
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,10 @@ def test_paths_inside_strings_and_after_values_are_not_fields() -> None:
     assert compile_filter('event.source == "event.nope"', [TASK_FAIL]) is not None
     assert compile_filter("event.event_time.getHours() > 3", [TASK_FAIL]) is not None
     assert compile_filter("size(event.workflow_update.task_definitions) > 0", [3]) is not None
+    macro = 'event.workflow_update.task_definitions.exists(t, t.name == "x")'
+    assert compile_filter(macro, [3]) is not None  # the macro declares t
+    with pytest.raises(FilterError, match="undeclared reference to 'u'"):
+        compile_filter(macro.replace("t.name", "u.name"), [3])
     assert compile_filter("", [TASK_FAIL]) is None and compile_filter("  ", []) is None
 
 
@@ -97,28 +105,91 @@ def test_a_missing_payload_is_a_run_time_error_naming_it() -> None:
 def test_known_results_are_reused_by_the_values_read_and_errors_never_kept() -> None:
     compiled = compile_filter('event.task_fail.project_name == "etl"', [TASK_FAIL, WORKFLOW_FAIL])
     assert compiled is not None
-    from alert_server.filtering import _message
-    from event_store.events import StoredEvent
-    from listener_core.event_filter import cached_context
+    from alert_server.filtering import choose
 
     def stored(n: int, payload: str, project: str) -> StoredEvent:
         event = sample_event(payload, n)
         getattr(event, payload).project_name = project
-        return StoredEvent(
-            10_000_000 + n, f"memo-{n}", 13, datetime.now(UTC), event.SerializeToString()
-        )
+        return StoredEvent(n, str(uuid.uuid4()), 13, datetime.now(UTC), event.SerializeToString())
 
-    seen = [
-        stored(1, "task_fail", "etl"),
-        stored(2, "task_fail", "web"),
-        stored(3, "task_fail", "etl"),
-    ]
-    answers = [
-        compiled.selects(cached_context(compiled, e.sequence, e.id, _message, e)) for e in seen
-    ]
-    assert answers == [True, False, True]
+    seen = [stored(1, "task_fail", "etl"), stored(2, "task_fail", "web")]
+    seen.append(stored(3, "task_fail", "etl"))
+    choice = choose(compiled, seen, 0)
+    assert choice.chosen == [seen[0], seen[2]] and choice.through == 3 and choice.failed is None
     assert len(compiled.results) == 2  # "etl" and "web": the third event was known
+    again = choose(compiled, seen[1:], 1)  # another instance's batch: the same answers
+    assert again.chosen == [seen[2]] and len(compiled.results) == 2
     bad = stored(4, "workflow_fail", "etl")
     for _ in range(2):
-        with pytest.raises(FilterRuntimeError):
-            compiled.selects(cached_context(compiled, bad.sequence, bad.id, _message, bad))
+        failed = choose(compiled, [*seen, bad], 0)
+        assert failed.failed is bad and failed.through == 3 and failed.chosen == choice.chosen
+        assert "no field 'task_fail' in this event" in failed.error
+    assert len(compiled.results) == 2
+
+
+def test_filters_reading_the_same_fields_share_the_converted_event() -> None:
+    one = compile_filter('event.task_fail.project_name == "etl"', [TASK_FAIL])
+    two = compile_filter('event.task_fail.project_name != "web"', [TASK_FAIL])
+    other = compile_filter('event.task_fail.host == ""', [TASK_FAIL])
+    assert one is not None and two is not None and other is not None
+    assert one.reads is two.reads and one.reads is not other.reads
+    event = sample_event("task_fail", 1)
+    rows = [
+        StoredEvent(n, str(uuid.uuid4()), TASK_FAIL, datetime.now(UTC), event.SerializeToString())
+        for n in (1, 2)
+    ]
+    first, second = one.reads.of(rows)
+    assert first is second  # the same values: one object, one call into the library per filter
+    assert two.reads.of(rows) == [first, second]
+    assert first.view == {"task_fail": {"project_name": event.task_fail.project_name}}
+    whole = stored_view(rows[0])
+    assert whole["id"] == rows[0].id and whole["sequence"] == 1 and whole["type"] == TASK_FAIL
+    assert whole["publish_time"] == rows[0].publish_time
+    assert whole == {**event_view(event), **{k: whole[k] for k in ROW}}
+
+
+CHOSEN_BY = [
+    *EXPRESSIONS,
+    'has(event.task_fail) && event.task_fail.project_name == "p1"',
+    "event.sequence % 3 == 0 && event.type == 13",
+    'event.type == 13 && event.task_fail.host == "" && event.task_fail.end_time == '
+    "event.event_time",
+    "event.publish_time > timestamp('2020-01-01T00:00:00Z') && event.source.endsWith('2')",
+    'has(event.workflow_update) && event.workflow_update.task_definitions.exists(t, t.name == "x")',
+]
+
+
+@pytest.mark.parametrize("text", CHOSEN_BY)
+def test_batches_choose_as_each_event_evaluated_whole(text: str) -> None:
+    """The events of a batch, through the shared conversion and the known results, are
+    chosen exactly as evaluating the expression on each whole event says."""
+    from alert_server.filtering import choose
+
+    compiled = compile_filter(text, [])
+    assert compiled is not None
+    batch = []
+    for n in range(60):
+        payload = PAYLOAD_FIELDS[n % len(PAYLOAD_FIELDS)] if n % 2 else "task_fail"
+        event = sample_event(payload, n % 4)
+        event.source = f"master-{n % 3}"
+        body = getattr(event, payload)
+        if payload == "task_fail":
+            body.project_name = f"p{n % 3}"
+            body.host = "" if n % 4 else "worker-1"
+            body.end_time.CopyFrom(event.event_time if n % 5 else body.start_time)
+        if payload == "workflow_update":
+            body.task_definitions[0].name = "x" if n % 3 else "y"
+        kind = event_pb2.EventType.Value(f"EVENT_TYPE_{payload.upper()}")
+        when = datetime(2026, 1, 1 + n % 2, tzinfo=UTC)
+        batch.append(StoredEvent(100 + n, str(uuid.uuid4()), kind, when, event.SerializeToString()))
+    for start in (0, 7, 30, 0):  # runners at different places share what is known
+        chosen, failed = [], None
+        for stored in batch[start:]:
+            try:
+                if compiled.matches(_context(stored_view(stored))):
+                    chosen.append(stored)
+            except FilterRuntimeError:
+                failed = stored
+                break
+        choice = choose(compiled, batch[start:], 99 + start)
+        assert choice.chosen == chosen and choice.failed is failed
