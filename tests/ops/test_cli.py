@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from listener_cli.main import EPILOG, build_parser
+from listener_cli.parser import EPILOG, build_parser
 from tests.ops.helpers import REPO, cli
 from tests.support.databases import sqlite_url
 from tests.support.samples import FLAKY_PLUGIN, manifest
