@@ -268,69 +268,78 @@ def _query_parameters(
         }
 
 
+def _request_body(
+    builder: Builder, route: routing.Route, excluded: set[str]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The operation's request body (None: it has none) and its query parameters: the
+    request's fields that are neither in the path (``excluded``) nor in the body."""
+    if route.raw_body:
+        field = route.body_field
+        assert field is not None
+        body: dict[str, Any] = {
+            "required": True,
+            "content": {
+                "application/zip": {
+                    "schema": {"type": "string", "contentMediaType": "application/zip"}
+                }
+            },
+        }
+        return body, list(_query_parameters(builder, route, excluded | {field.name}))
+    if route.body == "*":
+        return {
+            "required": False,
+            "content": {"application/json": {"schema": builder.ref(route.input)}},
+        }, []
+    field = route.body_field
+    if field is None:
+        return None, list(_query_parameters(builder, route, excluded))
+    body = {"required": True, "content": {"application/json": {"schema": builder.scalar(field)}}}
+    return body, list(_query_parameters(builder, route, excluded | {field.name}))
+
+
+def _operation(builder: Builder, route: routing.Route, docs: dict[str, str]) -> dict[str, Any]:
+    _, params = route.template.openapi_path()
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": param,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": f"The id in the request's {field}.",
+        }
+        for param, field in params.items()
+    ]
+    operation: dict[str, Any] = {
+        "operationId": route.method.name,
+        "tags": [route.method.containing_service.name],
+        "summary": docs.get(route.method.full_name, route.method.name),
+        "description": f"gRPC {route.grpc_method}.",
+    }
+    body, query = _request_body(builder, route, {p[0] for p in route.path_fields})
+    if body is not None:
+        operation["requestBody"] = body
+    parameters.extend(query)
+    if parameters:
+        operation["parameters"] = parameters
+    operation["responses"] = {
+        "200": {
+            "description": "OK",
+            "content": {"application/json": {"schema": builder.ref(route.output)}},
+        },
+        "default": {
+            "description": "An error: the HTTP status of its gRPC code.",
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{STATUS}"}}},
+        },
+    }
+    return operation
+
+
 def document(api_routes: Iterable[routing.Route], docs: dict[str, str]) -> dict[str, Any]:
     builder = Builder(docs)
     paths: dict[str, Any] = {}
     for route in api_routes:
-        path, params = route.template.openapi_path()
-        parameters: list[dict[str, Any]] = [
-            {
-                "name": param,
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": f"The id in the request's {field}.",
-            }
-            for param, field in params.items()
-        ]
-        excluded = {p[0] for p in route.path_fields}
-        operation: dict[str, Any] = {
-            "operationId": route.method.name,
-            "tags": [route.method.containing_service.name],
-            "summary": docs.get(route.method.full_name, route.method.name),
-            "description": f"gRPC {route.grpc_method}.",
-        }
-        if route.raw_body:
-            field = route.body_field
-            assert field is not None
-            operation["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/zip": {
-                        "schema": {"type": "string", "contentMediaType": "application/zip"}
-                    }
-                },
-            }
-            parameters.extend(_query_parameters(builder, route, excluded | {field.name}))
-        elif route.body == "*":
-            operation["requestBody"] = {
-                "required": False,
-                "content": {"application/json": {"schema": builder.ref(route.input)}},
-            }
-        else:
-            field = route.body_field
-            if field is not None:
-                excluded.add(field.name)
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": builder.scalar(field)}},
-                }
-            parameters.extend(_query_parameters(builder, route, excluded))
-        if parameters:
-            operation["parameters"] = parameters
-        operation["responses"] = {
-            "200": {
-                "description": "OK",
-                "content": {"application/json": {"schema": builder.ref(route.output)}},
-            },
-            "default": {
-                "description": "An error: the HTTP status of its gRPC code.",
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{STATUS}"}}
-                },
-            },
-        }
-        paths.setdefault(path, {})[route.http_method.lower()] = operation
+        path, _ = route.template.openapi_path()
+        paths.setdefault(path, {})[route.http_method.lower()] = _operation(builder, route, docs)
     schemas = {**dict(sorted(builder.schemas.items())), **error_schemas()}
     return {
         "openapi": "3.1.0",
