@@ -125,7 +125,7 @@ def _mixed_stream(n: int) -> list[event_pb2.ListenerEvent]:
         payload.project_name = f"p{i % 7}"
         if kind.startswith("task_") and kind != "task_update":
             payload.task_name = f"t{i % 4}-{i}"
-            payload.host = f"worker-{i % 2}"
+            payload.host = f"worker-{i % 2}" if i % 3 else ""
         if kind == "task_update":
             payload.worker_group = f"g{i % 3}"
             payload.name = f"t{i % 4}-{i}"
@@ -148,17 +148,19 @@ def _filters(count: int) -> list[str]:
         "event.sequence % {m} == 0",
         'event.type in [5, 7] && event.source != "master-{d}"',
         "!has(event.task_update) && event.sequence % {m} == 1",
+        # has() on a string: set when not empty (CEL's proto3 semantics)
+        "has(event.task_start) && has(event.task_start.host) && event.sequence % {m} != {e}",
     ]
     out = []
     for i in range(count):
         j = i // len(shapes)
         shape = shapes[i % len(shapes)]
         text = shape.format(
-            a=(i + j) % 7,
-            b=(i + j) % 4,
-            c=(i + j) % 6,
-            d=(i + j) % 3,
-            e=(i + j) % 2,
+            a=(i + 2 * j) % 7,
+            b=(i + 2 * j) % 4,
+            c=(i + 2 * j) % 6,
+            d=(i + 2 * j) % 3,
+            e=(i + 2 * j) % 2,
             t=[5, 7, 9, 11, 13][j % 5],
             m=2 + j,
         )
@@ -168,11 +170,13 @@ def _filters(count: int) -> list[str]:
 
 
 def _selects(text: str, stored: event_pb2.ListenerEvent) -> bool:
+    # has() on a field without presence is true when it is not its default: the rendering
+    # without defaults, for the filters that ask it (and read no field that may be default).
     view = json_format.MessageToDict(
         stored,
         preserving_proto_field_name=True,
         use_integers_for_enums=True,
-        always_print_fields_with_no_presence=True,
+        always_print_fields_with_no_presence="has(event.task_start.host)" not in text,
     )
     view["sequence"] = int(view["sequence"])  # int64 comes as text in JSON
     for payload in view.values():

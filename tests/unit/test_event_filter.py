@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from alert_server.filtering import choose
 from event_store.events import StoredEvent
 from listener.v1 import event_pb2
 from listener_core.event_filter import (
@@ -105,7 +106,6 @@ def test_a_missing_payload_is_a_run_time_error_naming_it() -> None:
 def test_known_results_are_reused_by_the_values_read_and_errors_never_kept() -> None:
     compiled = compile_filter('event.task_fail.project_name == "etl"', [TASK_FAIL, WORKFLOW_FAIL])
     assert compiled is not None
-    from alert_server.filtering import choose
 
     def stored(n: int, payload: str, project: str) -> StoredEvent:
         event = sample_event(payload, n)
@@ -163,7 +163,6 @@ CHOSEN_BY = [
 def test_batches_choose_as_each_event_evaluated_whole(text: str) -> None:
     """The events of a batch, through the shared conversion and the known results, are
     chosen exactly as evaluating the expression on each whole event says."""
-    from alert_server.filtering import choose
 
     compiled = compile_filter(text, [])
     assert compiled is not None
@@ -193,3 +192,82 @@ def test_batches_choose_as_each_event_evaluated_whole(text: str) -> None:
                 break
         choice = choose(compiled, batch[start:], 99 + start)
         assert choice.chosen == chosen and choice.failed is failed
+
+
+def _stored(event: event_pb2.ListenerEvent, sequence: int = 1) -> StoredEvent:
+    payload = event.WhichOneof("payload") or "server_down"
+    kind = event_pb2.EventType.Value(f"EVENT_TYPE_{payload.upper()}")
+    return StoredEvent(
+        sequence, str(uuid.uuid4()), kind, datetime.now(UTC), event.SerializeToString()
+    )
+
+
+def _task(**fields: object) -> event_pb2.ListenerEvent:
+    event = sample_event("task_fail", 1)
+    for name, value in fields.items():
+        if name == "event_time":
+            event.ClearField("event_time")
+        else:
+            setattr(event.task_fail, name, value)
+    return event
+
+
+T, F = True, False
+PRESENCE = [
+    # expression, a task event with the field set, one with it at its default, and whether
+    # each is selected, then a workflow event
+    ("has(event.task_fail.host)", _task(host="worker-1"), _task(host=""), T, F, F),
+    ("has(event.task_fail.project_code)", _task(project_code=7), _task(project_code=0), T, F, F),
+    ("has( event . task_fail . task_type )", _task(task_type="SQL"), _task(task_type=""), T, F, F),
+    ("!has(event.task_fail.host)", _task(host="w"), _task(host=""), F, T, T),
+    ("has(event.event_time)", _task(), _task(event_time=None), T, F, T),
+    ("has(event.task_fail)", _task(host=""), _task(), T, T, F),
+    (
+        'has(event.task_fail.host) || event.source == "has(event.task_fail.host)"',
+        *[_task(host="w"), _task(host=""), T, F, F],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "is_set", "default", "yes", "no", "other"), PRESENCE)
+def test_has_on_a_field_is_true_when_it_is_set_as_in_cels_proto3_semantics(
+    text: str,
+    is_set: event_pb2.ListenerEvent,
+    default: event_pb2.ListenerEvent,
+    yes: bool,
+    no: bool,
+    other: bool,
+) -> None:
+    """A field without presence (string, number, bool, enum, list) is set when it is not
+    its default; a timestamp when it is not unset; a payload when the event carries it, also
+    on the way to one of its fields (false on another payload, not an error)."""
+    compiled = compile_filter(text, [TASK_FAIL, WORKFLOW_FAIL])
+    assert compiled is not None and compiled.text == text
+    workflow = _stored(sample_event("workflow_fail", 1), 3)
+    batch = [_stored(is_set, 1), _stored(default, 2), workflow]
+    choice = choose(compiled, batch, 0)
+    assert choice.failed is None, choice.error
+    assert [e in choice.chosen for e in batch] == [yes, no, other]
+
+
+def test_has_on_lists_and_bools_and_where_the_librarys_own_applies() -> None:
+    change = sample_event("workflow_update", 1)
+    empty = sample_event("workflow_update", 2)
+    del empty.workflow_update.task_definitions[:]
+    batch = [_stored(change, 1), _stored(empty, 2)]
+    lists = compile_filter("has(event.workflow_update.task_definitions)", [3])
+    assert lists is not None
+    assert choose(lists, batch, 0).chosen == batch[:1]
+    # Inside a macro, has() on its variable asks the library: every field is there.
+    inner = compile_filter(
+        "event.workflow_update.task_definitions.exists(t, has(t.description))", [3]
+    )
+    assert inner is not None and choose(inner, batch, 0).chosen == batch[:1]
+    run = sample_event("workflow_fail", 1)
+    run.workflow_fail.recovery = True
+    flags = compile_filter("has(event.workflow_fail.recovery)", [WORKFLOW_FAIL])
+    assert flags is not None
+    rows = [_stored(run, 1), _stored(sample_event("workflow_fail", 2), 2)]
+    assert choose(flags, rows, 0).chosen == rows[:1]
+    with pytest.raises(FilterError, match="TaskRun has no field 'hots'"):
+        compile_filter("has(event.task_fail.hots)", [TASK_FAIL])
