@@ -52,6 +52,7 @@ def to_sdk_dict(stored: StoredEvent) -> dict[str, Any]:
         "event_time": msg.event_time.ToDatetime(tzinfo=UTC) if msg.HasField("event_time") else None,
         "publish_time": stored.publish_time,
         "source": msg.source,
+        "traceparent": stored.traceparent or "",
         "payload": _plain(getattr(msg, which)) if which else {},
     }
 
@@ -65,7 +66,7 @@ def _time(value: Any) -> datetime:
 
 
 _Setter = Callable[[Any, Any], None]
-_COMMON = ("id", "sequence", "event_time", "publish_time", "source")
+_COMMON = ("id", "sequence", "event_time", "publish_time", "source", "traceparent")
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,13 @@ def _build(stored: StoredEvent) -> events.ListenerEvent:
         return events.from_dict(to_sdk_dict(stored))
     payload = getattr(msg, direct.oneof_field)
     event = object.__new__(direct.cls)
-    set_id, set_sequence, set_event_time, set_publish_time, set_source = direct.common
+    set_id, set_sequence, set_event_time, set_publish_time, set_source, set_trace = direct.common
     set_id(event, stored.id)
     set_sequence(event, stored.sequence)
     set_event_time(event, _time(msg.event_time) if msg.HasField("event_time") else None)
     set_publish_time(event, stored.publish_time)
     set_source(event, msg.source)
+    set_trace(event, stored.traceparent or "")
     for proto, set_value in direct.plain:
         set_value(event, getattr(payload, proto))
     for proto, set_value in direct.times:

@@ -48,6 +48,7 @@ from listener_common._dispatch import failure_text
 from listener_core.event_filter import EventFilter
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 from listener_core.settings import DeliverySettings
+from listener_core.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class RunnerDeps:
     reads: SharedReads
     # Delivered/failed/parked counts and latency (listener_core.metrics), per batch.
     metrics: AlertMetrics | NullMetrics = NO_METRICS
+    # A delivery span per batch (listener_core.tracing); None: traces are off.
+    tracing: Tracing | None = None
 
 
 def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:
@@ -106,6 +109,7 @@ class InstanceRunner:
         self.settings = deps.settings
         self.owner = deps.owner
         self.metrics = deps.metrics
+        self.tracing = deps.tracing
         self.fence = fence
         self.paused = False
         self.cursor = 0
@@ -438,15 +442,17 @@ class InstanceRunner:
         and the failure, if any. Stops early, without a failure, when the lease runs out."""
         await self._await_lease()
         async with self._lock:
-            count, failure = await _dispatch.deliver(
-                await self._opened(),
-                batch,
-                self.settings.handler_timeout,
-                to_sdk_event,
-                call=self._call,
-                proceed=self._lease_valid,
-                stop=(LeaseExpired,),
-            )
+            plugin = await self._opened()
+            if self.tracing is None:
+                count, failure = await self._hand_over(plugin, batch)
+            else:
+                traceparents = (e.traceparent for e in batch)
+                with self.tracing.delivery(
+                    self.instance_id, self.package.plugin_id, traceparents
+                ) as span:
+                    count, failure = await self._hand_over(plugin, batch)
+                    error = failure.message if failure is not None else None
+                    self.tracing.outcome(span, len(batch), count, error)
         delivered = batch[count - 1].sequence if count else self.cursor
         if failure is None:
             return delivered, None
@@ -455,6 +461,19 @@ class InstanceRunner:
             event=batch[failure.index],
             retry_after=failure.retry_after,
             permanent=failure.permanent,
+        )
+
+    async def _hand_over(
+        self, plugin: ListenerPlugin, batch: Sequence[events.StoredEvent]
+    ) -> tuple[int, _dispatch.Failure | None]:
+        return await _dispatch.deliver(
+            plugin,
+            batch,
+            self.settings.handler_timeout,
+            to_sdk_event,
+            call=self._call,
+            proceed=self._lease_valid,
+            stop=(LeaseExpired,),
         )
 
     async def _redeliver_parked(self) -> None:

@@ -44,6 +44,7 @@ from listener_core.event_filter import compile_filter
 from listener_core.metrics import NO_METRICS, AlertMetrics, NullMetrics
 from listener_core.secrets import SecretBox, open_params
 from listener_core.settings import DeliverySettings, LeaseSettings, PackageLimits
+from listener_core.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class PluginHost:
         packages: PackageLimits | None = None,
         metrics: AlertMetrics | NullMetrics = NO_METRICS,
         secrets: SecretBox | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``process`` sets the limits of process-isolated plugins' children; by default
         their calls get the delivery's ``handler_timeout``. ``secrets`` opens sealed secret
@@ -125,6 +127,7 @@ class PluginHost:
         self.secrets = secrets
         self.packages = packages or PackageLimits()
         self.metrics = metrics
+        self.tracing = tracing  # a delivery span per batch; None: off
         # Lease discipline (alert_server.lease_clock): until when each held lease may be
         # acted on (monotonic), and what this server saw of the others' leases and beats.
         self._valid: dict[str, float] = {}
@@ -445,6 +448,7 @@ class PluginHost:
                 self.progress,
                 self.reads,
                 self.metrics,
+                self.tracing,
             ),
             compile_filter(inst.filter, types),
         )

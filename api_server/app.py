@@ -41,6 +41,7 @@ from listener_core.health import HealthReporter
 from listener_core.metrics import ApiMetrics, MetricsEndpoint, start_endpoint
 from listener_core.pipeline.authentication import Authentication
 from listener_core.secrets import SecretBox
+from listener_core.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ApiServer:
     http: http_gateway.HttpEndpoint | None = None
     health: HealthReporter | None = None
     discovery: Discovery | None = None
+    tracing: Tracing | None = None
 
     @property
     def http_port(self) -> int:
@@ -85,13 +87,16 @@ class ApiServer:
             await self.discovery.close()
         await self.fleet.close()
         await self.store.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes: blocking I/O
 
 
-async def start(config: Config) -> ApiServer:
+async def start(config: Config, tracing: Tracing | None = None) -> ApiServer:
     """Checks the security settings, opens the store, and serves; returns once ready.
 
     Every configuration mistake (a bad token entry, an unreadable certificate, an open API on a
-    public address) raises ConfigError before anything is opened.
+    public address) raises ConfigError before anything is opened. ``tracing`` replaces the
+    one the configuration asks for (tests export spans to memory); the server shuts it down.
     """
     security, api_addr, http_addr = config.security, config.listen.api_addr, config.listen.http_addr
     tokens = auth.TokenTable.parse(security.tokens)
@@ -139,6 +144,7 @@ async def start(config: Config) -> ApiServer:
     if discovery is not None:
         await discovery.start()
     metrics = ApiMetrics()
+    tracing = tracing or Tracing.from_settings(config.tracing, "listener-api-server")
     pipeline = grpc_server.build_pipeline(
         [
             Authentication(tokens, auth.PUBLIC_METHOD_ROLES),
@@ -153,6 +159,7 @@ async def start(config: Config) -> ApiServer:
         max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         max_streams_per_connection=config.limits.max_streams_per_connection,
         pipeline=pipeline,
+        outer=[tracing.server_interceptor()] if tracing is not None else [],
     )
     # Registered through the table, so HTTP calls the same handlers through the same pipeline.
     table = HandlerTable(server)
@@ -162,7 +169,7 @@ async def start(config: Config) -> ApiServer:
     listener_instance_pb2_grpc.add_ListenerInstanceServiceServicer_to_server(
         ListenerInstanceService(store, fleet, secrets=secret_box), table
     )
-    event_service = EventService(store, fleet, config.limits, metrics)
+    event_service = EventService(store, fleet, config.limits, metrics, tracing)
     event_service_pb2_grpc.add_EventServiceServicer_to_server(event_service, table)
     caller_pb2_grpc.add_CallerServiceServicer_to_server(CallerService(tokens), table)
     health_servicer = await grpc_server.add_health_and_reflection(server, SERVICE_NAMES)
@@ -171,6 +178,7 @@ async def start(config: Config) -> ApiServer:
     endpoint = await start_endpoint(config.listen.api_metrics_addr, metrics)
     api = ApiServer(config, store, fleet, server, port, event_service, metrics, endpoint)
     api.discovery = discovery
+    api.tracing = tracing
     api.health = HealthReporter(health_servicer, SERVICE_NAMES, partial(ping, store))
     api.health.start()
     if http_bind is not None:

@@ -19,6 +19,7 @@ from listener_core.auth import caller_key
 from listener_core.metrics import NO_METRICS, ApiMetrics, NullMetrics
 from listener_core.server import Context
 from listener_core.settings import LimitSettings
+from listener_core.tracing import Tracing
 
 MAX_SOURCE_CHARS = 255
 MAX_REQUEST_ID_CHARS = 128
@@ -119,8 +120,11 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         fleet: AlertFleet,
         limits: LimitSettings,
         metrics: ApiMetrics | NullMetrics = NO_METRICS,
+        tracing: Tracing | None = None,
     ) -> None:
+        """``tracing`` (None: off) stores each publish span's context with its events."""
         self.store = store
+        self.tracing = tracing
         self.fleet = fleet
         self.max_batch = limits.max_batch_events
         self.page_bytes = max(limits.max_message_bytes - PAGE_SLACK_BYTES, 1)
@@ -129,8 +133,10 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
     async def _publish(
         self, items: Sequence[tuple[int, bytes]], key: events.RequestKey | None
     ) -> list[events.StoredEvent]:
+        # In the call's own task: the publish span is current here, not in the committer's.
+        trace = None if self.tracing is None else self.tracing.traceparent()
         try:
-            return await self.committer.publish(items, key)
+            return await self.committer.publish(items, key, trace)
         except sa_exc.IntegrityError:
             if key is None:
                 raise

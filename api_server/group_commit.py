@@ -50,6 +50,7 @@ async def earlier_result(store: Store, key: RequestKey) -> list[StoredEvent] | N
 class _Pending:
     items: Sequence[tuple[int, bytes]]
     key: RequestKey | None
+    trace: str | None = None  # the publish span's traceparent, when tracing is on
     future: asyncio.Future[list[StoredEvent]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -82,11 +83,12 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
 
     async def publish(
-        self, items: Sequence[tuple[int, bytes]], key: RequestKey | None
+        self, items: Sequence[tuple[int, bytes]], key: RequestKey | None, trace: str | None = None
     ) -> list[StoredEvent]:
-        """Stores the events; returns once they are committed. A repeat of ``key`` gets the
-        first publish's events instead (or ALREADY_EXISTS if they differ)."""
-        pending = _Pending(items, key)
+        """Stores the events (with ``trace``, the publish's trace context); returns once they
+        are committed. A repeat of ``key`` gets the first publish's events instead (or
+        ALREADY_EXISTS if they differ)."""
+        pending = _Pending(items, key, trace)
         self._pending.append(pending)
         self._wake.set()
         if self._task is None or self._task.done():
@@ -137,7 +139,10 @@ class GroupCommitter:
                     seen.add(scope)  # a second one in this group repeats it
         if fresh:
             try:
-                results = await self.store.append_groups([(p.items, p.key) for p in fresh])
+                traces = [p.trace for p in fresh]
+                results = await self.store.append_groups(
+                    [(p.items, p.key) for p in fresh], traces if any(traces) else None
+                )
             except sa_exc.IntegrityError:
                 if len(fresh) == 1 or not keys:
                     raise
@@ -166,6 +171,6 @@ class GroupCommitter:
                 item.resolve(exc)
                 continue
             if found is None:  # should not happen: it was seen committed
-                await self._commit([_Pending(item.items, None, item.future)])
+                await self._commit([_Pending(item.items, None, item.trace, item.future)])
             else:
                 item.resolve(found)

@@ -34,6 +34,8 @@ class StoredEvent:
     type: int
     publish_time: datetime
     body: bytes
+    # The publish span's W3C traceparent (listener_core.tracing); None when tracing is off.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ class EarlierRequest:
 #: The publishes of one group commit: each one's events (type number, serialized body) and
 #: its request key, if it has one.
 Groups = Sequence[tuple[Sequence[tuple[int, bytes]], RequestKey | None]]
+#: The trace context of each publish of a group (None: untraced), or None when none is traced.
+Traces = Sequence[str | None] | None
 
 
 def new_event_id() -> str:
@@ -97,15 +101,17 @@ def _marks(dialect: Dialect, count: int) -> list[str]:
 
 
 @cache
-def _insert_sql(dialect: Dialect) -> tuple[str, Callable[[Any], Any]]:
-    """The events INSERT in the driver's own parameter style, and the publish_time converter.
+def _insert_sql(dialect: Dialect, traced: bool = False) -> tuple[str, Callable[[Any], Any]]:
+    """The events INSERT in the driver's own parameter style, and the publish_time converter;
+    ``traced`` adds the traceparent column (untraced groups leave it to its NULL default).
 
     Publishing inserts thousands of rows a second; going to the driver's executemany with
     plain tuples skips SQLAlchemy's per-row parameter processing, which cost more than the
     insert itself (BENCHMARKS.md, profile of target 2).
     """
-    sql = f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join(_marks(dialect, 5))})"
-    return sql, _time_converter(dialect)
+    columns = _READ_LIST if traced else _COLUMN_LIST
+    marks = ", ".join(_marks(dialect, 6 if traced else 5))
+    return f"INSERT INTO events ({columns}) VALUES ({marks})", _time_converter(dialect)
 
 
 def _time_converter(dialect: Dialect) -> Callable[[Any], Any]:
@@ -178,20 +184,31 @@ class AppendPlan:
     request_rows: list[tuple[Any, ...]]
 
 
-def plan_append(dialect: Dialect, groups: Groups, first: int) -> AppendPlan:
+def plan_append(dialect: Dialect, groups: Groups, first: int, traces: Traces = None) -> AppendPlan:
+    """``traces``: each publish's trace context, parallel to ``groups`` (None: none traced)."""
     now = utcnow()
     results: list[list[StoredEvent]] = []
     offset = first
-    for items, _ in groups:
+    for n, (items, _) in enumerate(groups):
+        trace = traces[n] if traces is not None else None
         results.append(
             [
-                StoredEvent(offset + i, new_event_id(), etype, now, body)
+                StoredEvent(offset + i, new_event_id(), etype, now, body, trace)
                 for i, (etype, body) in enumerate(items)
             ]
         )
         offset += len(items)
-    sql, convert_time = _insert_sql(dialect)
+    sql, convert_time = _insert_sql(dialect, traces is not None)
     stamp = convert_time(now)  # one publish time for the whole group
+    rows: list[tuple[Any, ...]]
+    if traces is None:
+        rows = [(e.sequence, e.id, e.type, stamp, e.body) for group in results for e in group]
+    else:
+        rows = [
+            (e.sequence, e.id, e.type, stamp, e.body, e.traceparent)
+            for group in results
+            for e in group
+        ]
     requests = [
         (key.caller, key.request_id, key.digest, group[0].sequence, len(group), stamp)
         for (_, key), group in zip(groups, results, strict=True)
@@ -200,22 +217,25 @@ def plan_append(dialect: Dialect, groups: Groups, first: int) -> AppendPlan:
     return AppendPlan(
         results,
         sql,
-        [(e.sequence, e.id, e.type, stamp, e.body) for group in results for e in group],
+        rows,
         _request_sql(dialect),
         requests,
     )
 
 
-async def append_groups(connection: AsyncConnection, groups: Groups) -> list[list[StoredEvent]]:
+async def append_groups(
+    connection: AsyncConnection, groups: Groups, traces: Traces = None
+) -> list[list[StoredEvent]]:
     """Appends several publishes (type number and serialized body of each event, and the
-    publish's request key or None) in the caller's transaction, which must commit before any
-    publisher is acknowledged. One counter update and one multi-row insert for all of them.
+    publish's request key or None; each one's trace context in ``traces``) in the caller's
+    transaction, which must commit before any publisher is acknowledged. One counter update
+    and one multi-row insert for all of them.
 
     Driver-level SQL throughout, on a plain connection: this runs once per group commit, and
     the ORM's bulk update and unit of work cost more than the statements themselves."""
     dialect = connection.dialect
     first = await _allocate(connection, sum(len(items) for items, _ in groups))
-    plan = plan_append(dialect, groups, first)
+    plan = plan_append(dialect, groups, first, traces)
     await connection.exec_driver_sql(plan.event_sql, plan.event_rows)
     if plan.request_rows:
         await connection.exec_driver_sql(plan.request_sql, plan.request_rows)
@@ -233,15 +253,18 @@ async def append_groups(connection: AsyncConnection, groups: Groups) -> list[lis
 
 _COLUMNS = (Event.sequence, Event.id, Event.type, Event.publish_time, Event.body)
 _COLUMN_LIST = ", ".join(c.key for c in _COLUMNS)
+# What a read returns: the columns a StoredEvent holds, in its order.
+_READ_COLUMNS = (*_COLUMNS, Event.traceparent)
+_READ_LIST = ", ".join(c.key for c in _READ_COLUMNS)
 
 
-def _rows(result: Sequence[tuple[int, str, int, datetime, bytes]]) -> list[StoredEvent]:
+def _rows(result: Sequence[tuple[int, str, int, datetime, bytes, str | None]]) -> list[StoredEvent]:
     return [StoredEvent(*row) for row in result]
 
 
 async def events_between(session: AsyncSession, first: int, last: int) -> list[StoredEvent]:
     result = await session.execute(
-        select(*_COLUMNS)
+        select(*_READ_COLUMNS)
         .where(Event.sequence >= first, Event.sequence <= last)
         .order_by(Event.sequence)
     )
@@ -254,7 +277,7 @@ def _read_sql(dialect: Dialect, type_count: int) -> str:
     where = f"sequence > {marks[0]}"
     if type_count:
         where += f" AND type IN ({', '.join(marks[1:-1])})"
-    return f"SELECT {_COLUMN_LIST} FROM events WHERE {where} ORDER BY sequence LIMIT {marks[-1]}"
+    return f"SELECT {_READ_LIST} FROM events WHERE {where} ORDER BY sequence LIMIT {marks[-1]}"
 
 
 def _aware(value: Any) -> datetime:
@@ -280,7 +303,7 @@ async def read_after(
     sql = _read_sql(connection.dialect, len(chosen))
     result = await connection.exec_driver_sql(sql, (after, *chosen, limit))
     rows: Sequence[Any] = result.all()
-    return [StoredEvent(r[0], r[1], r[2], _aware(r[3]), bytes(r[4])) for r in rows]
+    return [StoredEvent(r[0], r[1], r[2], _aware(r[3]), bytes(r[4]), r[5]) for r in rows]
 
 
 async def sizes_after(

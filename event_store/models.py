@@ -186,6 +186,9 @@ class Event(Base):
     publish_time: Mapped[datetime] = mapped_column(UTCDateTime)
     # The published listener.v1.ListenerEvent, serialized (payload, event_time, source).
     body: Mapped[bytes] = mapped_column(Blob)
+    # The W3C traceparent of the publish span when tracing is on (listener_core.tracing):
+    # the delivery span links to it and plugins pass it on. NULL when tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)
 
     __table_args__ = (Index("ix_events_type_sequence", "type", "sequence"),)
 

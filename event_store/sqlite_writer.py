@@ -37,10 +37,12 @@ class SqliteWriter:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
 
-    async def append_groups(self, groups: Groups) -> list[list[StoredEvent]]:
+    async def append_groups(
+        self, groups: Groups, traces: events.Traces = None
+    ) -> list[list[StoredEvent]]:
         """As :func:`event_store.events.append_groups`, committed when it returns."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._append, groups)
+        return await loop.run_in_executor(self._thread, self._append, groups, traces)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -61,7 +63,7 @@ class SqliteWriter:
             self._conn.close()
             self._conn = None
 
-    def _append(self, groups: Groups) -> list[list[StoredEvent]]:
+    def _append(self, groups: Groups, traces: events.Traces) -> list[list[StoredEvent]]:
         statement = "BEGIN IMMEDIATE"
         try:
             conn = self._connection()
@@ -74,7 +76,7 @@ class SqliteWriter:
                     statement = events.COUNTER_VALUE_SQL
                     row = conn.execute(statement).fetchone()
                 (last,) = row
-                plan = events.plan_append(_DIALECT, groups, int(last) - total + 1)
+                plan = events.plan_append(_DIALECT, groups, int(last) - total + 1, traces)
                 statement = plan.event_sql
                 conn.executemany(statement, plan.event_rows)
                 if plan.request_rows:

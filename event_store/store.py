@@ -59,13 +59,15 @@ class Store:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def append_groups(self, groups: events.Groups) -> list[list[StoredEvent]]:
+    async def append_groups(
+        self, groups: events.Groups, traces: events.Traces = None
+    ) -> list[list[StoredEvent]]:
         """Appends and commits publishes (see :func:`event_store.events.append_groups`); on
         a SQLite file in one hop to its writer thread."""
         if self.writer is not None:
-            return await self.writer.append_groups(groups)
+            return await self.writer.append_groups(groups, traces)
         async with self.write_connection() as connection:
-            return await events.append_groups(connection, groups)
+            return await events.append_groups(connection, groups, traces)
 
     @asynccontextmanager
     async def write_connection(self) -> AsyncIterator[AsyncConnection]:

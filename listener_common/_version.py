@@ -7,4 +7,4 @@ built with, up to the next major), and the alert server refuses a package whose 
 is outside of, with a message naming both.
 """
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"

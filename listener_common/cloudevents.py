@@ -29,7 +29,8 @@ AMQP_PREFIX = "cloudEvents_"
 
 def attributes(event: ListenerEvent, source: str = DEFAULT_SOURCE) -> dict[str, str]:
     """The context attributes, as strings: id, source, type (``…task_fail``), the sequence
-    extension (ordered within the source), and time when the scheduler gave one."""
+    extension (ordered within the source), time when the scheduler gave one, and the
+    Distributed Tracing extension's ``traceparent`` when the event has one."""
     found = {
         "specversion": SPEC_VERSION,
         "id": event.id,
@@ -41,6 +42,8 @@ def attributes(event: ListenerEvent, source: str = DEFAULT_SOURCE) -> dict[str, 
     time = event.to_dict().get("event_time")
     if time:
         found["time"] = str(time)
+    if event.traceparent:  # the Distributed Tracing extension
+        found["traceparent"] = event.traceparent
     return found
 
 

@@ -267,7 +267,7 @@ class TaskRelation(_Nested):
 
 # -- events -----------------------------------------------------------------------------------
 
-_BASE_FIELDS = frozenset({"id", "sequence", "event_time", "publish_time", "source"})
+_BASE_FIELDS = frozenset({"id", "sequence", "event_time", "publish_time", "source", "traceparent"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -276,6 +276,9 @@ class ListenerEvent:
 
     ``id`` is stable across redeliveries (delivery is at least once: de-duplicate on it),
     ``sequence`` is the event's position in the log, ``type`` a class constant.
+    ``traceparent`` (SDK 1.2) is the W3C trace context of the publish that stored the event
+    when the servers trace (OpenTelemetry), else ``""``: send it on as the destination's
+    ``traceparent`` header so consumers continue the publisher's trace.
     """
 
     type: ClassVar[EventType]
@@ -290,9 +293,11 @@ class ListenerEvent:
     event_time: datetime | None = None
     publish_time: datetime | None = None
     source: str = ""
+    traceparent: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: the common fields, then the payload's fields flat at top level."""
+        """JSON-ready dict: the common fields (``traceparent`` only when there is one), then
+        the payload's fields flat at top level."""
         out: dict[str, Any] = {
             "id": self.id,
             "sequence": self.sequence,
@@ -301,6 +306,8 @@ class ListenerEvent:
             "publish_time": _format_time(self.publish_time),
             "source": self.source,
         }
+        if self.traceparent:
+            out["traceparent"] = self.traceparent
         out.update(_dump(self, self._tables.dump))
         return out
 
@@ -566,10 +573,11 @@ def from_dict(data: Mapping[str, Any]) -> ListenerEvent:
     """Builds the typed event from a dict, coercing values to the declared types.
 
     ``data`` has ``id``, ``sequence``, ``type`` (``"TASK_FAIL"`` or ``"EVENT_TYPE_TASK_FAIL"``),
-    optional ``event_time``/``publish_time``/``source``, and ``payload``: the payload message
-    as ``MessageToDict(preserving_proto_field_name=True)`` gives it (int64 as strings,
-    timestamps as RFC 3339, absent fields left out). Without ``payload``, the payload fields
-    are read flat from ``data`` by attribute name, so ``from_dict(event.to_dict())`` round-trips.
+    optional ``event_time``/``publish_time``/``source``/``traceparent``, and ``payload``: the
+    payload message as ``MessageToDict(preserving_proto_field_name=True)`` gives it (int64 as
+    strings, timestamps as RFC 3339, absent fields left out). Without ``payload``, the payload
+    fields are read flat from ``data`` by attribute name, so ``from_dict(event.to_dict())``
+    round-trips.
     Unknown payload keys are ignored so that older plugins accept newer publishers' events.
 
     Raises ValueError for an unknown type, a missing id or sequence, or a malformed value.
@@ -591,5 +599,6 @@ def from_dict(data: Mapping[str, Any]) -> ListenerEvent:
         event_time=_to_datetime(data.get("event_time")),
         publish_time=_to_datetime(data.get("publish_time")),
         source=_to_str(data.get("source") or ""),
+        traceparent=_to_str(data.get("traceparent") or ""),
         **kwargs,
     )

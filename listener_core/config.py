@@ -36,6 +36,7 @@ from listener_core.settings import (
     SettingError,
     StoreSettings,
     TlsSettings,
+    TraceSettings,
 )
 
 ENV_PREFIX = "LISTENER_"
@@ -65,6 +66,7 @@ class Config:
     logging: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    tracing: TraceSettings = field(default_factory=TraceSettings)
 
     @property
     def alert_message_bytes(self) -> int:

@@ -47,6 +47,10 @@ ADDRESS_OR_EMPTY = Allowed(lambda v: v == "" or _is_address(v), "host:port, or e
 ADDRESS_OR_OFF = Allowed(lambda v: v == "off" or _is_address(v), "host:port, or off")
 ADDRESSES = Allowed(lambda v: all(_is_address(a) for a in v), "host:port entries, comma separated")
 NOT_EMPTY = Allowed(bool, "a non-empty string")
+OTLP_ENDPOINT = Allowed(
+    lambda v: v == "" or (v.startswith(("http://", "https://")) and _is_address(v.split("//")[1])),
+    "empty for off, http://host:port (plaintext) or https://host:port (TLS)",
+)
 _SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 DB_URL = Allowed(
     lambda v: v == "" or (v.partition("://")[0].partition("+")[0] in _SCHEMES and "://" in v),
@@ -260,3 +264,14 @@ class TlsSettings(Checked):
     alert_cert: str = setting("", "alert_tls_cert")
     alert_key: str = setting("", "alert_tls_key")
     alert_server_name: str = setting("", "alert_tls_server_name")
+
+
+@dataclass(frozen=True)
+class TraceSettings(Checked):
+    """OpenTelemetry traces (docs/operators.md, Tracing); off unless a collector is named."""
+
+    # The OTLP/gRPC collector spans go to (http://collector:4317; https://… for TLS). Empty:
+    # the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT
+    # variables, and no traces without them. The other OTEL_* variables (service name,
+    # sampler, headers, certificates) apply as the OpenTelemetry SDK defines them.
+    otel_endpoint: str = setting("", "otel_endpoint", OTLP_ENDPOINT)

@@ -4,7 +4,8 @@ The message key is the event's workflow instance id when it has one, else the wo
 code it is about, else its id: Kafka keeps one key's messages in one partition, in order, so
 one run's (or one definition's) events are consumed in the order they happened. The value is
 the event's ``to_dict()`` as JSON; headers ``event-id`` and ``event-type`` let consumers
-de-duplicate and filter without parsing the value. The record timestamp is the event time.
+de-duplicate and filter without parsing the value, and ``traceparent`` (when the servers trace)
+continues the publisher's trace. The record timestamp is the event time.
 
 A batch is handed to the producer at once and its acknowledgements awaited together; aiokafka
 keeps one batch in flight per partition, so order within a partition survives its retries.
@@ -94,9 +95,12 @@ def message_key(event: events.ListenerEvent) -> bytes:
 def message_headers(
     event: events.ListenerEvent, cloud_source: str | None = None
 ) -> list[tuple[str, bytes]]:
-    """``event-id`` and ``event-type``; with a CloudEvents source, also the Kafka protocol
-    binding's binary mode: ``ce_*`` headers and ``content-type`` for the (unchanged) value."""
+    """``event-id``, ``event-type`` and the event's ``traceparent`` when it has one; with a
+    CloudEvents source, also the Kafka protocol binding's binary mode: ``ce_*`` headers and
+    ``content-type`` for the (unchanged) value."""
     found = [("event-id", event.id.encode("utf-8")), ("event-type", event.type.value.encode())]
+    if event.traceparent:
+        found.append(("traceparent", event.traceparent.encode("ascii")))
     if cloud_source is not None:
         found.append(("content-type", cloudevents.DATA_CONTENT_TYPE.encode()))
         found.extend(

@@ -201,6 +201,8 @@ class NatsListener(ListenerPlugin):
             "event-type": event.type.value,
             "event-sequence": str(event.sequence),
         }
+        if event.traceparent:  # the publisher's trace, for a consumer to continue
+            headers["traceparent"] = event.traceparent
         if self._cloud_source is not None:  # the NATS protocol binding's binary mode
             headers["content-type"] = cloudevents.DATA_CONTENT_TYPE
             headers.update(

@@ -208,6 +208,8 @@ class RabbitMQListener(ListenerPlugin):
         ``cloudEvents_*`` headers (the AMQP binding's application properties; the body and
         its content type, application/json, stay as they are)."""
         headers: dict[str, Any] = {"event-type": event.type.value, "sequence": event.sequence}
+        if event.traceparent:  # the publisher's trace, for a consumer to continue
+            headers["traceparent"] = event.traceparent
         if self._cloud_source is not None:
             headers.update(
                 cloudevents.binary_headers(event, cloudevents.AMQP_PREFIX, self._cloud_source)

@@ -1,9 +1,11 @@
 """The Redis listener: appends each event to a stream with ``XADD … MAXLEN ~ N``.
 
 Each entry has the fields ``id`` (event id: consumers de-duplicate redeliveries on it),
-``type``, ``sequence`` and ``data`` (the event's ``to_dict()`` as JSON). A batch goes in one
-``MULTI``/``EXEC`` pipeline: one round trip, and the entries land together or not at all, so a
-failed batch never leaves half of itself behind to be written again before the rest.
+``type``, ``sequence``, ``data`` (the event's ``to_dict()`` as JSON) and, when the servers
+trace, ``traceparent`` (streams have no headers: a field is where consumers look). A batch
+goes in one ``MULTI``/``EXEC`` pipeline: one round trip, and the entries land together or not
+at all, so a failed batch never leaves half of itself behind to be written again before the
+rest.
 
 redis-py's connection pool reconnects on its own, so a Redis that comes back is used again at
 the next attempt without reopening the plugin.
@@ -25,12 +27,15 @@ from listener_common.errors import error_text
 
 def entry_fields(event: events.ListenerEvent) -> dict[str, str]:
     """The stream entry for one event."""
-    return {
+    fields = {
         "id": event.id,
         "type": event.type.value,
         "sequence": str(event.sequence),
         "data": json.dumps(event.to_dict(), separators=(",", ":")),
     }
+    if event.traceparent:
+        fields["traceparent"] = event.traceparent
+    return fields
 
 
 class RedisListener(ListenerPlugin):

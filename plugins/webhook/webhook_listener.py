@@ -3,7 +3,9 @@
 The body is the event's ``to_dict()`` as JSON, or a CloudEvents 1.0 structured message. Every
 request carries ``webhook-id`` (the event id, stable across redeliveries, so receivers can
 de-duplicate), ``webhook-timestamp`` and, with a secret, ``webhook-signature`` =
-``v1,`` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+``v1,`` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")). When the servers trace, the
+event's ``traceparent`` goes along as the W3C header of that name, so the receiver continues
+the publisher's trace.
 
 Outcomes map onto the delivery loop's retry policy: 2xx delivered; 408, 429, 5xx, timeouts and
 connection errors are transient (``DeliveryError`` with ``retry_after`` from ``Retry-After``);
@@ -222,6 +224,8 @@ class WebhookListener(ListenerPlugin):
         }
         if self._key is not None:
             headers["webhook-signature"] = sign(self._key, event.id, now, body)
+        if event.traceparent:
+            headers["traceparent"] = event.traceparent
         return body, headers
 
     async def on_event(self, event: events.ListenerEvent) -> None:

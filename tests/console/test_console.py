@@ -123,7 +123,7 @@ def _admin_flow(console: Console, page: Page, receiver: Receiver) -> None:
     expect(progress).to_have_js_property("value", size)
     expect(progress).to_have_js_property("max", size)
     row = page.locator("#plugin-webhook")
-    expect(row).to_contain_text("1.1.0")
+    expect(row).to_contain_text("1.2.0")
     expect(row).to_contain_text("ACTIVE")
     expect(row.locator(".users")).to_have_text("none")
 
@@ -266,10 +266,10 @@ def _admin_flow(console: Console, page: Page, receiver: Receiver) -> None:
     broken.write_bytes(broken_webhook_package())
     page.locator("#plugin-webhook input[type=file]").set_input_files(str(broken))
     expect(page.locator("#plugin-webhook-error")).to_contain_text("Update failed")
-    expect(page.locator("#plugin-webhook")).to_contain_text("1.1.0")
+    expect(page.locator("#plugin-webhook")).to_contain_text("1.2.0")
     shot(page, "plugins")
     status, plugin = console.call("GET", "/v1/plugins/webhook")
-    assert plugin["version"] == "1.1.0"
+    assert plugin["version"] == "1.2.0"
 
     # -- events, filtered by type, with the payload ------------------------------------------------
     console.publish(

@@ -361,7 +361,7 @@ async def test_delivers_signed_events_through_an_outage(tmp_path: Path, receiver
     async with running_pair(sqlite_url(tmp_path), tmp_path, **FAST_RETRY) as pair:
         c = pair.clients
         plugin = await install(c, "webhook", tmp_path)
-        assert plugin.name == "plugins/webhook" and plugin.version == "1.1.0"
+        assert plugin.name == "plugins/webhook" and plugin.version == "1.2.0"
         url = f"http://127.0.0.1:{receiver.port}/hooks/ds?token=t0ps3cret"
         await create_instance(
             c,

@@ -28,6 +28,7 @@ from listener.v1 import (
     plugin_pb2_grpc,
 )
 from listener_core.config import Config
+from listener_core.tracing import Tracing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,9 +68,17 @@ class Pair:
 
 
 @asynccontextmanager
-async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIterator[Pair]:
+async def running_pair(
+    db_url: str,
+    data_dir: Path,
+    *,
+    api_tracing: Tracing | None = None,
+    alert_tracing: Tracing | None = None,
+    **settings: Any,
+) -> AsyncIterator[Pair]:
     """Both servers in this process, on free ports, against ``db_url``. They share one
-    secret key, as every server of a deployment must."""
+    secret key, as every server of a deployment must. ``api_tracing`` and ``alert_tracing``
+    trace them (spans to a test's exporter); the servers shut them down when they stop."""
     api_addr = settings.pop("api_addr", "127.0.0.1:0")  # a chosen port, or any free one
     base = {
         **FAST,
@@ -80,7 +89,7 @@ async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIte
     alert_cfg = Config.from_keys(
         db_url=db_url, data_dir=str(data_dir / "alert"), alert_addr="127.0.0.1:0", **base
     )
-    alert = await alert_app.start(alert_cfg)
+    alert = await alert_app.start(alert_cfg, alert_tracing)
     alert_addr = f"127.0.0.1:{alert.port}"
     api_cfg = Config.from_keys(
         db_url=db_url,
@@ -89,7 +98,7 @@ async def running_pair(db_url: str, data_dir: Path, **settings: Any) -> AsyncIte
         alert_targets=(alert_addr,),
         **base,
     )
-    api = await api_app.start(api_cfg)
+    api = await api_app.start(api_cfg, api_tracing)
     api_addr = f"127.0.0.1:{api.port}"
     channel = grpc.aio.insecure_channel(api_addr)
     try:

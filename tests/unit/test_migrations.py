@@ -103,3 +103,21 @@ async def test_publish_time_round_trips_through_the_driver_level_insert(db_url: 
         assert abs((rows[0].publish_time - stored[0].publish_time).total_seconds()) < 1e-3
     finally:
         await store.close()
+
+
+async def test_trace_context_is_stored_per_publish_and_read_back(db_url: str) -> None:
+    """Traced publishes keep their context with each event; untraced ones keep NULL."""
+    traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    store = await Store.open(db_url)
+    try:
+        first, second = await store.append_groups(
+            [([(20, b"a"), (21, b"b")], None), ([(20, b"c")], None)], [traced, None]
+        )
+        [third] = await store.append_groups([([(20, b"d")], None)])
+        assert [e.traceparent for e in (*first, *second, *third)] == [traced, traced, None, None]
+        async with store.reader() as session:
+            rows = await events.read_after(session, 0, None, 10)
+            between = await events.events_between(session, 1, 4)
+        assert rows == between == [*first, *second, *third]
+    finally:
+        await store.close()

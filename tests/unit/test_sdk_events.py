@@ -20,7 +20,7 @@ from listener_common.events import EVENT_CLASSES, EventType, ListenerEvent
 from listener_common.plugin import deliver_batch, supports_batch
 
 PROTO = Path(__file__).resolve().parents[2] / "protos" / "listener" / "v1" / "event.proto"
-BASE_FIELDS = {"id", "sequence", "event_time", "publish_time", "source"}
+BASE_FIELDS = {"id", "sequence", "event_time", "publish_time", "source", "traceparent"}
 
 
 def _proto() -> tuple[dict[str, list[tuple[str, str]]], dict[str, str], list[str]]:
@@ -67,7 +67,8 @@ def test_common_fields_equal_the_proto_envelope() -> None:
     envelope = [name for _, name in MESSAGES["ListenerEvent"][:6]]
     assert envelope == ["id", "sequence", "type", "event_time", "publish_time", "source"]
     fields = [f.name for f in dataclasses.fields(ListenerEvent)]
-    assert fields == [name for name in envelope if name != "type"]
+    # The envelope, then the trace context the store keeps beside it (not a proto field).
+    assert fields == [*(name for name in envelope if name != "type"), "traceparent"]
     assert typing.get_type_hints(ListenerEvent)["type"] == typing.ClassVar[EventType]
 
 
