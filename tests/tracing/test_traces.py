@@ -10,14 +10,18 @@ import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator
+from concurrent import futures
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aio_pika
+import grpc
 import pytest
 from aiohttp import web
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -236,3 +240,53 @@ def test_every_bundled_destination_passes_the_trace_on() -> None:
     # The event's dict (every body) has it only when there is one, and reads it back.
     assert event.to_dict()["traceparent"] == CALLER and "traceparent" not in bare.to_dict()
     assert events_sdk.from_dict(event.to_dict()) == event
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    """A real OTLP/gRPC endpoint (synchronous, on its own threads: the exporter's final flush
+    blocks the servers' event loop while it sends)."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def spans(self) -> dict[str, set[str]]:
+        """Span names by the service.name of the resource that sent them."""
+        found: dict[str, set[str]] = {}
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                attributes = {
+                    a.key: a.value.string_value for a in resource_spans.resource.attributes
+                }
+                names = found.setdefault(attributes.get("service.name", ""), set())
+                for scope in resource_spans.scope_spans:
+                    names.update(span.name for span in scope.spans)
+        return found
+
+
+async def test_otel_endpoint_sends_the_spans_to_an_otlp_collector(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The configured path, not a test exporter: ``otel_endpoint`` → the OTLP/gRPC exporter
+    behind a batching processor, flushed when the servers stop."""
+    collector = Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        async with running_pair(
+            sqlite_url(tmp_path), tmp_path, otel_endpoint=endpoint, **FAST_RETRY
+        ) as pair:
+            assert pair.api.tracing is not None and pair.alert.tracing is not None
+            await publish_to_webhook(pair.clients, receiver, tmp_path)
+        spans = collector.spans()  # the servers flushed what they held when they stopped
+    finally:
+        server.stop(0)
+    assert PUBLISH in spans["listener-api-server"]
+    assert "deliver listenerInstances/hook" in spans["listener-alert-server"]
+    assert receiver.headers[0]["traceparent"].split("-")[1] == TRACE_ID
