@@ -224,9 +224,8 @@ class InstanceRunner:
         async with self._lock:
             try:
                 plugin = await self._opened()
-                await asyncio.wait_for(
-                    plugin.on_event(to_sdk_event(event)), self.settings.handler_timeout
-                )
+                async with asyncio.timeout(self.settings.handler_timeout):
+                    await plugin.on_event(to_sdk_event(event))
             except Exception as exc:
                 return str(exc) if isinstance(exc, PluginCallError) else failure_text(exc)
         return ""
@@ -324,7 +323,8 @@ class InstanceRunner:
     async def _sleep(self, seconds: float) -> None:
         """Sleeps, cut short by ``kick`` (also one that came just before)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _step(self) -> None:
@@ -498,10 +498,8 @@ class InstanceRunner:
                 async with self._lock:
                     try:
                         plugin = await self._opened()
-                        await asyncio.wait_for(
-                            plugin.on_event(to_sdk_event(stored)),
-                            self.settings.handler_timeout,
-                        )
+                        async with asyncio.timeout(self.settings.handler_timeout):
+                            await plugin.on_event(to_sdk_event(stored))
                     except Exception as exc:
                         error = failure_text(exc)
             if error:  # it stays parked, and the operator who asked should hear why

@@ -252,7 +252,8 @@ class PluginHost:
         except Exception as exc:
             for plugin in opened.values():  # built but never used: close them, keep the old
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(plugin.close(), self.settings.handler_timeout)
+                    async with asyncio.timeout(self.settings.handler_timeout):
+                        await plugin.close()
             opened.clear()
             self._retire(fresh, keep_file=True)
             raise errors.FailedPrecondition(
@@ -320,7 +321,8 @@ class PluginHost:
         delay = LEAK_CHECK_DELAY
         while self._residues:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._residue_added.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._residue_added.wait()
                 delay = LEAK_CHECK_DELAY  # a new one: check it soon, then back off again
                 await asyncio.sleep(delay)
             self._residue_added.clear()

@@ -240,7 +240,8 @@ class _Child:
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             raise ChildDied(await self._death()) from None
-        reply = await asyncio.wait_for(read_frame(stdout), timeout)
+        async with asyncio.timeout(timeout):
+            reply = await read_frame(stdout)
         if reply is None:
             raise ChildDied(await self._death())
         if reply.get("id") != self._next_id:
@@ -250,7 +251,8 @@ class _Child:
 
     async def _death(self) -> str:
         try:
-            await asyncio.wait_for(self.proc.wait(), 5)
+            async with asyncio.timeout(5):
+                await self.proc.wait()
         except TimeoutError:
             self.kill()
             return f"plugin process {self.pid} closed its pipe and was killed"
@@ -268,12 +270,14 @@ class _Child:
         if stdin is not None and not stdin.is_closing():
             stdin.close()
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.proc.wait()
         except TimeoutError:
             self.kill()
             await self.proc.wait()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pump, 1)
+            async with asyncio.timeout(1):
+                await self._pump
 
     async def _pump_stderr(self) -> None:
         stream = self.proc.stderr

@@ -78,9 +78,8 @@ class ProgressWriter:
         clean handover gives the next owner the newest cursors, so it redelivers nothing."""
         if self._pending and self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.gather(*(e.done for e in self._pending.values())), timeout
-                )
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*(e.done for e in self._pending.values()))
 
     async def close(self) -> None:
         """Writes what is pending, then stops."""

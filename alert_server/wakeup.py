@@ -38,7 +38,8 @@ class SequenceSignal:
         if self.latest > sequence:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
 
 async def poll_forever(signal: SequenceSignal, store: Store, interval: float) -> None:

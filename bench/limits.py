@@ -71,7 +71,8 @@ async def echo_limits(
     )
     try:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        async with asyncio.timeout(30):
+            line = await proc.stdout.readline()
         if line.strip() != b"ready":
             raise RuntimeError(f"echo server did not start: {line!r}")
         addr = f"127.0.0.1:{port}"

@@ -161,7 +161,8 @@ async def _run(spec: LoadSpec) -> LoadResult:
         ("grpc.max_receive_message_length", 64 * 2**20),
     ]
     async with grpc.aio.insecure_channel(spec.addr, options=options) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 10)
+        async with asyncio.timeout(10):
+            await channel.channel_ready()
         stub = channel.unary_unary(spec.method)
         run = _Run(spec)
         cpu, wall = time.process_time(), time.perf_counter()

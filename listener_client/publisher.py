@@ -169,7 +169,8 @@ class Publisher:
         if self._sender is not None:
             self._wake_room()  # blocked publishers give up
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_resolved(self._accepted), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wait_resolved(self._accepted)
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
@@ -226,7 +227,8 @@ class Publisher:
             waiter: asyncio.Future[None] = loop.create_future()
             self._room_waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, left)
+                async with asyncio.timeout(left):
+                    await waiter
             except TimeoutError:
                 pass
             finally:
@@ -273,7 +275,8 @@ class Publisher:
                 if delay > 0:
                     self._wakeup.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await self._wakeup.wait()
                     continue
             self._inflight = take_batch(self._queue, self.batch_size, self.max_batch_bytes)
             self._taken += len(self._inflight)

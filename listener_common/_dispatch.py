@@ -82,7 +82,8 @@ async def open_plugin(
     """A new plugin object, opened with (a copy of) the instance's typed params."""
     plugin = plugin_class()
     try:
-        await asyncio.wait_for(plugin.open(dict(config)), timeout)
+        async with asyncio.timeout(timeout):
+            await plugin.open(dict(config))
     except Exception as exc:
         raise OpenFailed(f"open failed: {failure_text(exc)}") from exc
     return plugin
@@ -91,7 +92,8 @@ async def open_plugin(
 async def close_plugin(plugin: ListenerPlugin, timeout: float) -> str:
     """Closes a plugin object; returns what went wrong, or '' (a close never fails delivery)."""
     try:
-        await asyncio.wait_for(plugin.close(), timeout)
+        async with asyncio.timeout(timeout):
+            await plugin.close()
     except Exception as exc:
         return failure_text(exc)
     return ""

@@ -69,7 +69,8 @@ class HealthReporter:
 
     async def check_once(self) -> bool:
         try:
-            await asyncio.wait_for(self.check_store(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self.check_store()
             ok = True
         except Exception as exc:  # any failure to reach the store: not serving
             if self.store_ok:

@@ -190,7 +190,8 @@ class NatsListener(ListenerPlugin):
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):  # already broken: nothing left to release
-                await asyncio.wait_for(nc.close(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await nc.close()
 
     def message(self, event: events.ListenerEvent) -> tuple[str, bytes, dict[str, str]]:
         """Subject, payload and headers for one event."""

@@ -201,7 +201,8 @@ class RabbitMQListener(ListenerPlugin):
         self._connection = self._channel = self._exchange = None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):  # already broken: nothing left to release
-                await asyncio.wait_for(connection.close(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await connection.close()
 
     def _headers(self, event: events.ListenerEvent) -> dict[str, Any]:
         """``event-type`` and ``sequence``; in CloudEvents binary mode also the attributes as

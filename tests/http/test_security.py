@@ -131,7 +131,8 @@ async def test_the_publish_limit_counts_http_callers_by_their_address() -> None:
         async with aiohttp.ClientSession() as session:
             http = Http(f"http://127.0.0.1:{endpoint.port}", session)
             first = asyncio.create_task(http.call("POST", "/v1/events:publish", {}))
-            await asyncio.wait_for(entered.wait(), 30)
+            async with asyncio.timeout(30):
+                await entered.wait()
             assert limiter.in_flight("peer:ipv4:127.0.0.1") == 1
             second = await http.call("POST", "/v1/events:publish", {})
             assert second.status == 429 and second.reason == "PUBLISH_CONCURRENCY", second.body

@@ -71,7 +71,8 @@ async def test_java_publisher_through_two_api_server_kills(tmp_path: Path, launc
                     assert proc.returncode is None, "the publisher must still be running"
                     await asyncio.to_thread(pair.kill, "api_server")
                     await asyncio.to_thread(pair.start, "api_server")
-                _, stderr = await asyncio.wait_for(proc.communicate(), 600)
+                async with asyncio.timeout(600):
+                    _, stderr = await proc.communicate()
             finally:
                 if proc.returncode is None:
                     proc.kill()
@@ -231,7 +232,8 @@ async def test_java_publisher_batching_linger_and_buffer_policies(
     javac = await asyncio.create_subprocess_exec(
         "javac", "-nowarn", "-cp", classpath, "-d", str(built), str(source)
     )
-    assert await asyncio.wait_for(javac.wait(), 300) == 0
+    async with asyncio.timeout(300):
+        assert await javac.wait() == 0
     async with running_pair(sqlite_url(tmp_path), tmp_path) as pair:
         checks = await asyncio.create_subprocess_exec(
             "java",
@@ -243,6 +245,7 @@ async def test_java_publisher_batching_linger_and_buffer_policies(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(checks.communicate(), 300)
+        async with asyncio.timeout(300):
+            out, err = await checks.communicate()
     assert checks.returncode == 0, out.decode() + err.decode()
     assert out.decode().count("ok ") == 5, out.decode()

@@ -37,7 +37,8 @@ async def test_batches_by_count_then_linger_and_keeps_order(tmp_path: Path) -> N
     ):
         futures = [await pub.publish(numbered(i)) for i in range(25)]
         # Two full batches go without waiting out the linger; the last five wait for it.
-        await asyncio.wait_for(asyncio.gather(*futures[:20]), 60)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*futures[:20])
         assert [n for _, n in recorder.calls] == [10, 10]
         assert not any(f.done() for f in futures[20:])
         assert pub.stats.buffered == 5
@@ -63,7 +64,8 @@ async def test_linger_sends_a_partial_batch(tmp_path: Path) -> None:
     ):
         started = time.monotonic()
         futures = [await pub.publish({"task_fail": {"task_name": f"t{i}"}}) for i in range(3)]
-        results = await asyncio.wait_for(asyncio.gather(*futures), 60)  # no flush: the linger
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(*futures)  # no flush: the linger
         assert time.monotonic() - started >= 0.25
         assert recorder.calls and [n for _, n in recorder.calls] == [3]
         assert [r.sequence for r in results] == [1, 2, 3]
@@ -102,10 +104,12 @@ async def test_fail_fast_when_full_then_drains_once_the_server_is_up(tmp_path: P
     await eventually(lambda: pub.stats.retried >= 2)
     assert pub.stats.buffered == 5 and not any(f.done() for f in futures)
     async with running_pair(sqlite_url(tmp_path), tmp_path, api_addr=addr):
-        results = await asyncio.wait_for(asyncio.gather(*futures), 60)
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(*futures)
         assert [r.sequence for r in results] == [1, 2, 3, 4, 5]
         sixth = await pub.publish(numbered(5))  # room again
-        assert (await asyncio.wait_for(sixth, 60)).sequence == 6
+        async with asyncio.timeout(60):
+            assert (await sixth).sequence == 6
         await pub.close()
     assert pub.stats.sent == 6 and pub.stats.failed == 0
 
@@ -125,8 +129,10 @@ async def test_block_when_full_waits_up_to_the_timeout_then_for_room(tmp_path: P
     await eventually(lambda: pub.stats.retried >= 3)
     assert not blocked.done()  # still waiting: the server is down, the buffer full
     async with running_pair(sqlite_url(tmp_path), tmp_path, api_addr=addr):
-        fourth = await asyncio.wait_for(blocked, 60)
-        await asyncio.wait_for(asyncio.gather(*futures, fourth), 60)
+        async with asyncio.timeout(60):
+            fourth = await blocked
+        async with asyncio.timeout(60):
+            await asyncio.gather(*futures, fourth)
         assert fourth.result().sequence == 4
         await pub.close()
 
@@ -157,7 +163,8 @@ async def test_bad_events_are_refused_at_publish_not_in_the_batch(tmp_path: Path
             await pub.publish({"task_fail": {"no_such_field": 1}})
         with pytest.raises(ValueError, match="assigned by the server"):
             await pub.publish({"id": "x", "task_fail": {}})
-        assert (await asyncio.wait_for(good, 60)).sequence == 1
+        async with asyncio.timeout(60):
+            assert (await good).sequence == 1
 
 
 async def test_an_error_that_is_not_retried_fails_the_batch(tmp_path: Path) -> None:

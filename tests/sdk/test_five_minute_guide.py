@@ -54,7 +54,8 @@ async def test_the_five_minute_guide_works_as_written(tmp_path: Path) -> None:
             stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 240)
+            async with asyncio.timeout(240):
+                out, _ = await proc.communicate()
         except TimeoutError:
             proc.kill()
             raise

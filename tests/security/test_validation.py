@@ -334,7 +334,8 @@ async def test_one_publisher_cannot_take_every_slot(
         polite = asyncio.ensure_future(publish("polite-2"))
         await eventually(lambda: inside == 3, timeout=10)  # admitted, held like the others
         gate.set()
-        replies = await asyncio.wait_for(asyncio.gather(*held, polite), timeout=20)
+        async with asyncio.timeout(20):
+            replies = await asyncio.gather(*held, polite)
         assert len({r.id for r in replies}) == 3
         # Slots are given back: the greedy caller may publish again.
         assert (await publish("greedy-1")).sequence > 0

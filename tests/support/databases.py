@@ -7,6 +7,7 @@ start it. Override the addresses with LISTENER_TEST_PG / LISTENER_TEST_MYSQL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -80,6 +81,17 @@ async def mysql_database() -> AsyncIterator[str]:
         admin = await aiomysql.connect(host=host, port=port, user="root", password="")
         try:
             async with admin.cursor() as cur:
+                # Like PostgreSQL's DROP DATABASE … WITH (FORCE): a test that failed half-way
+                # may leave a transaction open on its tables, and DROP DATABASE would wait for
+                # its metadata lock for lock_wait_timeout (a day): the suite hung instead of
+                # reporting the failure.
+                await cur.execute(
+                    "SELECT id FROM information_schema.processlist WHERE db = %s", (name,)
+                )
+                for (thread,) in await cur.fetchall():
+                    with contextlib.suppress(aiomysql.Error):  # it may have ended meanwhile
+                        await cur.execute(f"KILL {int(thread)}")
+                await cur.execute("SET SESSION lock_wait_timeout = 60")
                 await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         finally:
             admin.close()

@@ -194,6 +194,7 @@ async def test_an_asyncio_task_left_running_is_named(
     leaks = residue.find_leaks()
     assert any("asyncio task 'leaky-task' still runs" in leak for leak in leaks), leaks
     stop.set()
-    await asyncio.wait_for(task, 5)
+    async with asyncio.timeout(5):
+        await task
     del task
     assert residue.find_leaks() == []

@@ -18,7 +18,8 @@ async def test_waiters_wake_on_a_newer_sequence_only() -> None:
     await asyncio.sleep(0.05)
     assert not waiter.done()
     signal.bump(6)
-    await asyncio.wait_for(waiter, 1)
+    async with asyncio.timeout(30):
+        await waiter
     assert signal.latest == 6
 
 
