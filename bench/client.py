@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from listener import event_types
 from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
 from listener.v1 import (
-    event_pb2,
     listener_instance_pb2,
     listener_instance_pb2_grpc,
     plugin_pb2,
@@ -23,11 +23,7 @@ from listener.v1 import (
 )
 
 li = listener_instance_pb2
-ALL_TYPES = [
-    event_pb2.EventType.Value(v.name)
-    for v in event_pb2.EventType.DESCRIPTOR.values
-    if v.name != "EVENT_TYPE_UNSPECIFIED"
-]
+ALL_TYPES = [number for number in event_types.NAMES if number]
 T = TypeVar("T")
 
 
