@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, stages
+from bench.groups import GROUPS, RUNS
 from bench.load import LoadResult, LoadSpec
-from bench.scenarios import FULL, GROUPS, QUICK, SCENARIOS, Bench, Row
+from bench.scenarios import FULL, QUICK, SCENARIOS, Bench, Row
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -117,7 +118,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 continue
             print(f"running {group} ({', '.join(keys)}) ...", flush=True)
             try:
-                await getattr(bench, group)()
+                await RUNS[group](bench)
             except Exception:
                 trace = traceback.format_exc()
                 print(trace, file=sys.stderr)

@@ -54,12 +54,6 @@ ALLOWED: dict[str, str] = {
     # tools
     "bench/cli.py run": "being split (#14)",
     "bench/peer_jobs.py _procrastinate": "being split (#14)",
-    "bench/scenarios.py": "being split (#14)",
-    "bench/scenarios.py Bench.delivery": "being split (#14)",
-    "bench/scenarios.py Bench.filters": "being split (#14)",
-    "bench/scenarios.py Bench.latency_and_swap": "being split (#14)",
-    "bench/scenarios.py Bench.publishing": "being split (#14)",
-    "bench/scenarios.py Bench.scale": "being split (#14)",
     "bench/stages.py breakdown": "being split (#14)",
     "chaos/run.py _run": "being split (#14)",
 }
