@@ -145,6 +145,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> ApiServer:
         await discovery.start()
     metrics = ApiMetrics()
     tracing = tracing or Tracing.from_settings(config.tracing, "listener-api-server")
+    interceptor = tracing.server_interceptor() if tracing is not None else None
     pipeline = grpc_server.build_pipeline(
         [
             Authentication(tokens, auth.PUBLIC_METHOD_ROLES),
@@ -159,7 +160,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> ApiServer:
         max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         max_streams_per_connection=config.limits.max_streams_per_connection,
         pipeline=pipeline,
-        outer=[tracing.server_interceptor()] if tracing is not None else [],
+        outer=[interceptor] if interceptor is not None else [],
     )
     # Registered through the table, so HTTP calls the same handlers through the same pipeline.
     table = HandlerTable(server)
@@ -188,6 +189,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> ApiServer:
             max_body_bytes=config.limits.max_message_bytes,
             max_package_bytes=config.packages.max_bytes,
             loopback_names_only=not tokens and grpc_server.is_loopback(http_addr),
+            tracing=interceptor,
         )
         try:
             api.http = await http_gateway.serve(gateway, *http_bind, http_tls)

@@ -20,6 +20,25 @@ async def no_requests() -> AsyncIterator[Any]:
     yield
 
 
+class Metadatum(NamedTuple):
+    """One metadata entry as grpc.aio gives it: a pair that also has ``key`` and ``value``
+    (OpenTelemetry's gRPC instrumentation reads them so)."""
+
+    key: str
+    value: str
+
+
+#: The W3C trace context headers an HTTP caller may send, passed on as gRPC metadata.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def call_metadata(request: web.Request, traced: bool) -> tuple[Metadatum, ...]:
+    """The metadata of an HTTP call: its bearer token(s), and with ``traced`` its trace
+    context headers."""
+    names = ("authorization", *TRACE_HEADERS) if traced else ("authorization",)
+    return tuple(Metadatum(name, v) for name in names for v in request.headers.getall(name, []))
+
+
 class CallDetails(NamedTuple):
     """What a gate reads of a call (``grpc.HandlerCallDetails``' two fields)."""
 

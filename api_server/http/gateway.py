@@ -23,6 +23,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ from api_server.http import routes as routing
 from api_server.http.call_context import (
     CallDetails,
     HttpCallContext,
+    call_metadata,
     no_requests,
     peer_of,
 )
@@ -65,8 +67,13 @@ class Gateway:
         static_dir: Path = STATIC_DIR,
         api_routes: Sequence[routing.Route] | None = None,
         loopback_names_only: bool = False,
+        tracing: grpc.aio.ServerInterceptor | None = None,
     ) -> None:
+        """``tracing``: the interceptor the gRPC server runs around ``pipeline`` when traces
+        are on (``listener_core.tracing``); HTTP calls go through it too, with the caller's
+        ``traceparent`` header as their metadata."""
         self.pipeline = pipeline
+        self.tracing = tracing
         self.loopback_names_only = loopback_names_only
         self.handlers = dict(handlers)
         self.max_body = max_body_bytes
@@ -157,7 +164,7 @@ class Gateway:
         refusal = answers.content_type_refusal(request, route)
         if refusal is not None and not await answers.curl_json(request, route):
             return refusal
-        metadata = tuple(("authorization", v) for v in request.headers.getall("Authorization", []))
+        metadata = call_metadata(request, traced=self.tracing is not None)
         context = HttpCallContext(metadata, peer_of(request))
         details = CallDetails(route.grpc_method, metadata)
         raw = self.handlers[route.grpc_method]
@@ -165,7 +172,13 @@ class Gateway:
         async def continuation(_: Any) -> grpc.RpcMethodHandler:
             return raw
 
-        handler = await self.pipeline.intercept_service(continuation, details)  # type: ignore[arg-type]
+        if self.tracing is None:
+            handler = await self.pipeline.intercept_service(continuation, details)  # type: ignore[arg-type]
+        else:
+            handler = await self.tracing.intercept_service(
+                partial(self.pipeline.intercept_service, continuation),  # type: ignore[arg-type]
+                details,  # type: ignore[arg-type]
+            )
         try:
             if route.client_streaming:
                 response = await handler.stream_unary(

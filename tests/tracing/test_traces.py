@@ -18,6 +18,7 @@ from typing import Any
 
 import aio_pika
 import grpc
+import httpx
 import pytest
 from aiohttp import web
 from opentelemetry import trace
@@ -290,3 +291,20 @@ async def test_otel_endpoint_sends_the_spans_to_an_otlp_collector(
     assert PUBLISH in spans["listener-api-server"]
     assert "deliver listenerInstances/hook" in spans["listener-alert-server"]
     assert receiver.headers[0]["traceparent"].split("-")[1] == TRACE_ID
+
+
+async def test_an_http_publish_continues_the_callers_trace_too(tmp_path: Path) -> None:
+    """The HTTP/JSON gateway runs its calls through the same tracing interceptor, with the
+    caller's ``traceparent`` header as metadata."""
+    async with traced_pair(tmp_path) as (pair, exporter):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{pair.api.http_port}") as http:
+            reply = await http.post(
+                "/v1/events:publish",
+                json={"event": {"taskFail": {"taskName": "extract"}}},
+                headers={"traceparent": CALLER},
+            )
+        assert reply.status_code == 200, reply.text
+        stored = await _stored_trace(pair, reply.json()["id"])
+    [publish] = _spans(exporter, PUBLISH)
+    assert publish.parent is not None and f"{publish.parent.span_id:016x}" == CALLER_SPAN
+    assert stored == f"00-{TRACE_ID}-{publish.get_span_context().span_id:016x}-01"
