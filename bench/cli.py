@@ -127,6 +127,23 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         errors[key] = trace
     order = {k: i for i, k in enumerate(SCENARIOS)}
     rows = sorted(bench.rows, key=lambda r: (order.get(r.key.rstrip("ab"), 99), r.key[::-1]))
+    scenarios = _scenarios(rows, wanted, errors)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "db": "sqlite" if args.db == "sqlite" else "postgresql",
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": {**machine(), "load_average_at_start": load_before},
+        "limits": bench.limits,
+        "scenarios": scenarios,
+        "table": table(rows, errors),
+        "latency_stages": bench.stages,
+        "stages_table": stages.table(bench.stages) if bench.stages else "",
+    }
+
+
+def _scenarios(rows: list[Row], wanted: set[str], errors: dict[str, str]) -> dict[str, Any]:
+    """Each scenario asked for: whether it ran and met its targets, and its rows."""
     scenarios: dict[str, Any] = {}
     for key in SCENARIOS:
         if key not in wanted:
@@ -153,18 +170,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for r in mine
             ],
         }
-    return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "full",
-        "db": "sqlite" if args.db == "sqlite" else "postgresql",
-        "seconds": round(time.perf_counter() - started, 1),
-        "machine": {**machine(), "load_average_at_start": load_before},
-        "limits": bench.limits,
-        "scenarios": scenarios,
-        "table": table(rows, errors),
-        "latency_stages": bench.stages,
-        "stages_table": stages.table(bench.stages) if bench.stages else "",
-    }
+    return scenarios
 
 
 def main(argv: Sequence[str] | None = None) -> int:

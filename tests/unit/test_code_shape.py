@@ -52,7 +52,6 @@ ALLOWED: dict[str, str] = {
     # owned by the API-server half of #14
     "api_server/app.py start": "assembly: a flat list of constructions",
     # tools
-    "bench/cli.py run": "being split (#14)",
     "bench/peer_jobs.py _procrastinate": "being split (#14)",
     "bench/stages.py breakdown": "being split (#14)",
     "chaos/run.py _run": "being split (#14)",
