@@ -15,6 +15,7 @@ from chaos.run import run_backend
 async def test_short_chaos_run(backend: str, seconds: float, tmp_path: Path) -> None:
     outcome = await run_backend(backend, seconds, workdir=tmp_path)
     print(outcome.text())
-    assert sum(outcome.disruptions.values()) >= 2, outcome.text()
+    kinds = 5 if backend == "postgresql" else 2  # cut one, cut all, outage, kill x2 / kill x2
+    assert len(outcome.disruptions) == kinds, outcome.text()
     assert outcome.ok, outcome.text()
     assert outcome.acked > 200, outcome.text()
