@@ -18,7 +18,7 @@ import grpc
 from alert_server import sandbox
 from alert_server.host import PluginHost
 from alert_server.process_plugin import ProcessSettings
-from alert_server.servicer import PluginHostServicer
+from alert_server.servicer import PluginHostServicer, store_refusal
 from alert_server.wakeup import SequenceSignal, listen_postgres, poll_forever
 from event_store import events, retention
 from event_store.ping import ping
@@ -111,6 +111,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
         max_streams_per_connection=config.limits.max_streams_per_connection,
         metrics=metrics,
         stages=[Authentication(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
+        refusals=store_refusal,
     )
     # Bound before the host is built: its id and advertised address need the port.
     port = grpc_server.bind(server, alert_addr, credentials)

@@ -13,7 +13,9 @@ import tempfile
 from pathlib import Path
 
 from event_store import catalog
+from event_store.errors import PackageNotFound
 from event_store.store import Store
+from listener_core import errors
 
 
 def sha256_of(data: bytes) -> str:
@@ -62,5 +64,10 @@ class PackageCache:
         if data is not None:
             return self.path_for(sha256), data
         async with self.store.reader() as session:
-            data = (await catalog.get_package(session, sha256)).data
+            try:
+                data = (await catalog.get_package(session, sha256)).data
+            except PackageNotFound:
+                raise errors.NotFound(
+                    f"package {sha256} not found; upload it first", reason="PACKAGE_NOT_FOUND"
+                ) from None
         return self.put(sha256, data), data

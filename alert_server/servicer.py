@@ -10,12 +10,21 @@ from google.protobuf import struct_pb2
 from alert_server.host import PluginHost
 from alert_server.loader import LoadedPackage
 from alert_server.package_cache import sha256_of
+from event_store import errors as store_errors
 from event_store.events import StoredEvent
 from listener.alert.v1 import plugin_host_pb2 as pb
 from listener.alert.v1 import plugin_host_pb2_grpc
 from listener.v1 import event_pb2
 from listener_core import errors, stage_trace
 from listener_core.server import Context
+
+
+def store_refusal(exc: BaseException) -> errors.ServiceError | None:
+    """The store's "no such row" as NOT_FOUND (the alert server's error stage's refusals)."""
+    if isinstance(exc, store_errors.NotInStore):
+        reason = {"plugin": "PLUGIN_NOT_FOUND", "listener instance": "INSTANCE_NOT_FOUND"}
+        return errors.NotFound(str(exc), reason=reason.get(exc.kind, "NOT_FOUND"))
+    return None
 
 
 def _load_response(loaded: LoadedPackage) -> pb.LoadPluginResponse:

@@ -57,9 +57,10 @@ def create_server(
     max_concurrent_rpcs: int = 0,
     max_streams_per_connection: int = 0,
     outer: Sequence[grpc.aio.ServerInterceptor] = (),
+    refusals: Refusals | None = None,
 ) -> grpc.aio.Server:
     """Serves through ``pipeline`` when given (to share it with the HTTP gateway), else
-    through ``build_pipeline(stages, metrics)``; ``outer`` interceptors run around it
+    through ``build_pipeline(stages, metrics, refusals)``; ``outer`` interceptors run around it
     (the tracing one, ``listener_core.tracing``, when traces are on).
 
     What one caller can make the server hold is bounded three ways: a request above
@@ -79,7 +80,7 @@ def create_server(
     if max_streams_per_connection > 0:
         options.append(("grpc.max_concurrent_streams", max_streams_per_connection))
     return grpc.aio.server(
-        interceptors=[*outer, pipeline or build_pipeline(stages, metrics)],
+        interceptors=[*outer, pipeline or build_pipeline(stages, metrics, refusals)],
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs or None,
     )
