@@ -53,7 +53,15 @@ async def skip(store: Store, instance_id: str) -> None:
         await store_ops.skip_head(session, instance_id)
 
 
-async def set_state(store: Store, instance_id: str, state: str) -> None:
+async def pause(store: Store, instance_id: str) -> None:
+    await _set_state(store, instance_id, "PAUSED")
+
+
+async def resume(store: Store, instance_id: str) -> None:
+    await _set_state(store, instance_id, "ACTIVE")
+
+
+async def _set_state(store: Store, instance_id: str, state: str) -> None:
     """PAUSED or ACTIVE; the same state again changes nothing."""
     async with store.transaction() as session:
         inst = await catalog.get_instance(session, instance_id, for_update=True)

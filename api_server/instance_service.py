@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 
 from google.protobuf import empty_pb2
 from sqlalchemy import exc as sa_exc
@@ -32,6 +34,14 @@ class ListenerInstanceService(listener_instance_pb2_grpc.ListenerInstanceService
         self.store = store
         self.fleet = fleet
         self.secrets = secrets
+
+    async def _act(
+        self, name: str, action: Callable[[Store, str], Awaitable[None]]
+    ) -> pb.ListenerInstance:
+        """An operator action on the instance ``name``, answered with the instance after it."""
+        instance_id = names.parse(name, names.INSTANCES)
+        await action(self.store, instance_id)
+        return await self._current(instance_id)
 
     async def _current(self, instance_id: str) -> pb.ListenerInstance:
         """After an operator action: the runner told at once, and the instance as it is."""
@@ -179,37 +189,27 @@ class ListenerInstanceService(listener_instance_pb2_grpc.ListenerInstanceService
     async def RetryListenerInstance(
         self, request: pb.RetryListenerInstanceRequest, context: Context
     ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        await operations.retry(self.store, instance_id)
-        return await self._current(instance_id)
+        return await self._act(request.name, operations.retry)
 
     async def SkipListenerInstanceEvent(
         self, request: pb.SkipListenerInstanceEventRequest, context: Context
     ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        await operations.skip(self.store, instance_id)
-        return await self._current(instance_id)
+        return await self._act(request.name, operations.skip)
 
     async def PauseListenerInstance(
         self, request: pb.PauseListenerInstanceRequest, context: Context
     ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        await operations.set_state(self.store, instance_id, "PAUSED")
-        return await self._current(instance_id)
+        return await self._act(request.name, operations.pause)
 
     async def ResumeListenerInstance(
         self, request: pb.ResumeListenerInstanceRequest, context: Context
     ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        await operations.set_state(self.store, instance_id, "ACTIVE")
-        return await self._current(instance_id)
+        return await self._act(request.name, operations.resume)
 
     async def ReplayListenerInstance(
         self, request: pb.ReplayListenerInstanceRequest, context: Context
     ) -> pb.ListenerInstance:
-        instance_id = names.parse(request.name, names.INSTANCES)
-        await operations.replay(self.store, instance_id, request)
-        return await self._current(instance_id)
+        return await self._act(request.name, functools.partial(operations.replay, request=request))
 
     async def ListParkedEvents(
         self, request: pb.ListParkedEventsRequest, context: Context
