@@ -12,7 +12,7 @@ from functools import partial
 
 import grpc
 
-from api_server import refusals, validation
+from api_server import refusals, validation, workers
 from api_server.alert_fleet import AlertFleet
 from api_server.caller_service import CallerService
 from api_server.discovery import Discovery
@@ -161,6 +161,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> ApiServer:
         max_streams_per_connection=config.limits.max_streams_per_connection,
         pipeline=pipeline,
         outer=[interceptor] if interceptor is not None else [],
+        reuse_port=config.listen.api_workers > 1,
     )
     # Registered through the table, so HTTP calls the same handlers through the same pipeline.
     table = HandlerTable(server)
@@ -225,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         grpc_server.forget_secret_variables()
         grpc_server.configure_logging(config.logging.level, config.logging.format)
         grpc_server.freeze_start_up_heap()  # the process's own, before any plugin loads
+        if config.listen.api_workers > 1:
+            sys.exit(workers.run(config, lambda c: asyncio.run(serve(c))))
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:  # OSError: a listen address is taken
         sys.exit(f"api_server: {exc}")

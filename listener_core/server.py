@@ -58,6 +58,7 @@ def create_server(
     max_streams_per_connection: int = 0,
     outer: Sequence[grpc.aio.ServerInterceptor] = (),
     refusals: Refusals | None = None,
+    reuse_port: bool = False,
 ) -> grpc.aio.Server:
     """Serves through ``pipeline`` when given (to share it with the HTTP gateway), else
     through ``build_pipeline(stages, metrics, refusals)``; ``outer`` interceptors run around it
@@ -69,13 +70,15 @@ def create_server(
     queues the rest); and the server runs at most ``max_concurrent_rpcs`` calls at once (more
     get RESOURCE_EXHAUSTED at once). A refused call's request is never read at all
     (``listener_core.pipeline.error_status.rejecting_handler``). 0 leaves a limit off. grpcio
-    offers no memory quota to Python (its ``grpc.resource_quota`` argument is a C pointer)."""
+    offers no memory quota to Python (its ``grpc.resource_quota`` argument is a C pointer).
+    ``reuse_port`` lets processes that all ask for it share the address (``api_workers``);
+    otherwise a taken address is an error."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         # What the server sends (pages of events, packages to alert servers) is its own
         # doing, so not held to the receive limit.
         ("grpc.max_send_message_length", max(max_message_bytes, MAX_SEND_BYTES)),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
     if max_streams_per_connection > 0:
         options.append(("grpc.max_concurrent_streams", max_streams_per_connection))

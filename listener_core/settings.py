@@ -107,6 +107,9 @@ class ListenSettings(Checked):
     # The address API servers should use for this alert server, recorded with its heartbeat
     # in the store; empty: alert_addr, with this host's name in place of 0.0.0.0 / [::].
     alert_advertise_addr: str = setting("", "alert_advertise_addr", ADDRESS_OR_EMPTY)
+    # API server processes sharing api_addr (SO_REUSEPORT, Linux): each has its own store
+    # connections and group commit; the first also serves http_addr and api_metrics_addr.
+    api_workers: int = setting(1, "api_workers", at_least(1))
     # HTTP/JSON for every public RPC and the web console; "off" turns it off.
     http_addr: str = setting("127.0.0.1:8080", "http_addr", ADDRESS_OR_OFF)
     # Prometheus /metrics of each server; empty: off. Two keys, so one file can describe
