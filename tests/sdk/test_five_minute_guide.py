@@ -70,5 +70,6 @@ async def test_the_five_minute_guide_works_as_written(tmp_path: Path) -> None:
     [tried] = [json.loads(line) for line in (project / "try.jsonl").read_text().splitlines()]
     assert tried["type"] == "TASK_FAIL"
     [line] = [json.loads(x) for x in (project / "failures.jsonl").read_text().splitlines()]
-    assert line["type"] == "TASK_FAIL" and "extract" in line["text"], line
+    assert line["type"] == "TASK_FAIL", line
+    assert line["text"] == "task extract of nightly failed", line  # no blank where a name was
     assert line["text"] in text  # `cat failures.jsonl` printed it
