@@ -153,6 +153,11 @@ async def tail(client: ListenerClient | None, args: argparse.Namespace) -> int:
     seen = {
         (a.time.seconds, a.time.nanos, a.sequence, a.count) for a in inst.delivery.recent_attempts
     }
+    # An instance starts at the log's end: the events stored before it was created never
+    # reached it, though its cursor is past them. They are not shown as delivered, unless a
+    # replay seen here moves the cursor back over them.
+    created = inst.create_time.ToNanoseconds()
+    replayed = False
     while not lines.done:
         d = inst.delivery
         for a in reversed(d.recent_attempts):  # oldest first
@@ -175,11 +180,13 @@ async def tail(client: ListenerClient | None, args: argparse.Namespace) -> int:
                 )
         if d.delivered_sequence < printed:  # replayed: show the redeliveries again
             printed = d.delivered_sequence
+            replayed = True
         while printed < d.delivered_sequence and not lines.done:
             batch = await c.list_events(after_sequence=printed, event_types=types, limit=500)
             batch = [e for e in batch if e.sequence <= d.delivered_sequence]
             for event in batch:
-                lines.emit(*_event_line(event, "delivered"))
+                if replayed or event.publish_time.ToNanoseconds() >= created:
+                    lines.emit(*_event_line(event, "delivered"))
             printed = batch[-1].sequence if batch else d.delivered_sequence
         if lines.done:
             break

@@ -350,7 +350,11 @@ def _tail_and_health(b: _Builder) -> None:
     p.add_argument("--count", type=int, help="stop after this many lines")
     p.add_argument("--interval", type=float, default=0.5, help="poll interval, s (default 0.5)")
     p.add_argument(
-        "--from-sequence", type=int, metavar="N", help="start after sequence N (default: now)"
+        "--from-sequence",
+        type=int,
+        metavar="N",
+        help="start after sequence N (default: now); events stored before the instance "
+        "was created never reached it and are not listed",
     )
     p = b.groups.add_parser(
         "health",

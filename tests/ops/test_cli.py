@@ -278,6 +278,27 @@ def test_instances_events_status_and_tail(server: str, tmp_path: Path) -> None:
     assert "deleted listenerInstances/watch" in ok(server, "instance", "delete", "watch")
 
 
+def test_tail_from_the_start_shows_only_what_reached_the_instance(
+    server: str, tmp_path: Path
+) -> None:
+    """An instance starts at the log's end: an event stored before it existed is behind its
+    cursor but never reached it, and ``tail --from-sequence 0`` must not call it delivered
+    (it did, so the plugin guide's tail showed another instance's event)."""
+    ok(server, "plugin", "install", str(flaky_folder(tmp_path)), "--id", "flaky-late")
+    task = {"task_fail": {"task_name": "before"}}
+    before = as_json(server, "event", "publish", "-", stdin=json.dumps(task))
+    ok(server, "instance", "create", "late", "--plugin", "flaky-late", "--param",
+       f"logFile={tmp_path / 'late.jsonl'}", "--events", "TASK_FAIL")  # fmt: skip
+    task = {"task_fail": {"task_name": "after"}}
+    after = as_json(server, "event", "publish", "-", stdin=json.dumps(task))
+    assert isinstance(before, dict) and isinstance(after, dict)
+    tail = tail_process(server, "late", "--count", "1", "--from-sequence", "0")
+    stdout, stderr = tail.communicate(timeout=60)
+    assert tail.returncode == 0, stderr
+    [line] = [json.loads(x) for x in stdout.splitlines()]
+    assert (line["status"], line["id"]) == ("delivered", after["id"]), (line, before["id"])
+
+
 def test_operator_actions(server: str, tmp_path: Path) -> None:
     ok(server, "plugin", "install", str(flaky_folder(tmp_path)), "--id", "flaky-o")
     out = tmp_path / "ops.jsonl"
