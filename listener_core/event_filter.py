@@ -252,6 +252,7 @@ class Reads:
         self.projection = projection
         self._by_event: dict[str, Values] = {}  # event id -> its values
         self._interned: dict[Any, Values] = {}  # what is read -> the one Values
+        self._batches: dict[int, tuple[Sequence[StoredLike], list[Values]]] = {}
         self._row: tuple[str, ...] = ()  # the fields the store assigned that are read
         self._body: Callable[[Any], tuple[Any, ...]] | None = None  # what is read of the body
         if projection is not None:
@@ -261,9 +262,18 @@ class Reads:
                 self._body = _key_function(_EVENT, body)
 
     def of(self, batch: Sequence[StoredLike]) -> list[Values]:
-        """Each event's values, in the batch's order."""
+        """Each event's values, in the batch's order. Runners standing at the same place
+        are handed the same batch (``alert_server.reads``): after the first, its answer is
+        one lookup for the whole batch (the batch is kept with it, so its id stays its own)."""
+        kept = self._batches.get(id(batch))
+        if kept is not None and kept[0] is batch and len(kept[1]) == len(batch):
+            return kept[1]
         known = self._by_event.get
-        return [known(stored.id) or self._convert(stored) for stored in batch]
+        values = [known(stored.id) or self._convert(stored) for stored in batch]
+        if len(self._batches) >= _BATCHES:
+            del self._batches[next(iter(self._batches))]
+        self._batches[id(batch)] = (batch, values)
+        return values
 
     def _convert(self, stored: StoredLike) -> Values:
         if self.projection is None:  # the whole event, id included: never the same twice
@@ -530,6 +540,7 @@ def _freeze(value: Any) -> Any:
 #: Events (and distinct values) kept per projection: more than a few batches of every
 #: runner in flight, so runners a little apart still share the conversion.
 _CACHE_SIZE = 20_000
+_BATCHES = 16  # recent batches and their values, per projection (as many as reads.py keeps)
 _ROW = frozenset(["id", "sequence", "type", "publish_time"])
 
 

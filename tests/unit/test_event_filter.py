@@ -140,7 +140,10 @@ def test_filters_reading_the_same_fields_share_the_converted_event() -> None:
     ]
     first, second = one.reads.of(rows)
     assert first is second  # the same values: one object, one call into the library per filter
-    assert two.reads.of(rows) == [first, second]
+    assert two.reads.of(rows) is one.reads.of(rows)  # the same batch: answered as a whole
+    assert two.reads.of(list(rows)) == [first, second]
+    rows.append(rows[0])  # (a batch is never changed; if it were, it is not mistaken)
+    assert one.reads.of(rows) == [first, second, first]
     assert first.view == {"task_fail": {"project_name": event.task_fail.project_name}}
     whole = stored_view(rows[0])
     assert whole["id"] == rows[0].id and whole["sequence"] == 1 and whole["type"] == TASK_FAIL
