@@ -137,7 +137,9 @@ async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
             for v in host.instance_views()
         ]
     )
-    plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(PluginHostServicer(host), server)
+    plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(
+        PluginHostServicer(host, signal), server
+    )
     health_servicer = await grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
     # Everything alive now lives as long as the server. Frozen out of the collector's sight,
     # it is not scanned again: a full collection (the leak watch runs one after a plugin

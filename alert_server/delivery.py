@@ -69,6 +69,20 @@ class RunnerDeps:
     tracing: Tracing | None = None
 
 
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What one listener instance asks of its runner, from its row and its plugin's form:
+    built by ``alert_server.runner_factory``; an update builds a new one (a new runner)."""
+
+    instance_id: str
+    config: dict[str, Any]  # typed params, secrets opened
+    types: Sequence[int]
+    policy: FailurePolicy
+    # Compiled once, when the runner starts: an update restarts the runner, so a changed
+    # filter applies from the next event read.
+    content_filter: EventFilter | None = None
+
+
 def _count_through(batch: Sequence[events.StoredEvent], sequence: int) -> int:
     """How many events of the batch (ordered by sequence) go up to ``sequence``: usually
     all of them. By sequence, not ``batch.index(event)``, which compares whole events."""
@@ -83,26 +97,18 @@ def _now_iso() -> str:
 
 class InstanceRunner:
     def __init__(
-        self,
-        instance_id: str,
-        package: LoadedPackage,
-        config: dict[str, Any],
-        types: Sequence[int],
-        policy: FailurePolicy,
-        fence: int,
-        deps: RunnerDeps,
-        content_filter: EventFilter | None = None,
+        self, spec: InstanceSpec, package: LoadedPackage, fence: int, deps: RunnerDeps
     ) -> None:
-        """``metrics`` counts delivered, failed and parked events and their latency."""
-        self.instance_id = instance_id
+        """Delivers ``spec``'s instance with ``package`` from the state in the store, its
+        writes fenced by ``fence`` until it reads a newer one."""
+        self.instance_id = spec.instance_id
         self.package = package
-        self.config = config
+        self.config = spec.config
         # None reads every type: no "type IN (all thirteen)" filter for the common case.
+        types = spec.types
         self.types: list[int] | None = None if set(types) >= event_types.ALL else list(types)
-        self.policy = policy
-        # Compiled once, when the runner starts: an update restarts the runner, so a changed
-        # filter applies from the next event read.
-        self.filter = content_filter
+        self.policy = spec.policy
+        self.filter = spec.content_filter
         self.filtered = 0  # the instance's total, written with the cursor
         self.store = deps.store
         self.signal = deps.signal

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2
 from alert_server.host import PluginHost
 from alert_server.loader import LoadedPackage
 from alert_server.package_cache import sha256_of
+from alert_server.wakeup import SequenceSignal
 from event_store import errors as store_errors
 from event_store.events import StoredEvent
 from listener.alert.v1 import plugin_host_pb2 as pb
@@ -45,8 +46,11 @@ def _load_response(loaded: LoadedPackage) -> pb.LoadPluginResponse:
 
 
 class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
-    def __init__(self, host: PluginHost) -> None:
+    """Talks to the host's operations and the wake-up signal, nothing inside them."""
+
+    def __init__(self, host: PluginHost, signal: SequenceSignal) -> None:
         self.host = host
+        self.signal = signal
 
     async def LoadPlugin(
         self, request: pb.LoadPluginRequest, context: Context
@@ -63,11 +67,9 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
                     request.plugin_id, request.package, request.sha256, request.isolation or None
                 )
             )
-        if request.package:
-            self.host.cache.put(request.sha256, request.package)
         return _load_response(
             await self.host.load_plugin(
-                request.plugin_id, request.sha256, request.isolation or None
+                request.plugin_id, request.sha256, request.isolation or None, request.package
             )
         )
 
@@ -91,13 +93,14 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
 
     async def Notify(self, request: pb.NotifyRequest, context: Context) -> pb.NotifyResponse:
         stage_trace.mark_upto("notify_received", request.max_sequence)
-        self.host.signal.bump(request.max_sequence)
+        self.signal.bump(request.max_sequence)
         return pb.NotifyResponse()
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
-        latest = self.host.signal.latest
+        latest = self.signal.latest
+        status = self.host.status()
         return pb.GetStatusResponse(
             plugins=[
                 pb.LoadedPlugin(
@@ -107,7 +110,7 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
                     module_prefix=p.prefix,
                     isolation=p.isolation,
                 )
-                for p in self.host.plugins.values()
+                for p in status.plugins
             ],
             leaked_plugins=[
                 pb.LeakedPlugin(
@@ -117,7 +120,7 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
                     module_prefix=leak.prefix,
                     leaks=leak.leaks,
                 )
-                for leak in self.host.leaks.values()
+                for leak in status.leaks
             ],
             instances=[
                 pb.InstanceStatus(
@@ -129,7 +132,7 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
                     last_error=v.last_error,
                     attempts=v.attempts,
                 )
-                for v in self.host.instance_views()
+                for v in status.instances
             ],
         )
 
@@ -141,15 +144,14 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
     async def SendTestEvent(
         self, request: pb.SendTestEventRequest, context: Context
     ) -> pb.SendTestEventResponse:
-        runner = self.host.runners.get(request.instance_id)
-        if runner is None:
-            return pb.SendTestEventResponse(running=False)
         msg = event_pb2.ListenerEvent.FromString(request.event)
         stored = StoredEvent(
             msg.sequence, msg.id, int(msg.type), msg.publish_time.ToDatetime(UTC), request.event
         )
         started = time.monotonic()
-        error = await runner.deliver_test(stored)
+        error = await self.host.send_test_event(request.instance_id, stored)
+        if error is None:
+            return pb.SendTestEventResponse(running=False)
         return pb.SendTestEventResponse(
             running=True, error=error, duration_ms=(time.monotonic() - started) * 1000
         )

@@ -113,7 +113,7 @@ async def test_bad_packages_are_rejected_and_nothing_is_stored(
     )
     assert details(err)[0]
     assert await snapshot(pair) == before
-    assert len(pair.alert.host.plugins) == 1  # only the logger stays loaded
+    assert len(pair.alert.host.packages.loaded) == 1  # only the logger stays loaded
 
 
 async def test_params_missing_a_required_field(pair: Pair) -> None:

@@ -99,5 +99,5 @@ async def test_flow_on_each_database(db_url: str, tmp_path: Path) -> None:
         await c.plugins.DeletePlugin(plugin_pb2.DeletePluginRequest(name="plugins/logger"))
         listed_plugins = await c.plugins.ListPlugins(plugin_pb2.ListPluginsRequest())
         assert list(listed_plugins.plugins) == []
-        status = await eventually(lambda: not pair.alert.host.plugins)
+        status = await eventually(lambda: not pair.alert.host.packages.loaded)
         assert status

@@ -55,12 +55,12 @@ async def test_concurrent_install_update_uninstall_loops(tmp_path: Path) -> None
         status = await alert_status(pair)
         assert list(status.plugins) == [] and list(status.instances) == []
         host = pair.alert.host
-        assert host.plugins == {} and host.runners == {} and host.load_errors == {}
+        assert host.packages.loaded == {} and host.runners == {} and host.packages.load_errors == {}
         assert not [n for n in sys.modules if n.startswith("_listener_plugins.churn")]
-        assert host.loader.loaded_prefixes() == []
-        await eventually(lambda: not host._residues, timeout=15)
-        assert host.leaks == {}
-        assert not list(host.cache.directory.glob("*.zip"))
+        assert host.packages.loader.loaded_prefixes() == []
+        await eventually(lambda: not host.leak_watch.pending, timeout=15)
+        assert host.leak_watch.reports() == []
+        assert not list(host.packages.cache.directory.glob("*.zip"))
     print(
         f"\n[figures] {LOOPS} concurrent admins x {ROUNDS} rounds of install, instance, "
         f"update, delete: {elapsed:.1f} s"

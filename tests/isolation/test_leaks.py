@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alert_server import host as host_module
+from alert_server import leak_watch
 from listener.v1 import event_service_pb2, listener_instance_pb2, plugin_pb2
 from tests.isolation import host_cache
 from tests.isolation.support import (
@@ -61,7 +61,7 @@ class Leaky(ListenerPlugin):
 async def test_a_leaking_plugin_is_reported_until_the_leak_is_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, finding: str
 ) -> None:
-    monkeypatch.setattr(host_module, "LEAK_CHECK_MAX", 0.5)  # re-check often, for the test
+    monkeypatch.setattr(leak_watch, "LEAK_CHECK_MAX", 0.5)  # re-check often, for the test
     host_cache.RELEASE.clear()
     out = tmp_path / "out.jsonl"
     package = make_zip({"leaky.py": f"MODE = {mode!r}\n" + LEAKY}, manifest("leaky", "leaky:Leaky"))
@@ -126,10 +126,12 @@ async def test_a_well_behaved_plugin_leaves_nothing_after_updates_and_uninstall(
         )
         await c.plugins.DeletePlugin(plugin_pb2.DeletePluginRequest(name="plugins/recorder"))
         host = pair.alert.host
-        await eventually(lambda: not host._residues, timeout=10)  # every version checked
-        assert host.leaks == {}
+        await eventually(lambda: not host.leak_watch.pending, timeout=10)  # every version checked
+        assert host.leak_watch.reports() == []
         assert not (await alert_status(pair)).leaked_plugins
-        assert not list(host.cache.directory.glob("*.zip"))  # the cache let go of both files
+        assert not list(
+            host.packages.cache.directory.glob("*.zip")
+        )  # the cache let go of both files
 
 
 async def test_the_leak_watch_collection_scans_only_what_came_after_start(tmp_path: Path) -> None:
@@ -142,7 +144,7 @@ async def test_the_leak_watch_collection_scans_only_what_came_after_start(tmp_pa
         c = pair.clients
         await install(c, recorder_package("1"))
         await create_instance(c, "rec", "recorder", {"logFile": str(out)})
-        await eventually(lambda: not pair.alert.host._residues)  # the probe was checked
+        await eventually(lambda: not pair.alert.host.leak_watch.pending)  # the probe was checked
         frozen, scanned = gc.get_freeze_count(), len(gc.get_objects())
         assert frozen > 3 * scanned, (frozen, scanned)
         loaded = [

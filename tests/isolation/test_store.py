@@ -65,7 +65,7 @@ async def test_a_corrupted_cache_file_is_fetched_again_on_restart(tmp_path: Path
             event_service_pb2.PublishEventRequest(event=sample_event("task_fail", 1))
         )
         await eventually(lambda: len(read_jsonl(out)) == 1)
-        cached = alert.host.cache.path_for(plugin.sha256)
+        cached = alert.host.packages.cache.path_for(plugin.sha256)
         assert hashlib.sha256(cached.read_bytes()).hexdigest() == plugin.sha256
 
         await alert.stop(0)
@@ -77,7 +77,7 @@ async def test_a_corrupted_cache_file_is_fetched_again_on_restart(tmp_path: Path
                 db_url=url, data_dir=str(tmp_path / "alert"), alert_addr=alert_addr, **FAST
             )
         )
-        assert [p.version for p in restarted.host.plugins.values()] == ["1"]
+        assert [p.version for p in restarted.host.packages.loaded.values()] == ["1"]
         assert hashlib.sha256(cached.read_bytes()).hexdigest() == plugin.sha256
         await c.events.PublishEvent(
             event_service_pb2.PublishEventRequest(event=sample_event("task_fail", 2))

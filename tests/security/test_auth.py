@@ -328,7 +328,7 @@ async def test_an_api_server_with_the_wrong_internal_token_is_refused(tmp_path: 
                 )
         assert "UNAUTHENTICATED" in (caught.value.details() or "")
         assert "right" not in (caught.value.details() or "")
-        assert alert.host.plugins == {}
+        assert alert.host.packages.loaded == {}
     finally:
         await api.stop(0)
         await alert.stop(0)

@@ -51,7 +51,7 @@ async def test_tls_on_both_servers_and_the_internal_channel(tmp_path: Path, cert
                 plugin_pb2.CreatePluginRequest(package=logger_package())
             )
             assert await list_plugins(channel) == ["plugins/logger"]
-        assert set(pair.alert.host.plugins) == {"logger"}
+        assert set(pair.alert.host.packages.loaded) == {"logger"}
         # Plaintext to a TLS port, and a client that trusts another CA, get nowhere.
         async with grpc.aio.insecure_channel(pair.api_addr) as channel:
             assert await refused(channel) == grpc.StatusCode.UNAVAILABLE

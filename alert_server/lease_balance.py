@@ -1,0 +1,143 @@
+"""This server's leases: renew them, know until when each may be acted on, take or give a share.
+
+The store holds who owns which instance (``event_store.leases``); this object is the server's
+side of it. A renewal or claim sent at ``sent_at`` makes its leases valid until
+``lease_clock.validity(sent_at, ttl)`` by this server's monotonic clock, and leases of others
+are claimed only once seen unchanged for a full term (``alert_server.lease_clock``). Which
+runners to stop, kick or start as a result is the host's part (``alert_server.host``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alert_server import lease_clock
+from event_store import leases
+from event_store.models import utcnow
+from event_store.retry import in_transaction
+from event_store.store import Store
+
+
+@dataclass
+class Renewal:
+    """What one renewal found: the instances this server holds (with their fences), the
+    leases it does not hold, and the other servers seen alive."""
+
+    owned: dict[str, int]
+    others: dict[str, leases.LeaseToken]
+    live: list[str]
+
+
+class LeaseBalancer:
+    def __init__(self, store: Store, server_id: str, address: str, ttl: float) -> None:
+        self.store = store
+        self.server_id = server_id
+        self.address = address
+        self.ttl = ttl
+        # Until when each held lease may be acted on (monotonic), and what this server saw of
+        # the others' leases and beats.
+        self._valid: dict[str, float] = {}
+        self._leases_seen = lease_clock.Watch(ttl)
+        self._beats_seen = lease_clock.Watch(ttl)
+        self._last_token: datetime | None = None
+
+    def valid_until(self, instance_id: str) -> float:
+        """Until when (event loop time) the lease may be acted on; 0 for one not held."""
+        return self._valid.get(instance_id, 0.0)
+
+    def _token(self) -> datetime:
+        """The ``lease_until`` to write: a full term from now, and always a new value."""
+        self._last_token = leases.next_token(
+            utcnow() + timedelta(seconds=self.ttl), self._last_token
+        )
+        return self._last_token
+
+    def _granted(self, instance_ids: Iterable[str], sent_at: float) -> None:
+        until = lease_clock.validity(sent_at, self.ttl)
+        for iid in instance_ids:
+            self._valid[iid] = until
+
+    async def renew(self) -> Renewal:
+        """Heartbeat, renew every held lease and read the others', in one transaction.
+
+        The send time of the attempt that succeeded bounds how long the renewed leases may be
+        acted on; a failure forgets what was seen of the others (it says nothing about who is
+        alive after the gap) and raises."""
+        loop = asyncio.get_running_loop()
+        sent_at = 0.0
+
+        async def renewal(
+            session: AsyncSession,
+        ) -> tuple[dict[str, int], dict[str, datetime], dict[str, leases.LeaseToken]]:
+            nonlocal sent_at
+            sent_at = loop.time()  # of the attempt that succeeds
+            await leases.heartbeat(session, self.server_id, self.address)
+            owned = await leases.renew(session, self.server_id, self._token())
+            return (
+                owned,
+                await leases.heartbeats(session),
+                await leases.others(session, self.server_id),
+            )
+
+        try:
+            owned, beats, others = await in_transaction(self.store, renewal)
+        except Exception:
+            self._leases_seen.forget()
+            self._beats_seen.forget()
+            raise
+        self._granted(owned, sent_at)
+        for iid in [i for i in self._valid if i not in owned]:
+            del self._valid[iid]
+        now = loop.time()
+        self._leases_seen.observe(others, now)
+        beats.pop(self.server_id, None)
+        self._beats_seen.observe(beats, now)
+        live = [s for s in beats if not self._beats_seen.unchanged_for_a_term(s, now)]
+        return Renewal(owned, others, live)
+
+    @staticmethod
+    def share(renewal: Renewal) -> int:
+        """How many instances this server should hold (``leases.fair_share``)."""
+        return leases.fair_share(len(renewal.owned), renewal.others, renewal.live)
+
+    async def release(self, renewal: Renewal, instance_id: str) -> None:
+        """Gives a held lease back (another server is short); its runner is stopped first."""
+        await in_transaction(
+            self.store, partial(leases.release, instance_id=instance_id, server_id=self.server_id)
+        )
+        renewal.owned.pop(instance_id)
+        self._valid.pop(instance_id, None)
+
+    async def claim(self, renewal: Renewal, count: int) -> dict[str, int]:
+        """Claims up to ``count`` leases that are free or seen unchanged for a full term;
+        returns the claimed instances with their fences."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        candidates = [
+            (iid, token)
+            for iid, token in sorted(renewal.others.items())
+            if not token.owner or self._leases_seen.unchanged_for_a_term(iid, now)
+        ][:count]
+        if not candidates:
+            return {}
+        sent_at = 0.0
+
+        async def claim(session: AsyncSession) -> dict[str, int]:
+            nonlocal sent_at
+            sent_at = loop.time()
+            return await leases.claim_many(session, candidates, self.server_id, self._token())
+
+        claimed = await in_transaction(self.store, claim)
+        self._granted(claimed, sent_at)
+        return claimed
+
+    async def leave(self) -> None:
+        """Frees every lease of this server at once (a clean shutdown; runners stopped first)."""
+        self._valid.clear()
+        await in_transaction(self.store, partial(leases.leave, server_id=self.server_id))
