@@ -25,15 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alert_server.delivery import InstanceRunner, RunnerDeps
+from alert_server.child_process import ProcessSettings
+from alert_server.delivery import InstanceRunner
 from alert_server.leak_watch import LeakReport, LeakWatch
 from alert_server.lease_balance import LeaseBalancer
 from alert_server.loader import LoadedPackage
 from alert_server.packages import Packages
-from alert_server.process_plugin import ProcessSettings
 from alert_server.progress import ProgressWriter
 from alert_server.reads import SharedReads
 from alert_server.runner_factory import READ_CHUNK, RunnerFactory
+from alert_server.runner_spec import RunnerDeps
 from alert_server.wakeup import SequenceSignal
 from event_store import deliveries
 from event_store.events import StoredEvent

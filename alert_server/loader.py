@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from alert_server import process_plugin
-from alert_server.process_plugin import ProcessSettings
+from alert_server.child_process import ChildSpec, ProcessSettings
 from listener_common import ListenerPlugin
 from listener_common._namespace import ROOT, Namespaces, safe_name, under
 from listener_common.errors import PluginLoadError
@@ -301,10 +301,10 @@ class PackageLoader:
     def _load_process(
         self, plugin_id: str, info: PackageInfo, zip_path: Path, prefix: str
     ) -> LoadedPackage:
-        settings = self._process or process_plugin.ProcessSettings()
+        settings = self._process or ProcessSettings()
         form, batch = process_plugin.inspect_in_child(plugin_id, info.sha256, zip_path, settings)
         cls = process_plugin.proxy_class(
-            process_plugin.ChildSpec(plugin_id, info.sha256, str(zip_path), prefix, settings),
+            ChildSpec(plugin_id, info.sha256, str(zip_path), prefix, settings),
             batch,
         )
         return LoadedPackage(plugin_id, info, zip_path, prefix, cls, form, isolation="process")

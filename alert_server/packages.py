@@ -15,11 +15,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from alert_server.child_process import ProcessSettings
 from alert_server.delivery import InstanceRunner
 from alert_server.leak_watch import LeakWatch
 from alert_server.loader import LoadedPackage, PackageLoader
 from alert_server.package_cache import PackageCache
-from alert_server.process_plugin import ProcessSettings
+from alert_server.plugin_slot import PluginSlot
 from event_store import catalog
 from event_store.errors import PluginNotFound
 from event_store.models import Plugin
@@ -148,11 +149,11 @@ class Packages:
             return current
         _, data = await self.cache.fetch(sha256)
         fresh = await self._load(plugin_id, data, sha256, False, isolation)
-        moving = [r for r in runners if current is not None and r.package is current]
+        moving = [r.slot for r in runners if current is not None and r.package is current]
         opened = await self._open_successors(fresh, current, moving)
         started = time.perf_counter()
-        for runner in moving:
-            await runner.swap(fresh, opened.pop(runner.instance_id, None))
+        for slot in moving:
+            await slot.swap(fresh, opened.pop(slot.instance_id, None))
         self.loaded[plugin_id] = fresh
         self.load_errors.pop(plugin_id, None)
         if current is None:
@@ -174,18 +175,19 @@ class Packages:
         self,
         fresh: LoadedPackage,
         current: LoadedPackage | None,
-        moving: Sequence[InstanceRunner],
+        moving: Sequence[PluginSlot],
     ) -> dict[str, ListenerPlugin]:
-        """A plugin object of ``fresh`` for each runner that has one open (a runner that
-        never opened opens the new one itself). On a failure, closes what was opened,
-        retires ``fresh`` and raises FailedPrecondition: the current version keeps running."""
+        """A plugin object of ``fresh`` for each instance that has one open (one that never
+        opened opens the new one itself), not yet in use. On a failure, closes what was
+        opened, retires ``fresh`` and raises FailedPrecondition: the current version keeps
+        running."""
         opened: dict[str, ListenerPlugin] = {}
         failed_id = ""
         try:
-            for runner in moving:
-                if runner.plugin_open:
-                    failed_id = runner.instance_id
-                    opened[failed_id] = await runner.open_plugin(fresh)
+            for slot in moving:
+                if slot.is_open:
+                    failed_id = slot.instance_id
+                    opened[failed_id] = await slot.open(fresh)
         except Exception as exc:
             for plugin in opened.values():  # built but never used: close them, keep the old
                 with contextlib.suppress(Exception):

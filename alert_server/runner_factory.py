@@ -8,11 +8,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from alert_server.delivery import FailurePolicy, InstanceRunner, InstanceSpec, RunnerDeps
+from alert_server.delivery import InstanceRunner
 from alert_server.loader import LoadedPackage
+from alert_server.runner_spec import InstanceSpec, RunnerDeps
 from event_store import catalog, deliveries
 from event_store.models import Delivery, ListenerInstance, Plugin
 from listener_common import params as sdk_params
+from listener_common._dispatch import FailurePolicy
 from listener_core.event_filter import compile_filter
 from listener_core.secrets import SecretBox, open_params
 

@@ -260,37 +260,45 @@ class PluginHarness:
             if failure is None:
                 continue
             attempts += 1
-            failed = batch[failure.index]
-            failed.failures += 1
-            failed.error = failure.message
-            if self.policy.parks(attempts, failure.permanent):
-                report.attempts.append(
-                    Attempt(
-                        failure.message,
-                        failed.event,
-                        0.0,
-                        failure.retry_after,
-                        failure.permanent,
-                        parked=True,
-                    )
-                )
-                failed.outcome = "parked"
+            verdict = await self._setback(report, batch[failure.index], failure, attempts)
+            if verdict == "blocked":
+                break
+            if verdict == "parked":
                 head += 1
                 attempts = 0
-                continue
-            delay = self._delay(attempts, failure.retry_after)
-            report.attempts.append(
-                Attempt(
-                    failure.message, failed.event, delay, failure.retry_after, failure.permanent
-                )
-            )
-            if attempts >= self.max_attempts:
-                failed.outcome = "blocked"
-                break
-            await self._pause(delay)
         if plugin is not None:
             report.close_error = await _dispatch.close_plugin(plugin, self.handler_timeout)
         return report
+
+    async def _setback(
+        self, report: Report, failed: EventResult, failure: _dispatch.Failure, attempts: int
+    ) -> Literal["parked", "blocked", "retry"]:
+        """The head event failed its ``attempts``-th time in a row: parked under the failure
+        policy, blocked after ``max_attempts``, or retried after the backoff (waited here)."""
+        failed.failures += 1
+        failed.error = failure.message
+        if self.policy.parks(attempts, failure.permanent):
+            report.attempts.append(
+                Attempt(
+                    failure.message,
+                    failed.event,
+                    0.0,
+                    failure.retry_after,
+                    failure.permanent,
+                    parked=True,
+                )
+            )
+            failed.outcome = "parked"
+            return "parked"
+        delay = self._delay(attempts, failure.retry_after)
+        report.attempts.append(
+            Attempt(failure.message, failed.event, delay, failure.retry_after, failure.permanent)
+        )
+        if attempts >= self.max_attempts:
+            failed.outcome = "blocked"
+            return "blocked"
+        await self._pause(delay)
+        return "retry"
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:
         return _dispatch.next_delay(attempts, self.retry_base, self.retry_max, retry_after)

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from alert_server.child_process import ProcessSettings, child_command, child_env
 from alert_server.convert import to_sdk_event
 from alert_server.loader import LoadedPackage, PackageLoader, PluginLoadError
 from alert_server.plugin_protocol import decode_all, encode
-from alert_server.process_plugin import ProcessPlugin, ProcessSettings, child_command, child_env
+from alert_server.process_plugin import ProcessPlugin
 from event_store.events import StoredEvent
 from listener.v1 import event_pb2, event_service_pb2, plugin_pb2
 from listener_common import events

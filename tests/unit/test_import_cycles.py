@@ -114,7 +114,7 @@ def test_the_graph_sees_our_imports() -> None:
     graph = import_graph()
     assert "alert_server.errors" in graph["alert_server.process_plugin"]
     assert "listener_common.params" in graph["listener_common.plugin"]
-    assert "event_store.store" in graph["alert_server.delivery"]
+    assert "event_store.store" in graph["alert_server.runner_spec"]
 
 
 def test_cycles_are_found() -> None:
