@@ -18,7 +18,7 @@ import grpc
 from alert_server import sandbox
 from alert_server.child_process import ProcessSettings
 from alert_server.host import PluginHost
-from alert_server.servicer import PluginHostServicer
+from alert_server.servicer import PluginHostServicer, store_refusal
 from alert_server.wakeup import SequenceSignal, listen_postgres, poll_forever
 from event_store import events, retention
 from event_store.ping import ping
@@ -32,6 +32,7 @@ from listener_core.metrics import AlertMetrics, InstanceSample, MetricsEndpoint,
 from listener_core.pipeline.authentication import Authentication
 from listener_core.secrets import SecretBox
 from listener_core.settings import ProcessConfig
+from listener_core.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class AlertServer:
     metrics: AlertMetrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     health: HealthReporter | None = None
+    tracing: Tracing | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.health is not None:
@@ -65,11 +67,15 @@ class AlertServer:
             await self.host.leave()
         await self.host.close()
         await self.store.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes: blocking I/O
 
 
-async def start(config: Config) -> AlertServer:
+async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
     """Checks the security settings, opens the store, converges to it, and serves; returns
-    once ready. Configuration mistakes raise ConfigError before anything is opened."""
+    once ready. Configuration mistakes raise ConfigError before anything is opened.
+    ``tracing`` replaces the one the configuration asks for (tests export spans to memory);
+    the server shuts it down."""
     security = config.security
     internal = (
         auth.TokenTable([(auth.INTERNAL, auth.token_digest(security.internal_token))])
@@ -98,12 +104,14 @@ async def start(config: Config) -> AlertServer:
     async with store.reader() as session:
         signal = SequenceSignal(await events.max_sequence(session))
     metrics = AlertMetrics()
+    tracing = tracing or Tracing.from_settings(config.tracing, "listener-alert-server")
     server = grpc_server.create_server(
         max_message_bytes=config.alert_message_bytes,
         max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         max_streams_per_connection=config.limits.max_streams_per_connection,
         metrics=metrics,
         stages=[Authentication(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
+        refusals=store_refusal,
     )
     # Bound before the host is built: its id and advertised address need the port.
     port = grpc_server.bind(server, alert_addr, credentials)
@@ -121,6 +129,7 @@ async def start(config: Config) -> AlertServer:
         packages=config.packages,
         metrics=metrics,
         secrets=secret_box,
+        tracing=tracing,
     )
     metrics.watch_instances(
         lambda: [
@@ -153,6 +162,7 @@ async def start(config: Config) -> AlertServer:
         "alert server %s listening on %s (store %s)", host.server_id, host.address, store.backend
     )
     alert = AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
+    alert.tracing = tracing
     alert.health = HealthReporter(health_servicer, [SERVICE_NAME], partial(ping, store))
     alert.health.start()
     return alert
