@@ -155,9 +155,15 @@ def inspect_package(
     )
 
 
+#: Top-level folders of a plugin project that are never packed.
+_LEFT_OUT = frozenset({"tests", "dist", "build"})
+
+
 def _source_files(src_dir: Path, skip_dir: Path) -> list[str]:
-    """Relative POSIX paths to pack: no dotfiles, ``__pycache__``, bytecode, build output, nor
-    the project's own ``tests/`` folder (a plugin's tests run on the author's machine)."""
+    """Relative POSIX paths to pack: no dotfiles, ``__pycache__``, bytecode, build output (the
+    ``out`` folder, and a top-level ``dist/`` or ``build/``: a folder built, bumped and built
+    again must not carry its earlier packages inside), nor the project's own ``tests/``
+    folder (a plugin's tests run on the author's machine)."""
     found: list[str] = []
     for root, dirs, files in os.walk(src_dir):
         here = Path(root)
@@ -167,7 +173,7 @@ def _source_files(src_dir: Path, skip_dir: Path) -> list[str]:
             if not d.startswith(".")
             and d != "__pycache__"
             and (here / d).resolve() != skip_dir
-            and not (here == src_dir and d == "tests")
+            and not (here == src_dir and d in _LEFT_OUT)
         ]
         for file in files:
             if file.startswith(".") or file.endswith((".pyc", ".pyo")):

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 from tests.support.servers import REPO, running_pair
@@ -64,12 +65,18 @@ async def test_the_five_minute_guide_works_as_written(tmp_path: Path) -> None:
 
     project = work / "disk-alerts"
     assert (project / "listener-plugin.toml").is_file()
-    assert (project / "dist" / "disk-alerts-0.1.0.zip").is_file()
+    built = work / "dist" / "disk-alerts-0.1.0.zip"
+    # Only the plugin's own files: what it wrote while tried stays out of the package.
+    assert zipfile.ZipFile(built).namelist() == [
+        "README.md",
+        "disk_alerts_listener.py",
+        "listener-plugin.toml",
+    ]
     assert "2 passed" in text  # the generated tests
     # plugin test delivered its sample; the installed plugin delivered the published event.
-    [tried] = [json.loads(line) for line in (project / "try.jsonl").read_text().splitlines()]
+    [tried] = [json.loads(line) for line in (work / "try.jsonl").read_text().splitlines()]
     assert tried["type"] == "TASK_FAIL"
-    [line] = [json.loads(x) for x in (project / "failures.jsonl").read_text().splitlines()]
+    [line] = [json.loads(x) for x in (work / "failures.jsonl").read_text().splitlines()]
     assert line["type"] == "TASK_FAIL", line
     assert line["text"] == "task extract of nightly failed", line  # no blank where a name was
     assert line["text"] in text  # `cat failures.jsonl` printed it

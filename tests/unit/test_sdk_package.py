@@ -299,6 +299,22 @@ def test_build_skips_its_own_output_inside_the_source(tmp_path: Path) -> None:
         assert not any(name.startswith("dist/") for name in archive.namelist())
 
 
+def test_build_of_a_folder_leaves_out_earlier_builds_wherever_they_go(tmp_path: Path) -> None:
+    """``listenerctl plugin update NAME FOLDER`` builds into a temporary folder: an earlier
+    ``plugin build FOLDER --out FOLDER/dist`` must not ride along (it did, a zip in a zip)."""
+    src = plugin_tree(tmp_path)
+    build_package(src, src / "dist")
+    (src / "build").mkdir()
+    (src / "build" / "leftover.py").write_text("x = 1\n")
+    (src / "demo_pkg" / "dist").mkdir()  # only the top-level folders are build output
+    (src / "demo_pkg" / "dist" / "data.txt").write_text("kept\n")
+    again = build_package(src, tmp_path / "elsewhere")
+    with zipfile.ZipFile(again) as archive:
+        names = archive.namelist()
+    assert not [n for n in names if n.startswith(("dist/", "build/"))], names
+    assert "demo_pkg/dist/data.txt" in names
+
+
 def test_build_without_manifest(tmp_path: Path) -> None:
     with pytest.raises(PackageError, match=f"no {MANIFEST_NAME}"):
         build_package(tmp_path, tmp_path / "out")
