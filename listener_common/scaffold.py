@@ -173,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
-    print(root)
+    print(
+        f"wrote {root}: test it with "
+        f"'python -m listener_common.testing {root} --param outFile=...', "
+        f"build it with 'python -m listener_common.build {root} --out dist'"
+    )
     return 0
 
 

@@ -69,7 +69,10 @@ def test_the_sdk_wheel_installs_alone_and_builds_a_plugin(tmp_path: Path) -> Non
 
     # An author with nothing but the wheel: scaffold, test, build.
     bin_env = {**env, "PATH": f"{target / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
-    run([py, "-m", "listener_common.scaffold", "wheel-demo"], tmp_path, bin_env)
+    wrote = run([py, "-m", "listener_common.scaffold", "wheel-demo"], tmp_path, bin_env)
+    # It says what to run next with the SDK alone (the bare path it printed said nothing).
+    assert "python -m listener_common.testing wheel-demo --param outFile=" in wrote, wrote
+    assert "python -m listener_common.build wheel-demo --out dist" in wrote, wrote
     built = run(
         [py, "-m", "listener_common.build", "wheel-demo", "--out", "dist"], tmp_path, bin_env
     )
