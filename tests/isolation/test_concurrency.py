@@ -58,7 +58,7 @@ async def test_concurrent_install_update_uninstall_loops(tmp_path: Path) -> None
         assert host.packages.loaded == {} and host.runners == {} and host.packages.load_errors == {}
         assert not [n for n in sys.modules if n.startswith("_listener_plugins.churn")]
         assert host.packages.loader.loaded_prefixes() == []
-        await eventually(lambda: not host.leak_watch.pending, timeout=15)
+        await eventually(lambda: not host.leak_watch.pending, timeout=60)
         assert host.leak_watch.reports() == []
         assert not list(host.packages.cache.directory.glob("*.zip"))
     print(

@@ -82,7 +82,7 @@ async def test_a_corrupted_cache_file_is_fetched_again_on_restart(tmp_path: Path
         await c.events.PublishEvent(
             event_service_pb2.PublishEventRequest(event=sample_event("task_fail", 2))
         )
-        lines = await eventually(lambda: len(got := read_jsonl(out)) >= 2 and got, timeout=20)
+        lines = await eventually(lambda: len(got := read_jsonl(out)) >= 2 and got, timeout=60)
         assert [x["v"] for x in lines] == ["1", "1"]
     finally:
         await channel.close()

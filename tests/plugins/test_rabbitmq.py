@@ -77,7 +77,7 @@ async def drain(queue: Any, count: int) -> list[Any]:
             got.append(message)
         return len(got) >= count
 
-    await eventually(arrived, timeout=20)
+    await eventually(arrived, timeout=60)
     return got
 
 

@@ -325,14 +325,14 @@ async def test_one_publisher_cannot_take_every_slot(
 
         monkeypatch.setattr(EventService, "_publish", held_publish)
         held = [asyncio.ensure_future(publish("greedy-1")) for _ in range(2)]
-        await eventually(lambda: inside == 2, timeout=10)  # both are inside the service now
+        await eventually(lambda: inside == 2, timeout=60)  # both are inside the service now
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await publish("greedy-1")
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert details(caught.value).reason == "PUBLISH_CONCURRENCY"
         # Another caller still gets in while the greedy one is at its limit.
         polite = asyncio.ensure_future(publish("polite-2"))
-        await eventually(lambda: inside == 3, timeout=10)  # admitted, held like the others
+        await eventually(lambda: inside == 3, timeout=60)  # admitted, held like the others
         gate.set()
         async with asyncio.timeout(20):
             replies = await asyncio.gather(*held, polite)
