@@ -225,4 +225,5 @@ def test_time_to_load_a_package(loader: PackageLoader, tmp_path: Path) -> None:
     timings.sort()
     median_ms = timings[len(timings) // 2] * 1000
     print(f"\n[figures] time to load a 5-module package (namespace): median {median_ms:.2f} ms")
-    assert median_ms < 200
+    # A figure, not a check: a bound on it would measure the machine's load (speed is
+    # `make bench`'s job). What must hold is that each load is undone:
