@@ -35,6 +35,7 @@ class LoadSpec:
     calls: int = 0
     rate: float = 0.0
     record: bool = False  # keep (sequence, ack wall time) of every published event
+    channels: int = 1  # connections the callers share round-robin (api_workers: >1)
 
 
 @dataclass
@@ -111,7 +112,7 @@ class _Run:
                 now = time.time()
                 r.acks.extend((s, now) for s in seqs)
 
-    async def closed(self, stub: grpc.aio.UnaryUnaryMultiCallable) -> None:
+    async def closed(self, stubs: list[grpc.aio.UnaryUnaryMultiCallable]) -> None:
         spec = self.spec
         now = time.perf_counter()
         self.window_start = now + spec.warmup
@@ -119,7 +120,7 @@ class _Run:
             self.window_end = self.window_start + spec.duration
         issued = 0
 
-        async def caller() -> None:
+        async def caller(stub: grpc.aio.UnaryUnaryMultiCallable) -> None:
             nonlocal issued
             while time.perf_counter() < self.window_end:
                 if spec.calls:
@@ -129,7 +130,7 @@ class _Run:
                 await self.call(stub)
 
         self.result.started = time.time() + spec.warmup
-        await asyncio.gather(*(caller() for _ in range(spec.concurrency)))
+        await asyncio.gather(*(caller(stubs[i % len(stubs)]) for i in range(spec.concurrency)))
         end = min(time.perf_counter(), self.window_end)
         self.result.elapsed = end - self.window_start
 
@@ -160,17 +161,24 @@ async def _run(spec: LoadSpec) -> LoadResult:
         ("grpc.max_send_message_length", 64 * 2**20),
         ("grpc.max_receive_message_length", 64 * 2**20),
     ]
-    async with grpc.aio.insecure_channel(spec.addr, options=options) as channel:
-        async with asyncio.timeout(10):
-            await channel.channel_ready()
-        stub = channel.unary_unary(spec.method)
+    if spec.channels > 1:  # a connection each, not one shared by grpc's global pool
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    channels = [grpc.aio.insecure_channel(spec.addr, options=options) for _ in range(spec.channels)]
+    try:
+        for channel in channels:
+            async with asyncio.timeout(10):
+                await channel.channel_ready()
+        stubs = [channel.unary_unary(spec.method) for channel in channels]
         run = _Run(spec)
         cpu, wall = time.process_time(), time.perf_counter()
         if spec.rate:
-            await run.open(stub)
+            await run.open(stubs[0])
         else:
-            await run.closed(stub)
+            await run.closed(stubs)
         run.result.cpu_pct = 100 * (time.process_time() - cpu) / (time.perf_counter() - wall)
+    finally:
+        for channel in channels:
+            await channel.close()
     run.result.rtt_ms.sort()
     return run.result
 

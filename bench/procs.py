@@ -47,6 +47,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of the process and its direct children (``api_workers``' forked workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_seconds(pid) + sum(cpu_seconds(int(c)) for c in children)
+
+
 class CpuMeter:
     """CPU share of one process over a window, as a percentage of one core."""
 
@@ -87,6 +93,7 @@ class Servers:
     alert_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     trace_dir: Path | None = None  # per-stage timestamps (bench/stages.py) when set
+    env_extra: dict[str, str] = field(default_factory=dict)  # a scenario's own settings
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -108,6 +115,7 @@ class Servers:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.env_extra)
         if self.trace_dir is not None:
             self.trace_dir.mkdir(parents=True, exist_ok=True)
             env["BENCH_STAGE_TRACE_DIR"] = str(self.trace_dir)

@@ -31,5 +31,7 @@ def test_quick_bench_runs_every_scenario(tmp_path: Path) -> None:
     for key, scenario in results["scenarios"].items():
         assert scenario["ran"], f"scenario {key}: {scenario['error']}"
         assert scenario["rows"], f"scenario {key} has no figures"
+    rows = {r["key"] for s in results["scenarios"].values() for r in s["rows"]}
+    assert {"5b", "8b", "12"} <= rows, rows  # issue #19's, beside their scenario's first row
     for name in ("echo_calls_per_s", "sqlite_insert_rows_per_s", "sqlite_read_rows_per_s"):
         assert results["limits"][name] > 0
