@@ -300,8 +300,10 @@ class InstanceRunner:
                     event=stored,
                 )
         if handled > self.cursor:
-            sent = [e for e in choice.chosen if e.sequence <= delivered]
-            skipped = sum(1 for e in batch if e.sequence <= handled) - len(sent)
+            sent = choice.chosen  # usually all of them, and every event up to the last
+            if sent and sent[-1].sequence > delivered:
+                sent = [e for e in sent if e.sequence <= delivered]
+            skipped = _count_through(batch, handled) - len(sent)
             self.filtered += skipped
             self._advance(handled, sent, started)
             if skipped:

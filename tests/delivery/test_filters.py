@@ -331,6 +331,41 @@ async def test_a_filter_failing_on_an_event_parks_it_under_the_park_policy(
         assert inst.delivery.parked_count == 1 and inst.delivery.filtered_count == 0
 
 
+async def test_a_plugin_failing_inside_a_filtered_batch_keeps_the_counts_exact(
+    tmp_path: Path,
+) -> None:
+    """The plugin fails on a selected event in the middle of a batch: what came before it
+    is delivered or counted as filtered, the event is parked, and the rest goes on."""
+    async with running_pair(
+        f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path, retry_base=0.05, retry_max=0.1
+    ) as pair:
+        await install(pair.clients, flaky_package())
+        out = tmp_path / "out.jsonl"
+        request = _request(
+            "mid", out, ["TASK_FAIL"], 'event.task_fail.project_name != "skip"', PARK
+        )
+        request.listener_instance.params["failTasks"] = "task-3"
+        await pair.clients.instances.CreateListenerInstance(request)
+        stream = []
+        for n, project in enumerate(["etl", "skip", "etl", "skip", "etl", "skip"], start=1):
+            event = sample_event("task_fail", n)
+            event.task_fail.project_name = project
+            stream.append(event)
+        ids = [e.id for e in await _publish(pair, stream)]  # one batch for the runner
+        done = await eventually(
+            lambda: _where(
+                pair, "mid", lambda i: i.delivery.pending_count == 0 and i.delivery.parked_count
+            )
+        )
+        assert [x["id"] for x in read_jsonl(out)] == [ids[0], ids[4]]
+        assert done.delivery.filtered_count == 3 and done.delivery.parked_count == 1
+        parked = await pair.clients.instances.ListParkedEvents(
+            li_pb2.ListParkedEventsRequest(parent="listenerInstances/mid")
+        )
+        assert [p.event.id for p in parked.parked_events] == [ids[2]]
+        assert "task task-3 always fails" in parked.parked_events[0].last_error
+
+
 async def test_filter_change_mid_stream_and_replay_apply_the_current_filter(
     tmp_path: Path,
 ) -> None:
