@@ -81,8 +81,9 @@ async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> N
             children = await eventually(lambda: _children(parent), timeout=30)
             assert len(children) == 1, children
             worker = children[0]
+            # Either process may have answered the health check first: wait for both.
             await eventually(lambda: _listens(worker, port), timeout=30)
-            assert _listens(parent, port)
+            await eventually(lambda: _listens(parent, port), timeout=30)
 
             sequences = await _publish_over_connections(pair.api_addr)
             assert len(sequences) == CONNECTIONS * PER_CONNECTION
@@ -100,6 +101,8 @@ async def test_a_dead_worker_stops_the_set(tmp_path: Path) -> None:
         proc = pair.procs["api_server"]
         try:
             (worker,) = await eventually(lambda: _children(proc.pid), timeout=30)
+            port = int(pair.api_addr.rsplit(":", 1)[1])
+            await eventually(lambda: _listens(proc.pid, port), timeout=30)  # the set is up
             os.kill(worker, signal.SIGKILL)
             code = await asyncio.to_thread(proc.wait, 60)
         finally:
