@@ -12,26 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography.fernet import Fernet
 from google.protobuf import timestamp_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chaos.checker import InstanceReport, check, read_lines
-from chaos.proxy import DbProxy, _free_port
+from chaos.cluster import PG, Cluster, build_cluster
 from chaos.witness import witness_package
 from listener.v1 import (
     event_pb2,
@@ -43,79 +37,12 @@ from listener.v1 import (
     plugin_pb2_grpc,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-PG = os.environ.get("LISTENER_TEST_PG", "127.0.0.1:5432")
 INSTANCES = 4
 TASK_FAIL = event_pb2.EventType.Value("EVENT_TYPE_TASK_FAIL")
 
 
 def _say(text: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-@dataclass
-class Server:
-    name: str
-    module: str
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    pids: list[int] = field(default_factory=list)
-
-    @property
-    def addr(self) -> str:
-        key = "LISTENER_API_ADDR" if self.module == "api_server" else "LISTENER_ALERT_ADDR"
-        return self.env[key]
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log, "ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", self.module], cwd=REPO, env=self.env, stdout=out, stderr=out
-            )
-
-    async def start(self) -> None:
-        self.proc = self._spawn()
-        self.pids.append(self.proc.pid)
-        await _wait_serving(self.addr, self.proc, self.log)
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def terminate(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-async def _wait_serving(addr: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc.poll() is not None:
-                tail = _tail(log)
-                raise RuntimeError(f"server on {addr} exited ({proc.returncode}):\n{tail}")
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server on {addr} not serving after 120 s")
-            await asyncio.sleep(0.1)
 
 
 class Publisher:
@@ -238,80 +165,21 @@ async def run_backend(
 
 
 async def _run(backend: str, url: str, duration: float, ttl: float, work: Path) -> Outcome:
-    pg = backend == "postgresql"
-    alert_names = ["alert-a", "alert-b"] if pg else ["alert-a"]
-    api_names = ["api-a", "api-b"]
-    proxies: dict[str, DbProxy] = {}
-    if pg:
-        host, _, port = PG.rpartition(":")
-        for name in alert_names + api_names:
-            proxies[name] = DbProxy((host, int(port)))
-            await proxies[name].start()
-    alert_addrs = {n: f"127.0.0.1:{_free_port()}" for n in alert_names}
-    base = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "LISTENER_SECRET_KEY": Fernet.generate_key().decode(),
-        "LISTENER_LEASE_TTL": str(ttl),
-        "LISTENER_POLL_INTERVAL": "0.5",
-        "LISTENER_RETRY_BASE": "0.2",
-        "LISTENER_RETRY_MAX": "2",
-        "LISTENER_ALERT_TARGETS": ",".join(alert_addrs.values()),
-    }
-    servers: dict[str, Server] = {}
-    for name in alert_names + api_names:
-        env = dict(base)
-        env["LISTENER_DB_URL"] = proxies[name].url(url) if pg else url
-        env["LISTENER_DATA_DIR"] = str(work / name)
-        if name in alert_addrs:
-            env.update(LISTENER_ALERT_ADDR=alert_addrs[name], LISTENER_SERVER_ID=name)
-        else:
-            env.update(
-                LISTENER_API_ADDR=f"127.0.0.1:{_free_port()}",
-                LISTENER_ALERT_ADDR=f"127.0.0.1:{_free_port()}",
-                LISTENER_HTTP_ADDR=f"127.0.0.1:{_free_port()}",
-            )
-        servers[name] = Server(name, name.split("-")[0] + "_server", env, work / f"{name}.log")
+    cluster = await build_cluster(backend, url, ttl, work)
     outs = {f"i{n}": work / f"out{n}.jsonl" for n in range(INSTANCES)}
-    disruptions: dict[str, int] = {}
-    publisher = Publisher([servers[n].addr for n in api_names])
+    publisher = Publisher(cluster.api_addrs())
     started = time.monotonic()
     try:
-        for name in alert_names + api_names:
-            await servers[name].start()
-        await _set_up(servers[api_names[0]].addr, outs)
+        for name in cluster.alerts + cluster.apis:
+            await cluster.servers[name].start()
+        await _set_up(cluster.servers[cluster.apis[0]].addr, outs)
         publisher.start()
         await _until(lambda: all(len(read_lines(o)) > 20 for o in outs.values()), 60)
         _say(f"{backend}: servers up, events flowing; chaos for {duration:.0f} s")
-        scenarios = _scenarios(pg, servers, proxies, alert_names, api_names, ttl)
-        end = time.monotonic() + duration
-        turn = 0
-        # Every kind of disruption at least once, however slowly a loaded machine restarts
-        # servers: a short run is judged by the kinds it survived, not by the clock.
-        while time.monotonic() < end or turn < len(scenarios):
-            label, action = scenarios[turn % len(scenarios)]
-            turn += 1
-            _say(f"{backend}: {label}")
-            await action()
-            disruptions[label] = disruptions.get(label, 0) + 1
-            await asyncio.sleep(random.uniform(1.0, 2.0))
-        for proxy in proxies.values():
-            await proxy.restore()
-        for server in servers.values():
-            if not server.alive():
-                await server.start()
-        mark = len(publisher.acked)
-        await _until(lambda: len(publisher.acked) >= mark + 100, 60)
-        await publisher.stop()
-        _say(f"{backend}: chaos over; waiting for every acknowledged event to arrive")
-        acked = set(publisher.acked)
-        with contextlib.suppress(TimeoutError):
-            await _until(
-                lambda: all({x["id"] for x in read_lines(o)} >= acked for o in outs.values()),
-                180,
-            )
+        disruptions = await _disrupt(backend, cluster, duration, ttl)
+        await _recover(backend, cluster, publisher, outs)
         reports = [check(i, read_lines(o), publisher.acked) for i, o in outs.items()]
-        deliverers = {pid: s.name for s in servers.values() for pid in s.pids}
+        deliverers = {pid: s.name for s in cluster.servers.values() for pid in s.pids}
         return Outcome(
             backend,
             time.monotonic() - started,
@@ -323,10 +191,47 @@ async def _run(backend: str, url: str, duration: float, ttl: float, work: Path) 
         )
     finally:
         await publisher.stop()
-        for server in servers.values():
-            server.terminate()
-        for proxy in proxies.values():
-            await proxy.close()
+        await cluster.close()
+
+
+async def _disrupt(backend: str, cluster: Cluster, duration: float, ttl: float) -> dict[str, int]:
+    """The disruptions in turn for ``duration`` s; how many of each kind were done."""
+    disruptions: dict[str, int] = {}
+    scenarios = _scenarios(cluster, ttl)
+    end = time.monotonic() + duration
+    turn = 0
+    # Every kind of disruption at least once, however slowly a loaded machine restarts
+    # servers: a short run is judged by the kinds it survived, not by the clock.
+    while time.monotonic() < end or turn < len(scenarios):
+        label, action = scenarios[turn % len(scenarios)]
+        turn += 1
+        _say(f"{backend}: {label}")
+        await action()
+        disruptions[label] = disruptions.get(label, 0) + 1
+        await asyncio.sleep(random.uniform(1.0, 2.0))
+    return disruptions
+
+
+async def _recover(
+    backend: str, cluster: Cluster, publisher: Publisher, outs: dict[str, Path]
+) -> None:
+    """Store back, every server up, 100 more events acknowledged, the publisher stopped, and
+    every acknowledged event at every instance (or 180 s passed: the check says what is lost)."""
+    for proxy in cluster.proxies.values():
+        await proxy.restore()
+    for server in cluster.servers.values():
+        if not server.alive():
+            await server.start()
+    mark = len(publisher.acked)
+    await _until(lambda: len(publisher.acked) >= mark + 100, 60)
+    await publisher.stop()
+    _say(f"{backend}: chaos over; waiting for every acknowledged event to arrive")
+    acked = set(publisher.acked)
+    with contextlib.suppress(TimeoutError):
+        await _until(
+            lambda: all({x["id"] for x in read_lines(o)} >= acked for o in outs.values()),
+            180,
+        )
 
 
 async def _set_up(api: str, outs: dict[str, Path]) -> None:
@@ -350,14 +255,9 @@ async def _set_up(api: str, outs: dict[str, Path]) -> None:
 Action = Callable[[], Coroutine[Any, Any, None]]
 
 
-def _scenarios(
-    pg: bool,
-    servers: dict[str, Server],
-    proxies: dict[str, DbProxy],
-    alerts: list[str],
-    apis: list[str],
-    ttl: float,
-) -> list[tuple[str, Action]]:
+def _scenarios(cluster: Cluster, ttl: float) -> list[tuple[str, Action]]:
+    servers, proxies, alerts, apis = cluster.servers, cluster.proxies, cluster.alerts, cluster.apis
+
     async def kill(names: list[str]) -> None:
         server = servers[random.choice(names)]
         server.kill9()
@@ -375,7 +275,7 @@ def _scenarios(
         ("kill -9 an alert server", lambda: kill(alerts)),
         ("kill -9 an API server", lambda: kill(apis)),
     ]
-    if not pg:
+    if not cluster.pg:
         return kills
     everyone = alerts + apis
     return [

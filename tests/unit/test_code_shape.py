@@ -47,7 +47,6 @@ ALLOWED: dict[str, str] = {
     # tools
     "bench/peer_jobs.py _procrastinate": "being split (#14)",
     "bench/stages.py breakdown": "being split (#14)",
-    "chaos/run.py _run": "being split (#14)",
 }
 
 
