@@ -94,14 +94,12 @@ def _direct_builders() -> dict[int, _Direct]:
     server down: the frequent ones). The others, with nested lists, take the general path."""
     built: dict[int, _Direct] = {}
     for name, number in event_types.PAYLOAD_TYPE.items():
-        field = event_pb2.ListenerEvent.DESCRIPTOR.fields_by_name[name]
         cls = events.EVENT_CLASSES[events.EventType(event_types.NAMES[number])]
         hints = typing.get_type_hints(cls)
         plain: list[tuple[str, _Setter]] = []
         times: list[tuple[str, _Setter]] = []
         covered = set(_COMMON)
-        assert field.message_type is not None  # oneof members are messages
-        for proto in field.message_type.fields:
+        for proto in event_types.PAYLOAD_MESSAGE[number].fields:
             attr = cls.payload_renames.get(proto.name, proto.name)
             hint = hints.get(attr)
             if proto.message_type is None and not proto.is_repeated and hint in (int, str, bool):
@@ -115,7 +113,7 @@ def _direct_builders() -> dict[int, _Direct]:
             complete = covered == {f.name for f in dataclasses.fields(cls)}
             if complete and not hasattr(cls, "__post_init__"):
                 common = tuple(_setter(cls, attr) for attr in _COMMON)
-                built[number] = _Direct(cls, field.name, common, tuple(plain), tuple(times))
+                built[number] = _Direct(cls, name, common, tuple(plain), tuple(times))
     return built
 
 

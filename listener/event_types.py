@@ -8,9 +8,12 @@ oneof (``task_fail`` ↔ ``EVENT_TYPE_TASK_FAIL``); the protos keep that rule.
 
 from __future__ import annotations
 
+from google.protobuf.descriptor import Descriptor
+
 from listener.v1 import event_pb2
 
 PREFIX = "EVENT_TYPE_"
+_PAYLOAD = event_pb2.ListenerEvent.DESCRIPTOR.oneofs_by_name["payload"]
 
 #: Every EventType number → its name without the prefix, ``UNSPECIFIED`` (0) included.
 NAMES: dict[int, str] = {
@@ -25,9 +28,16 @@ PUBLIC_NAMES: list[str] = [name for number, name in NAMES.items() if number]
 
 #: Payload field name (``task_fail``) → EventType number, in the oneof's order.
 PAYLOAD_TYPE: dict[str, int] = {
-    field.name: event_pb2.EventType.Value(PREFIX + field.name.upper())
-    for field in event_pb2.ListenerEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
+    field.name: event_pb2.EventType.Value(PREFIX + field.name.upper()) for field in _PAYLOAD.fields
 }
 
 #: EventType number → its payload field name.
 PAYLOAD_FIELD: dict[int, str] = {number: name for name, number in PAYLOAD_TYPE.items()}
+
+#: EventType number → the descriptor of its payload message (``TaskRun`` for TASK_FAIL); every
+#: member of the oneof is a message.
+PAYLOAD_MESSAGE: dict[int, Descriptor] = {
+    PAYLOAD_TYPE[field.name]: field.message_type
+    for field in _PAYLOAD.fields
+    if field.message_type is not None
+}
