@@ -8,26 +8,34 @@ calls :func:`service_error` for every exception a call raised (``build_pipeline`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from api_server import names
 from event_store import errors as store
 from listener_core import errors
 
+#: Each missing row the store names: the message for its key, and the ErrorInfo reason.
+_NOT_FOUND: dict[type[store.NotInStore], tuple[Callable[[str], str], str]] = {
+    store.PluginNotFound: (
+        lambda key: f"plugin {names.plugin_name(key)} not found",
+        "PLUGIN_NOT_FOUND",
+    ),
+    store.InstanceNotFound: (
+        lambda key: f"listener instance {names.instance_name(key)} not found",
+        "INSTANCE_NOT_FOUND",
+    ),
+    store.PackageNotFound: (
+        lambda key: f"package {key} not found; upload it first",
+        "PACKAGE_NOT_FOUND",
+    ),
+}
+
 
 def service_error(exc: BaseException) -> errors.ServiceError | None:
     """The service error ``exc`` stands for, or None when it is none of the store's."""
-    if isinstance(exc, store.PluginNotFound):
-        return errors.NotFound(
-            f"plugin {names.plugin_name(exc.key)} not found", reason="PLUGIN_NOT_FOUND"
-        )
-    if isinstance(exc, store.InstanceNotFound):
-        return errors.NotFound(
-            f"listener instance {names.instance_name(exc.key)} not found",
-            reason="INSTANCE_NOT_FOUND",
-        )
-    if isinstance(exc, store.PackageNotFound):
-        return errors.NotFound(
-            f"package {exc.key} not found; upload it first", reason="PACKAGE_NOT_FOUND"
-        )
+    for kind, (message, reason) in _NOT_FOUND.items():
+        if isinstance(exc, kind):
+            return errors.NotFound(message(exc.key), reason=reason)
     if isinstance(exc, store.NoPendingEvent):
         return errors.FailedPrecondition(
             f"{names.instance_name(exc.instance_id)} has no pending event to skip",

@@ -10,6 +10,7 @@ import asyncio
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from listener_cli import render
 from listener_client import ListenerClient, event_type
@@ -20,6 +21,7 @@ from listener_common.scaffold import new_project
 from listener_common.testing import __main__ as plugin_test
 
 Handler = Callable[[ListenerClient | None, argparse.Namespace], Awaitable[int]]
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -51,6 +53,24 @@ def connected(client: ListenerClient | None) -> ListenerClient:
     """The client of a command that needs a server (``run`` made one)."""
     assert client is not None
     return client
+
+
+def show(
+    args: argparse.Namespace,
+    data: T,
+    human: Callable[[T], object] | None = None,
+    said: str = "",
+) -> int:
+    """A command's answer: ``data`` as JSON under ``--json``; else the line ``said`` (when
+    given), then ``human(data)`` (when given). Exit code 0."""
+    if args.json:
+        render.emit_json(data)
+    else:
+        if said:
+            print(said)
+        if human is not None:
+            human(data)
+    return 0
 
 
 def event_types_arg(text: str | None) -> list[int] | None:
@@ -125,12 +145,7 @@ async def install(client: ListenerClient | None, args: argparse.Namespace) -> in
             stream_threshold=0 if args.stream else 1 << 20,
             chunk_size=args.chunk_size,
         )
-    if args.json:
-        render.emit_json(plugin)
-    else:
-        print(f"installed {plugin.name} {plugin.version}")
-        render.plugin(plugin)
-    return 0
+    return show(args, plugin, render.plugin, f"installed {plugin.name} {plugin.version}")
 
 
 async def update(client: ListenerClient | None, args: argparse.Namespace) -> int:
@@ -148,37 +163,19 @@ async def update(client: ListenerClient | None, args: argparse.Namespace) -> int
             stream_threshold=0 if args.stream else 1 << 20,
             chunk_size=args.chunk_size,
         )
-    if args.json:
-        render.emit_json(plugin)
-    else:
-        print(f"updated {plugin.name} to {plugin.version}")
-        render.plugin(plugin)
-    return 0
+    return show(args, plugin, render.plugin, f"updated {plugin.name} to {plugin.version}")
 
 
 async def uninstall(client: ListenerClient | None, args: argparse.Namespace) -> int:
     await connected(client).uninstall_plugin(args.id, etag=args.etag)
     name = args.id if args.id.startswith("plugins/") else f"plugins/{args.id}"
-    if args.json:
-        render.emit_json({"deleted": name})
-    else:
-        print(f"uninstalled {name}")
-    return 0
+    return show(args, {"deleted": name}, said=f"uninstalled {name}")
 
 
 async def list_plugins(client: ListenerClient | None, args: argparse.Namespace) -> int:
     found = await connected(client).list_plugins()
-    if args.json:
-        render.emit_json(found)
-    else:
-        render.plugins(found)
-    return 0
+    return show(args, found, render.plugins)
 
 
 async def get_plugin(client: ListenerClient | None, args: argparse.Namespace) -> int:
-    plugin = await connected(client).get_plugin(args.id)
-    if args.json:
-        render.emit_json(plugin)
-    else:
-        render.plugin(plugin)
-    return 0
+    return show(args, await connected(client).get_plugin(args.id), render.plugin)

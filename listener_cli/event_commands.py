@@ -12,7 +12,7 @@ from typing import Any
 
 from listener.v1 import event_pb2
 from listener_cli import render
-from listener_cli.commands import connected, event_types_arg
+from listener_cli.commands import connected, event_types_arg, show
 from listener_client import ListenerClient, event_type, to_event, type_name
 
 
@@ -65,11 +65,7 @@ async def list_events(client: ListenerClient | None, args: argparse.Namespace) -
     found = await connected(client).list_events(
         after_sequence=args.after, event_types=event_types_arg(args.events) or (), limit=args.limit
     )
-    if args.json:
-        render.emit_json(found)
-    else:
-        render.events(found)
-    return 0
+    return show(args, found, render.events)
 
 
 # -- tail -------------------------------------------------------------------------------

@@ -5,21 +5,10 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from listener.v1 import listener_instance_pb2
 from listener_cli import render
-from listener_cli.commands import CommandError, Handler, connected, event_types_arg
+from listener_cli.commands import CommandError, Handler, connected, event_types_arg, show
 from listener_client import ListenerClient, event_type, type_name
 from listener_common.params import parse_assignments
-
-
-def _show(inst: listener_instance_pb2.ListenerInstance, args: argparse.Namespace, done: str) -> int:
-    if args.json:
-        render.emit_json(inst)
-    else:
-        if done:
-            print(done)
-        render.instance(inst)
-    return 0
 
 
 async def create_instance(client: ListenerClient | None, args: argparse.Namespace) -> int:
@@ -35,7 +24,7 @@ async def create_instance(client: ListenerClient | None, args: argparse.Namespac
         park_after=args.park_after,
         filter=args.filter or "",
     )
-    return _show(inst, args, f"created {inst.name}")
+    return show(args, inst, render.instance, f"created {inst.name}")
 
 
 async def update_instance(client: ListenerClient | None, args: argparse.Namespace) -> int:
@@ -64,30 +53,22 @@ async def update_instance(client: ListenerClient | None, args: argparse.Namespac
         filter=args.filter,
         etag=etag,
     )
-    return _show(inst, args, f"updated {inst.name}")
+    return show(args, inst, render.instance, f"updated {inst.name}")
 
 
 async def delete_instance(client: ListenerClient | None, args: argparse.Namespace) -> int:
     await connected(client).delete_instance(args.id, etag=args.etag)
     name = args.id if "/" in args.id else f"listenerInstances/{args.id}"
-    if args.json:
-        render.emit_json({"deleted": name})
-    else:
-        print(f"deleted {name}")
-    return 0
+    return show(args, {"deleted": name}, said=f"deleted {name}")
 
 
 async def list_instances(client: ListenerClient | None, args: argparse.Namespace) -> int:
     found = await connected(client).list_instances()
-    if args.json:
-        render.emit_json(found)
-    else:
-        render.instances(found)
-    return 0
+    return show(args, found, render.instances)
 
 
 async def status(client: ListenerClient | None, args: argparse.Namespace) -> int:
-    return _show(await connected(client).get_instance(args.id), args, "")
+    return show(args, await connected(client).get_instance(args.id), render.instance)
 
 
 def action(name: str) -> Handler:
@@ -98,7 +79,7 @@ def action(name: str) -> Handler:
         method = {"retry": c.retry, "skip": c.skip, "pause": c.pause, "resume": c.resume}[name]
         inst = await method(args.id)
         past = {"retry": "retrying", "skip": "skipped the head event of", "pause": "paused"}
-        return _show(inst, args, f"{past.get(name, 'resumed')} {inst.name}")
+        return show(args, inst, render.instance, f"{past.get(name, 'resumed')} {inst.name}")
 
     return handler
 
@@ -119,7 +100,7 @@ async def replay(client: ListenerClient | None, args: argparse.Namespace) -> int
         from_time=parse_time(args.from_time) if args.from_time else None,
     )
     start = f"sequence {args.from_sequence}" if args.from_sequence is not None else args.from_time
-    return _show(inst, args, f"replaying {inst.name} from {start}")
+    return show(args, inst, render.instance, f"replaying {inst.name} from {start}")
 
 
 async def test_event(client: ListenerClient | None, args: argparse.Namespace) -> int:
@@ -135,17 +116,9 @@ async def test_event(client: ListenerClient | None, args: argparse.Namespace) ->
 
 async def list_parked(client: ListenerClient | None, args: argparse.Namespace) -> int:
     found = await connected(client).list_parked(args.id)
-    if args.json:
-        render.emit_json(found)
-    else:
-        render.parked(found)
-    return 0
+    return show(args, found, render.parked)
 
 
 async def redeliver(client: ListenerClient | None, args: argparse.Namespace) -> int:
     count = await connected(client).redeliver(args.id, args.sequences)
-    if args.json:
-        render.emit_json({"count": count})
-    else:
-        print(f"{count} parked event(s) queued for redelivery")
-    return 0
+    return show(args, {"count": count}, said=f"{count} parked event(s) queued for redelivery")

@@ -121,11 +121,14 @@ class _Builder:
         help_text: str,
         handler: commands.Handler,
         aliases: Sequence[str] = (),
+        description: str | None = None,
     ) -> argparse.ArgumentParser:
+        """A command of group ``subs`` (``self.groups`` for one at the top); its description
+        is ``help_text`` unless given."""
         p = subs.add_parser(
             name,
             help=help_text,
-            description=help_text,
+            description=help_text if description is None else description,
             parents=[self.common],
             aliases=list(aliases),
         )
@@ -338,14 +341,14 @@ def _event_commands(b: _Builder) -> None:
 
 def _tail_and_health(b: _Builder) -> None:
     """tail and health, commands of their own."""
-    p = b.groups.add_parser(
+    p = b.command(
+        b.groups,
         "tail",
-        parents=[b.common],
-        help="print deliveries (or, without an instance, published events) as they happen",
+        "print deliveries (or, without an instance, published events) as they happen",
+        event_commands.tail,
         description="Polls and prints each new line until Ctrl-C or --count lines. With an "
         "instance: its deliveries and failed attempts; without: new events in the log.",
     )
-    p.set_defaults(handler=event_commands.tail)
     p.add_argument("id", nargs="?", help="instance id (default: tail the event log)")
     p.add_argument("--count", type=int, help="stop after this many lines")
     p.add_argument("--interval", type=float, default=0.5, help="poll interval, s (default 0.5)")
@@ -356,12 +359,12 @@ def _tail_and_health(b: _Builder) -> None:
         help="start after sequence N (default: now); events stored before the instance "
         "was created never reached it and are not listed",
     )
-    p = b.groups.add_parser(
+    p = b.command(
+        b.groups,
         "health",
-        parents=[b.common],
-        help="check a server with grpc.health.v1 (exit 0 when SERVING, 6 otherwise)",
+        "check a server with grpc.health.v1 (exit 0 when SERVING, 6 otherwise)",
+        event_commands.health,
         description="Checks a server (API or alert) with the gRPC health service: the probe "
         "the compose file's healthchecks use.",
     )
-    p.set_defaults(handler=event_commands.health)
     p.add_argument("--service", default="", help="a service name (default: the whole server)")
