@@ -43,7 +43,6 @@ ALLOWED: dict[str, str] = {
     "plugins/rabbitmq/rabbitmq_listener.py RabbitMQListener.params": "a flat parameter form",
     # owned by the API-server half of #14
     "api_server/app.py start": "assembly: a flat list of constructions",
-    "listener_core/event_filter.py": "being split (#14)",
     # tools
     "bench/peer_jobs.py _procrastinate": "being split (#14)",
     "bench/stages.py breakdown": "being split (#14)",

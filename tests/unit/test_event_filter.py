@@ -14,8 +14,8 @@ from listener.v1 import event_pb2
 from listener_core.event_filter import (
     FilterError,
     FilterRuntimeError,
-    _context,
     compile_filter,
+    context,
     event_view,
     stored_view,
 )
@@ -91,8 +91,8 @@ def test_a_projected_event_answers_as_the_whole_one(text: str) -> None:
     for n, payload in enumerate(PAYLOAD_FIELDS):
         event = sample_event(payload, n)
         event.type = event_pb2.EventType.Value(f"EVENT_TYPE_{payload.upper()}")
-        whole = compiled.matches(_context(event_view(event)))
-        assert compiled.matches(_context(event_view(event, compiled.projection))) == whole
+        whole = compiled.matches(context(event_view(event)))
+        assert compiled.matches(context(event_view(event, compiled.projection))) == whole
 
 
 def test_a_missing_payload_is_a_run_time_error_naming_it() -> None:
@@ -100,7 +100,7 @@ def test_a_missing_payload_is_a_run_time_error_naming_it() -> None:
     assert compiled is not None
     event = sample_event("workflow_fail")
     with pytest.raises(FilterRuntimeError, match="no field 'task_fail' in this event"):
-        compiled.matches(_context(event_view(event, compiled.projection)))
+        compiled.matches(context(event_view(event, compiled.projection)))
 
 
 def test_known_results_are_reused_by_the_values_read_and_errors_never_kept() -> None:
@@ -188,7 +188,7 @@ def test_batches_choose_as_each_event_evaluated_whole(text: str) -> None:
         chosen, failed = [], None
         for stored in batch[start:]:
             try:
-                if compiled.matches(_context(stored_view(stored))):
+                if compiled.matches(context(stored_view(stored))):
                     chosen.append(stored)
             except FilterRuntimeError:
                 failed = stored
