@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 RATE = float(os.environ.get("PEER_RATE", "1000"))
 SECONDS = float(os.environ.get("PEER_SECONDS", "5"))
@@ -179,16 +180,55 @@ def run_celery(work: Path) -> dict[str, float]:
         redis.Redis.from_url(env["PEER_BROKER"]).delete(queue)
 
 
-async def _procrastinate(work: Path) -> dict[str, float]:
+async def _admin(server: str, sql: str) -> None:
+    """``sql`` run on the server's ``postgres`` database (CREATE/DROP DATABASE)."""
     import psycopg
 
+    async with await psycopg.AsyncConnection.connect(f"{server}/postgres", autocommit=True) as c:
+        await c.execute(sql)
+
+
+async def _paced_defers(task: Any) -> dict[int, float]:
+    """``paced`` for procrastinate: each defer its own task, started on the pace's schedule."""
+    acks: dict[int, float] = {}
+    pending: list[asyncio.Task[None]] = []
+
+    async def one(seq: int) -> None:
+        await task.defer_async(seq=seq)
+        acks[seq] = time.time()
+
+    total = int(RATE * SECONDS)
+    start = time.perf_counter()
+    for i in range(total):
+        delay = start + i / RATE - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.append(asyncio.create_task(one(1 + i)))
+    await asyncio.gather(*pending)
+    return acks
+
+
+async def _burst_defers(task: Any) -> tuple[list[int], float, float]:
+    """The burst deferred by ``CALLERS`` concurrent callers: its sequences, started, acked."""
+    burst = list(range(1_000_000, 1_000_000 + BURST))
+    queue = list(burst)
+    started = time.time()
+
+    async def caller() -> None:
+        while queue:
+            await task.defer_async(seq=queue.pop())
+
+    await asyncio.gather(*(caller() for _ in range(CALLERS)))
+    return burst, started, time.time()
+
+
+async def _procrastinate(work: Path) -> dict[str, float]:
     (work / "peer_proc_app.py").write_text(PROCRASTINATE_APP)
     report = work / "procrastinate.report"
     report.unlink(missing_ok=True)
     server = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432")
     name = f"bench_peer_{uuid.uuid4().hex[:10]}"
-    async with await psycopg.AsyncConnection.connect(f"{server}/postgres", autocommit=True) as c:
-        await c.execute(f'CREATE DATABASE "{name}"')
+    await _admin(server, f'CREATE DATABASE "{name}"')
     env = {**os.environ, "PEER_DSN": f"{server}/{name}", "PEER_REPORT": str(report)}
     os.environ.update(env)
     sys.path.insert(0, str(work))
@@ -207,41 +247,15 @@ async def _procrastinate(work: Path) -> dict[str, float]:
             got = await asyncio.to_thread(wait_for, report, {0}, 60)
             if 0 not in got:
                 raise RuntimeError("procrastinate worker did not start; see procrastinate.log")
-            acks: dict[int, float] = {}
-            pending: list[asyncio.Task[None]] = []
-
-            async def one(seq: int) -> None:
-                await task.defer_async(seq=seq)
-                acks[seq] = time.time()
-
-            total = int(RATE * SECONDS)
-            start = time.perf_counter()
-            for i in range(total):
-                delay = start + i / RATE - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                pending.append(asyncio.create_task(one(1 + i)))
-            await asyncio.gather(*pending)
-            burst = list(range(1_000_000, 1_000_000 + BURST))
-            queue = list(burst)
-            started = time.time()
-
-            async def caller() -> None:
-                while queue:
-                    await task.defer_async(seq=queue.pop())
-
-            await asyncio.gather(*(caller() for _ in range(CALLERS)))
-            acked = time.time()
+            acks = await _paced_defers(task)
+            burst, started, acked = await _burst_defers(task)
             got = await asyncio.to_thread(wait_for, report, set(acks) | set(burst))
             return figures(acks, burst, started, acked, got)
     finally:
         if worker is not None:
             worker.terminate()
             worker.wait(30)
-        async with await psycopg.AsyncConnection.connect(
-            f"{server}/postgres", autocommit=True
-        ) as c:
-            await c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# In the order an event passes them; "ack" is the client's, "handler" the plugin's.
-STAGES = ("commit", "notify_sent", "notify_received", "read", "handler")
+# The intervals reported, between stages named in the traces ("ack" is the client's, "handler"
+# the plugin's).
 INTERVALS = (
     ("commit", "ack"),
     ("commit", "notify_sent"),
@@ -70,16 +70,10 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-def breakdown(
-    trace: Trace,
-    acks: dict[int, float],
-    handled: dict[int, float],
-    window: tuple[float, float],
-    names: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Per-interval p50/p99/max (ms) over the sampled events, the stage vector of the
-    slowest ones, and the garbage-collector passes (>= 1 ms) during ``window`` (the ten
-    longest, by process: ``names`` maps a trace file's pid to the server's name)."""
+def _stage_times(
+    trace: Trace, acks: dict[int, float], handled: dict[int, float]
+) -> dict[int, dict[str, float]]:
+    """Each acknowledged sampled event's time at every stage the traces saw it pass."""
     events: dict[int, dict[str, float]] = {}
     for seq, committed in trace.points.get("commit", {}).items():
         if seq not in acks:
@@ -95,6 +89,11 @@ def breakdown(
         if seq in handled:
             times["handler"] = handled[seq]
         events[seq] = times
+    return events
+
+
+def _intervals(events: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """p50/p99/max (ms) and count of each interval some event has both ends of."""
     intervals: dict[str, dict[str, float]] = {}
     for a, b in INTERVALS:
         values = [(t[b] - t[a]) * 1000 for t in events.values() if a in t and b in t]
@@ -105,9 +104,14 @@ def breakdown(
                 "max_ms": round(max(values), 3),
                 "n": len(values),
             }
+    return intervals
+
+
+def _slowest(events: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+    """The interval vector of the five events slowest from ack to handler."""
     complete = [(s, t) for s, t in events.items() if "handler" in t and "ack" in t]
     complete.sort(key=lambda st: st[1]["handler"] - st[1]["ack"], reverse=True)
-    slowest = [
+    return [
         {
             "sequence": seq,
             **{
@@ -118,12 +122,15 @@ def breakdown(
         }
         for seq, t in complete[:5]
     ]
+
+
+def _gc_passes(
+    trace: Trace, window: tuple[float, float], names: dict[str, str] | None
+) -> dict[str, Any]:
+    """The garbage-collector passes during ``window``: counts, longest, total, the ten longest."""
     start, end = window
     passes = [g for g in trace.gc if start <= g[2] <= end]
     return {
-        "sampled_events": len(events),
-        "intervals": intervals,
-        "slowest": slowest,
         "gc_passes_over_1ms": len(passes),
         "gc_longest_ms": round(max((g[3] for g in passes), default=0.0), 3),
         "gc_total_ms": round(sum(g[3] for g in passes), 3),
@@ -140,6 +147,25 @@ def breakdown(
             str(gen): len([g for g in passes if g[1] == gen])
             for gen in sorted({g[1] for g in passes})
         },
+    }
+
+
+def breakdown(
+    trace: Trace,
+    acks: dict[int, float],
+    handled: dict[int, float],
+    window: tuple[float, float],
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Per-interval p50/p99/max (ms) over the sampled events, the stage vector of the
+    slowest ones, and the garbage-collector passes (>= 1 ms) during ``window`` (the ten
+    longest, by process: ``names`` maps a trace file's pid to the server's name)."""
+    events = _stage_times(trace, acks, handled)
+    return {
+        "sampled_events": len(events),
+        "intervals": _intervals(events),
+        "slowest": _slowest(events),
+        **_gc_passes(trace, window, names),
     }
 
 
