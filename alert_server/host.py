@@ -186,15 +186,23 @@ class PluginHost:
     # -- instances ------------------------------------------------------------------------
 
     async def apply_instance(self, instance_id: str) -> None:
-        """Restarts the instance with its new settings if it runs here; else tries to claim it."""
+        """Restarts the instance with its new settings if it runs here; else claims its lease
+        if free and within this server's share (``LeaseBalancer.claim_new``), leaving every
+        other lease to the next cycle: a created instance costs one claim, not a renewal of
+        every held lease."""
         async with self._lock:
             if instance_id in self.runners:
                 await self._stop_runner(instance_id)
                 await self._start_owned(instance_id, None)
                 await self._clear_start_failure(instance_id)
                 self.runners[instance_id].kick()
-        if instance_id not in self.runners:
-            await self.lease_cycle()
+                return
+            # new, or not running here: claim just its lease if free and within the share
+            claimed = await self.leases.claim_new(instance_id)
+            if claimed is not None:
+                await self._start_many(dict(claimed))
+                return
+        await self.lease_cycle()  # no renewal to reckon the share from yet
 
     async def remove_instance(self, instance_id: str) -> None:
         async with self._lock:

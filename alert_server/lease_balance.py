@@ -46,6 +46,9 @@ class LeaseBalancer:
         self._leases_seen = lease_clock.Watch(ttl)
         self._beats_seen = lease_clock.Watch(ttl)
         self._last_token: datetime | None = None
+        # The last successful renewal's view (the other servers alive), for claiming a new
+        # instance between cycles.
+        self._live: list[str] | None = None
 
     def valid_until(self, instance_id: str) -> float:
         """Until when (event loop time) the lease may be acted on; 0 for one not held."""
@@ -88,6 +91,7 @@ class LeaseBalancer:
         try:
             owned, beats, others = await in_transaction(self.store, renewal)
         except Exception:
+            self._live = None
             self._leases_seen.forget()
             self._beats_seen.forget()
             raise
@@ -99,6 +103,7 @@ class LeaseBalancer:
         beats.pop(self.server_id, None)
         self._beats_seen.observe(beats, now)
         live = [s for s in beats if not self._beats_seen.unchanged_for_a_term(s, now)]
+        self._live = live
         return Renewal(owned, others, live)
 
     @staticmethod
@@ -135,6 +140,47 @@ class LeaseBalancer:
 
         claimed = await in_transaction(self.store, claim)
         self._granted(claimed, sent_at)
+        return claimed
+
+    async def claim_new(self, instance_id: str) -> dict[str, int] | None:
+        """Claims one instance's lease between cycles if it is free and this server is below
+        its fair share with it counted; returns it with its fence (also when this server holds it
+        already), nothing when it is not to be claimed, or None when only a full cycle can tell.
+
+        A created (or re-applied) instance's lease is free, and free leases are taken at once
+        (``claim``): this takes just that one, so creating N instances costs N single-row
+        claims rather than N renewals of every held lease. The share is reckoned from the last
+        renewal's other live servers and the count of leases per owner (one grouped read, skipped
+        when no other server is alive); without
+        a renewal yet or since one failed, None: the caller runs a full cycle. A lease held by
+        another server is left to the cycles (taken only once seen lapsed for a full term)."""
+        live = self._live
+        if live is None:
+            return None
+        loop = asyncio.get_running_loop()
+        sent_at = 0.0
+
+        async def claim(session: AsyncSession) -> dict[str, int]:
+            nonlocal sent_at
+            sent_at = loop.time()  # of the attempt that succeeds
+            token = await leases.token_of(session, instance_id)
+            if token is None:
+                return {}
+            if token.owner == self.server_id:  # held (its runner failed to start): retry
+                return {instance_id: token.fence} if instance_id in self._valid else {}
+            if token.owner:
+                return {}
+            if live:  # alone, this server's share is every instance
+                counts = await leases.owner_counts(session)
+                owned = counts.pop(self.server_id, 0)
+                if owned >= leases.share_of(owned, counts, live):
+                    return {}
+            return await leases.claim_many(
+                session, [(instance_id, token)], self.server_id, self._token()
+            )
+
+        claimed = await in_transaction(self.store, claim)
+        self._granted({i for i in claimed if i not in self._valid}, sent_at)
         return claimed
 
     async def leave(self) -> None:

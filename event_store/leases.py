@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store.models import AlertServerRow, Delivery, utcnow
@@ -63,9 +63,14 @@ def fair_share(owned: int, others: Mapping[str, LeaseToken], live: Collection[st
     is (it just joined), everyone holds only the smaller one, so what they release goes to
     the server that is short. Rounding up for everyone instead left a joiner with nothing:
     9 instances held 3, 3, 3 are within ``ceil(9 / 4) = 3`` each."""
-    low, extra = divmod(owned + len(others), 1 + len(live))
-    held = Counter(token.owner for token in others.values() if token.owner in live)
-    if extra and all(held[server] >= low for server in live):
+    return share_of(owned, Counter(token.owner for token in others.values()), live)
+
+
+def share_of(owned: int, others: Mapping[str, int], live: Collection[str]) -> int:
+    """:func:`fair_share` from counts: ``others`` maps each other owner (``""`` for free
+    leases) to how many leases it holds."""
+    low, extra = divmod(owned + sum(others.values()), 1 + len(live))
+    if extra and all(others.get(server, 0) >= low for server in live):
         return low + 1
     return low
 
@@ -126,6 +131,24 @@ async def others(session: AsyncSession, server_id: str) -> dict[str, LeaseToken]
         )
     )
     return {iid: LeaseToken(owner, int(fence), until) for iid, owner, fence, until in rows.all()}
+
+
+async def token_of(session: AsyncSession, instance_id: str) -> LeaseToken | None:
+    """One instance's lease as a taker watches it; None if it has no delivery row."""
+    row = (
+        await session.execute(
+            select(Delivery.owner, Delivery.fence, Delivery.lease_until).where(
+                Delivery.instance_id == instance_id
+            )
+        )
+    ).first()
+    return None if row is None else LeaseToken(row[0], int(row[1]), row[2])
+
+
+async def owner_counts(session: AsyncSession) -> dict[str, int]:
+    """How many leases each owner holds (``""``: free ones)."""
+    rows = await session.execute(select(Delivery.owner, func.count()).group_by(Delivery.owner))
+    return {owner: int(count) for owner, count in rows.all()}
 
 
 async def claim_many(

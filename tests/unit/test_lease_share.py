@@ -4,7 +4,9 @@ in turn, as the lease cycles do."""
 
 from __future__ import annotations
 
-from event_store.leases import LeaseToken, fair_share
+from collections import Counter
+
+from event_store.leases import LeaseToken, fair_share, share_of
 
 
 def _tokens(owners: dict[str, int], free: int = 0) -> dict[str, LeaseToken]:
@@ -63,3 +65,18 @@ def test_the_fleet_settles_with_the_joiner_holding_its_share() -> None:
     assert sorted(settled.values()) == [2, 2, 2, 3] and settled["d"] >= 2
     assert _settle(["a", "b", "c"], {"a": 9}, 0) == {"a": 3, "b": 3, "c": 3}
     assert sorted(_settle(["a", "b"], {}, 7).values()) == [3, 4]
+
+
+def test_the_share_from_counts_is_the_share_from_tokens() -> None:
+    # A created instance's claim reckons the share from counts per owner (one grouped read).
+    for owners, free, live in [
+        ({"a": 3, "b": 3, "c": 3}, 0, ["a", "b", "c", "d"]),
+        ({"b": 3, "gone": 3}, 1, ["b"]),
+        ({"b": 4, "c": 2}, 5, ["b", "c"]),
+        ({}, 12, ["b", "c", "d"]),
+        ({"b": 0}, 7, []),
+    ]:
+        for owned in range(6):
+            tokens = _tokens(owners, free)
+            counts = Counter(t.owner for t in tokens.values())
+            assert share_of(owned, counts, live) == fair_share(owned, tokens, live)
