@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from typing import Any
 from bench import load, stages
 from bench.groups import GROUPS, RUNS
 from bench.load import LoadResult, LoadSpec
-from bench.scenarios import FULL, QUICK, SCENARIOS, Bench, Row
+from bench.scenarios import FULL, QUICK, SCENARIOS, Bench, Row, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -86,10 +87,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated scenario numbers (their whole group runs), e.g. 2 or 1,5",
     )
+    parser.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one of bench.scenarios.Sizes, e.g. large_idle_instances=2000 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return parser.parse_args(argv)
+
+
+def sizes(args: argparse.Namespace) -> Sizes:
+    """The sizes of ``--quick`` or the full run, with ``--size`` overrides."""
+    base = QUICK if args.quick else FULL
+    types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(base)}
+    changes: dict[str, Any] = {}
+    for item in args.size:
+        name, _, value = item.partition("=")
+        if name not in types:
+            raise SystemExit(f"unknown size {name!r}: one of {', '.join(sorted(types))}")
+        changes[name] = types[name](value)
+    return dataclasses.replace(base, **changes)
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -109,7 +130,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         async def run_load(spec: LoadSpec) -> LoadResult:
             return await loop.run_in_executor(pool, load.run, spec)
 
-        bench = Bench(QUICK if args.quick else FULL, args.db, workdir, run_load)
+        bench = Bench(sizes(args), args.db, workdir, run_load)
         errors: dict[str, str] = {}
         print("measuring the machine's limits ...", flush=True)
         await bench.machine_limits()
@@ -131,6 +152,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
+        "size_overrides": args.size,
         "db": "sqlite" if args.db == "sqlite" else "postgresql",
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {**machine(), "load_average_at_start": load_before},
