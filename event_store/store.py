@@ -63,9 +63,14 @@ class Store:
         self, groups: events.Groups, traces: events.Traces = None
     ) -> list[list[StoredEvent]]:
         """Appends and commits publishes (see :func:`event_store.events.append_groups`); on
-        a SQLite file in one hop to its writer thread."""
+        a SQLite file in one hop to its writer thread, on PostgreSQL in one statement."""
         if self.writer is not None:
             return await self.writer.append_groups(groups, traces)
+        if self.backend == "postgresql":
+            # One statement in autocommit: one round trip, committed when it returns.
+            async with self.engine.connect() as plain:
+                connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
+                return await events.append_groups_pg(connection, groups, traces)
         async with self.write_connection() as connection:
             return await events.append_groups(connection, groups, traces)
 
