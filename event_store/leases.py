@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store.models import AlertServerRow, Delivery, utcnow
@@ -151,6 +151,10 @@ async def owner_counts(session: AsyncSession) -> dict[str, int]:
     return {owner: int(count) for owner, count in rows.all()}
 
 
+#: Leases claimed per batch (each batch: one locking read, one update of its free leases).
+CLAIM_CHUNK = 500
+
+
 async def claim_many(
     session: AsyncSession,
     watched: Sequence[tuple[str, LeaseToken]],
@@ -159,27 +163,78 @@ async def claim_many(
 ) -> dict[str, int]:
     """Takes each lease whose token is still the one watched (free, or lapsed by the
     taker's own observation), in instance order; returns those now held, with their new
-    fences. A lease renewed since it was watched is left alone."""
+    fences. A lease renewed since it was watched is left alone.
+
+    In batches of :data:`CLAIM_CHUNK` in instance order: the batch's rows are locked in
+    order first, then its free leases are taken by one statement (each still free with the
+    fence watched), and lapsed ones one by one (each names its watched token). ``until`` is
+    this claim's new token, so the rows holding it afterwards are exactly those taken."""
     claimed: dict[str, int] = {}
-    for iid, token in sorted(watched, key=lambda w: w[0]):
-        lease = (
-            Delivery.lease_until.is_(None)
-            if token.lease_until is None
-            else Delivery.lease_until == token.lease_until
+    ordered = sorted(watched, key=lambda w: w[0])
+    for start in range(0, len(ordered), CLAIM_CHUNK):
+        chunk = ordered[start : start + CLAIM_CHUNK]
+        await session.execute(
+            select(Delivery.instance_id)
+            .where(Delivery.instance_id.in_([iid for iid, _ in chunk]))
+            .order_by(Delivery.instance_id)
+            .with_for_update()
         )
-        result = await session.execute(
-            update(Delivery)
-            .where(
-                Delivery.instance_id == iid,
-                Delivery.owner == token.owner,
-                Delivery.fence == token.fence,
-                lease,
-            )
-            .values(owner=server_id, lease_until=until, fence=token.fence + 1)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed[iid] = token.fence + 1
+        free = [(iid, t.fence) for iid, t in chunk if not t.owner and t.lease_until is None]
+        claimed.update(await _claim_free(session, free, server_id, until))
+        for iid, token in chunk:
+            lapsed = token.owner or token.lease_until is not None
+            if lapsed and await _claim_lapsed(session, iid, token, server_id, until):
+                claimed[iid] = token.fence + 1
     return claimed
+
+
+async def _claim_free(
+    session: AsyncSession, free: list[tuple[str, int]], server_id: str, until: datetime
+) -> dict[str, int]:
+    """Takes the (locked) leases that are still free with the watched fence, in one
+    statement; returns them with their new fences (the rows holding the new token)."""
+    if not free:
+        return {}
+    await session.execute(
+        update(Delivery)
+        .where(
+            tuple_(Delivery.instance_id, Delivery.fence).in_(free),
+            Delivery.owner == "",
+            Delivery.lease_until.is_(None),
+        )
+        .values(owner=server_id, lease_until=until, fence=Delivery.fence + 1)
+        .execution_options(synchronize_session=False)
+    )
+    rows = await session.execute(
+        select(Delivery.instance_id, Delivery.fence).where(
+            Delivery.instance_id.in_([iid for iid, _ in free]),
+            Delivery.owner == server_id,
+            Delivery.lease_until == until,
+        )
+    )
+    return {iid: int(fence) for iid, fence in rows.all()}
+
+
+async def _claim_lapsed(
+    session: AsyncSession, iid: str, token: LeaseToken, server_id: str, until: datetime
+) -> bool:
+    """Takes one lease if it still carries the watched token."""
+    lease = (
+        Delivery.lease_until.is_(None)
+        if token.lease_until is None
+        else Delivery.lease_until == token.lease_until
+    )
+    result = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.instance_id == iid,
+            Delivery.owner == token.owner,
+            Delivery.fence == token.fence,
+            lease,
+        )
+        .values(owner=server_id, lease_until=until, fence=token.fence + 1)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def release(session: AsyncSession, instance_id: str, server_id: str) -> None:
