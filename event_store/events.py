@@ -109,12 +109,12 @@ def _insert_sql(dialect: Dialect, traced: bool = False) -> tuple[str, Callable[[
     plain tuples skips SQLAlchemy's per-row parameter processing, which cost more than the
     insert itself (BENCHMARKS.md, profile of target 2).
     """
-    columns = _READ_LIST if traced else _COLUMN_LIST
+    columns = _READ_LIST if traced else COLUMN_LIST
     marks = ", ".join(_marks(dialect, 6 if traced else 5))
-    return f"INSERT INTO events ({columns}) VALUES ({marks})", _time_converter(dialect)
+    return f"INSERT INTO events ({columns}) VALUES ({marks})", time_converter(dialect)
 
 
-def _time_converter(dialect: Dialect) -> Callable[[Any], Any]:
+def time_converter(dialect: Dialect) -> Callable[[Any], Any]:
     # dialect_impl: the decorator over the dialect's own DATETIME (text on SQLite, written
     # as SQLAlchemy writes it everywhere else), not over the generic DateTime.
     column_type = Event.__table__.c.publish_time.type
@@ -251,84 +251,8 @@ async def append_groups(
     return results
 
 
-@cache
-def _pg_append_sql(traced: bool) -> str:
-    """The whole PostgreSQL append as one statement: the counter bump (its row lock held to
-    the commit, as in :func:`append_groups`), every event and request row from arrays, and
-    the NOTIFY. Sequences are the counter's new range in array order."""
-    tp_column, tp_value, tp_array, tp_name = (
-        (", traceparent", ", u.tp", ", $11::varchar[]", ", tp") if traced else ("", "", "", "")
-    )
-    return (
-        "WITH c AS (UPDATE counters SET value = value + $1::bigint WHERE name = 'events' "
-        "RETURNING value - $1::bigint AS base), "
-        f"e AS (INSERT INTO events ({_COLUMN_LIST}{tp_column}) "
-        f"SELECT c.base + u.n, u.id, u.type, $2::timestamp, u.body{tp_value} FROM c, "
-        f"unnest($3::varchar[], $4::smallint[], $5::bytea[]{tp_array}) WITH ORDINALITY "
-        f"AS u(id, type, body{tp_name}, n)), "
-        "r AS (INSERT INTO publish_requests "
-        "(caller, request_id, digest, first_sequence, count, create_time) "
-        "SELECT u.caller, u.request_id, u.digest, c.base + u.first, u.count, $2::timestamp "
-        "FROM c, unnest($6::varchar[], $7::varchar[], $8::varchar[], $9::bigint[], "
-        "$10::int[]) AS u(caller, request_id, digest, first, count)) "
-        f"SELECT c.base, pg_notify('{NOTIFY_CHANNEL}', (c.base + $1::bigint)::text) FROM c"
-    )
-
-
-async def append_groups_pg(
-    connection: AsyncConnection, groups: Groups, traces: Traces = None
-) -> list[list[StoredEvent]]:
-    """As :func:`append_groups`, on PostgreSQL in one round trip: ``connection`` must be in
-    autocommit, so the one statement is its own transaction and the driver returns only
-    after PostgreSQL has committed it. Each statement of the transactional path was a round
-    trip during which PostgreSQL held the counter lock waiting for us (BENCHMARKS.md, 2p)."""
-    now = utcnow()
-    stamp = _time_converter(connection.dialect)(now)
-    ids: list[str] = []
-    types: list[int] = []
-    bodies: list[bytes] = []
-    callers: list[str] = []
-    request_ids: list[str] = []
-    digests: list[str] = []
-    firsts: list[int] = []
-    counts: list[int] = []
-    tps: list[str | None] = []
-    offset = 0
-    for n, (items, key) in enumerate(groups):
-        if key is not None:
-            callers.append(key.caller)
-            request_ids.append(key.request_id)
-            digests.append(key.digest)
-            firsts.append(offset + 1)
-            counts.append(len(items))
-        trace = traces[n] if traces is not None else None
-        for etype, body in items:
-            ids.append(new_event_id())
-            types.append(etype)
-            bodies.append(body)
-            tps.append(trace)
-        offset += len(items)
-    traced = traces is not None
-    params: tuple[Any, ...] = (offset, stamp, ids, types, bodies)
-    params += (callers, request_ids, digests, firsts, counts) + ((tps,) if traced else ())
-    row = (await connection.exec_driver_sql(_pg_append_sql(traced), params)).one()
-    base = int(row[0])
-    results: list[list[StoredEvent]] = []
-    k = 0
-    for n, (items, _) in enumerate(groups):
-        trace = traces[n] if traces is not None else None
-        results.append(
-            [
-                StoredEvent(base + k + i + 1, ids[k + i], etype, now, body, trace)
-                for i, (etype, body) in enumerate(items)
-            ]
-        )
-        k += len(items)
-    return results
-
-
 _COLUMNS = (Event.sequence, Event.id, Event.type, Event.publish_time, Event.body)
-_COLUMN_LIST = ", ".join(c.key for c in _COLUMNS)
+COLUMN_LIST = ", ".join(c.key for c in _COLUMNS)
 # What a read returns: the columns a StoredEvent holds, in its order.
 _READ_COLUMNS = (*_COLUMNS, Event.traceparent)
 _READ_LIST = ", ".join(c.key for c in _READ_COLUMNS)

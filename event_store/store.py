@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from event_store import events
+from event_store import events, pg_append
 from event_store.engine import create_engine
 from event_store.events import StoredEvent
 from event_store.migrate import upgrade_schema
@@ -70,7 +70,7 @@ class Store:
             # One statement in autocommit: one round trip, committed when it returns.
             async with self.engine.connect() as plain:
                 connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
-                return await events.append_groups_pg(connection, groups, traces)
+                return await pg_append.append_groups_pg(connection, groups, traces)
         async with self.write_connection() as connection:
             return await events.append_groups(connection, groups, traces)
 

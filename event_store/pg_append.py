@@ -1,0 +1,102 @@
+"""The PostgreSQL append: a whole group commit as one statement, so one round trip.
+
+Why it exists beside :func:`event_store.events.append_groups`: each statement of the
+transactional path is a round trip during which PostgreSQL holds the ``counters`` row lock
+waiting for us (BENCHMARKS.md, 2p). Here the counter bump, every event and request row and
+the NOTIFY are one statement on an autocommit connection, so the same row lock orders commits
+(the prefix rule in :mod:`event_store.events` holds) but is held for one statement only.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from event_store.events import (
+    COLUMN_LIST,
+    NOTIFY_CHANNEL,
+    Groups,
+    StoredEvent,
+    Traces,
+    new_event_id,
+    time_converter,
+)
+from event_store.models import utcnow
+
+
+@cache
+def _pg_append_sql(traced: bool) -> str:
+    """The whole PostgreSQL append as one statement: the counter bump (its row lock held to
+    the commit, as in :func:`append_groups`), every event and request row from arrays, and
+    the NOTIFY. Sequences are the counter's new range in array order."""
+    tp_column, tp_value, tp_array, tp_name = (
+        (", traceparent", ", u.tp", ", $11::varchar[]", ", tp") if traced else ("", "", "", "")
+    )
+    return (
+        "WITH c AS (UPDATE counters SET value = value + $1::bigint WHERE name = 'events' "
+        "RETURNING value - $1::bigint AS base), "
+        f"e AS (INSERT INTO events ({COLUMN_LIST}{tp_column}) "
+        f"SELECT c.base + u.n, u.id, u.type, $2::timestamp, u.body{tp_value} FROM c, "
+        f"unnest($3::varchar[], $4::smallint[], $5::bytea[]{tp_array}) WITH ORDINALITY "
+        f"AS u(id, type, body{tp_name}, n)), "
+        "r AS (INSERT INTO publish_requests "
+        "(caller, request_id, digest, first_sequence, count, create_time) "
+        "SELECT u.caller, u.request_id, u.digest, c.base + u.first, u.count, $2::timestamp "
+        "FROM c, unnest($6::varchar[], $7::varchar[], $8::varchar[], $9::bigint[], "
+        "$10::int[]) AS u(caller, request_id, digest, first, count)) "
+        f"SELECT c.base, pg_notify('{NOTIFY_CHANNEL}', (c.base + $1::bigint)::text) FROM c"
+    )
+
+
+async def append_groups_pg(
+    connection: AsyncConnection, groups: Groups, traces: Traces = None
+) -> list[list[StoredEvent]]:
+    """As :func:`append_groups`, on PostgreSQL in one round trip: ``connection`` must be in
+    autocommit, so the one statement is its own transaction and the driver returns only
+    after PostgreSQL has committed it. Each statement of the transactional path was a round
+    trip during which PostgreSQL held the counter lock waiting for us (BENCHMARKS.md, 2p)."""
+    now = utcnow()
+    stamp = time_converter(connection.dialect)(now)
+    ids: list[str] = []
+    types: list[int] = []
+    bodies: list[bytes] = []
+    callers: list[str] = []
+    request_ids: list[str] = []
+    digests: list[str] = []
+    firsts: list[int] = []
+    counts: list[int] = []
+    tps: list[str | None] = []
+    offset = 0
+    for n, (items, key) in enumerate(groups):
+        if key is not None:
+            callers.append(key.caller)
+            request_ids.append(key.request_id)
+            digests.append(key.digest)
+            firsts.append(offset + 1)
+            counts.append(len(items))
+        trace = traces[n] if traces is not None else None
+        for etype, body in items:
+            ids.append(new_event_id())
+            types.append(etype)
+            bodies.append(body)
+            tps.append(trace)
+        offset += len(items)
+    traced = traces is not None
+    params: tuple[Any, ...] = (offset, stamp, ids, types, bodies)
+    params += (callers, request_ids, digests, firsts, counts) + ((tps,) if traced else ())
+    row = (await connection.exec_driver_sql(_pg_append_sql(traced), params)).one()
+    base = int(row[0])
+    results: list[list[StoredEvent]] = []
+    k = 0
+    for n, (items, _) in enumerate(groups):
+        trace = traces[n] if traces is not None else None
+        results.append(
+            [
+                StoredEvent(base + k + i + 1, ids[k + i], etype, now, body, trace)
+                for i, (etype, body) in enumerate(items)
+            ]
+        )
+        k += len(items)
+    return results
