@@ -232,23 +232,16 @@ async def append_groups(
     and one multi-row insert for all of them.
 
     Driver-level SQL throughout, on a plain connection: this runs once per group commit, and
-    the ORM's bulk update and unit of work cost more than the statements themselves."""
+    the ORM's bulk update and unit of work cost more than the statements themselves. The
+    servers take this path on SQLite and MariaDB; PostgreSQL appends (and NOTIFYs) in one
+    statement, :func:`event_store.pg_append.append_groups_pg`."""
     dialect = connection.dialect
     first = await _allocate(connection, sum(len(items) for items, _ in groups))
     plan = plan_append(dialect, groups, first, traces)
     await connection.exec_driver_sql(plan.event_sql, plan.event_rows)
     if plan.request_rows:
         await connection.exec_driver_sql(plan.request_sql, plan.request_rows)
-    results = plan.results
-    if dialect.name == "postgresql":
-        # Delivered by PostgreSQL at commit, to every alert server LISTENing (a second
-        # wake-up path next to the API server's Notify call).
-        channel, sequence = _marks(dialect, 2)
-        await connection.exec_driver_sql(
-            f"SELECT pg_notify({channel}, {sequence})",
-            (NOTIFY_CHANNEL, str(results[-1][-1].sequence)),
-        )
-    return results
+    return plan.results
 
 
 _COLUMNS = (Event.sequence, Event.id, Event.type, Event.publish_time, Event.body)
