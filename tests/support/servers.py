@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,10 +36,27 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = {"poll_interval": 0.5, "retry_base": 0.2, "retry_max": 2.0, "handler_timeout": 10.0}
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, below the kernel's ephemeral range: a port from ``bind(0)`` comes from
+    that range, where the kernel also picks the local ports of outgoing connections (to
+    PostgreSQL, brokers, another suite's servers), so one could take it before the server
+    binds it ("Address already in use", seen once in two concurrent fresh-clone runs)."""
+    high = _ephemeral_low() - 1
+    while True:
+        port = random.randint(20000, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @dataclass
