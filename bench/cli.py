@@ -76,6 +76,22 @@ def table(rows: list[Row], errors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(rows: list[Row]) -> str:
+    """Each server's CPU per acked event under the rows' loads (``Bench.measured``)."""
+    lines = [
+        "| # | measure | API server CPU µs/event | alert server CPU µs/event |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        d = row.details
+        if "api_server_cpu_us_per_event" in d:
+            lines.append(
+                f"| {row.key} | {row.measure} | {d['api_server_cpu_us_per_event']} "
+                f"| {d['alert_server_cpu_us_per_event']} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks it runs (CI)")
@@ -159,6 +175,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "limits": bench.limits,
         "scenarios": scenarios,
         "table": table(rows, errors),
+        "cpu_table": cpu_table(rows),
         "latency_stages": bench.stages,
         "stages_table": stages.table(bench.stages) if bench.stages else "",
     }
@@ -213,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{results['mode']} run in {results['seconds']} s\n"
     )
     print(results["table"])
+    if results["cpu_table"]:
+        print("\n" + results["cpu_table"])
     if results["stages_table"]:
         print("\n" + results["stages_table"])
     print(f"\nwritten to {args.out}")

@@ -42,6 +42,7 @@ class LoadSpec:
 class LoadResult:
     calls: int = 0
     events: int = 0
+    acked_events: int = 0  # every acked event, warm-up and late calls included (CPU per event)
     errors: int = 0
     error_sample: str = ""
     started: float = 0.0  # wall clock (time.time()) at the start of the measured window
@@ -96,6 +97,7 @@ class _Run:
             return
         done = time.perf_counter()
         r = self.result
+        r.acked_events += self.spec.events_per_call
         r.slowest_ms = max(r.slowest_ms, (done - started) * 1000)
         if done > self.window_end:
             r.late += 1

@@ -61,9 +61,13 @@ class CpuMeter:
         self.cpu = cpu_seconds(pid)
         self.wall = time.perf_counter()
 
+    def seconds(self) -> float:
+        """CPU seconds the process used since the meter started."""
+        return cpu_seconds(self.pid) - self.cpu
+
     def percent(self) -> float:
         wall = time.perf_counter() - self.wall
-        return 100 * (cpu_seconds(self.pid) - self.cpu) / wall if wall > 0 else 0.0
+        return 100 * self.seconds() / wall if wall > 0 else 0.0
 
 
 async def wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

@@ -223,10 +223,15 @@ class Bench:
         )
 
     async def measured(self, servers: Servers, spec: LoadSpec) -> tuple[LoadResult, dict[str, Any]]:
-        """Runs a load, noting each server's CPU share (of one core) meanwhile."""
+        """Runs a load, noting each server's CPU share (of one core) meanwhile, and its CPU
+        microseconds per acked event (warm-up included, as the CPU is: the figure to compare
+        before and after a change, far steadier than latency on a shared box)."""
         meters = {w: CpuMeter(servers.pid(w)) for w in ("api_server", "alert_server")}
         result = await self.run_load(spec)
         info: dict[str, Any] = {f"{w}_cpu_pct": round(m.percent(), 1) for w, m in meters.items()}
+        for w, m in meters.items():
+            per_event = m.seconds() / result.acked_events * 1e6 if result.acked_events else 0.0
+            info[f"{w}_cpu_us_per_event"] = round(per_event, 1)
         info["load_generator_cpu_pct"] = round(result.cpu_pct, 1)
         info["rtt_p50_ms"] = round(result.rtt(0.5), 2)
         info["rtt_p99_ms"] = round(result.rtt(0.99), 2)

@@ -33,5 +33,10 @@ def test_quick_bench_runs_every_scenario(tmp_path: Path) -> None:
         assert scenario["rows"], f"scenario {key} has no figures"
     rows = {r["key"] for s in results["scenarios"].values() for r in s["rows"]}
     assert {"5b", "8b", "12"} <= rows, rows  # issue #19's, beside their scenario's first row
+    by_key = {r["key"]: r for s in results["scenarios"].values() for r in s["rows"]}
+    for key in ("5", "5b"):  # CPU per event, the before/after figure of the publish path
+        details = by_key[key]["details"]
+        assert details["api_server_cpu_us_per_event"] > 0, details
+        assert "alert_server_cpu_us_per_event" in details, details
     for name in ("echo_calls_per_s", "sqlite_insert_rows_per_s", "sqlite_read_rows_per_s"):
         assert results["limits"][name] > 0
