@@ -10,7 +10,6 @@ loop (``airflow scheduler --num-runs 1``) shows it.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 from datetime import datetime
@@ -23,6 +22,7 @@ import pytest
 from listener_client import ListenerClient
 from tests.support.airflow_env import AirflowHome, airflow_venv
 from tests.support.databases import sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import logger_package
 from tests.support.servers import ServerPair, eventually, free_port
 
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.timeout(1200)
 
 BASE_URL = "http://airflow.test:8080/"
 TYPES = ["WORKFLOW_START", "WORKFLOW_END", "WORKFLOW_FAIL", "TASK_START", "TASK_END", "TASK_FAIL"]
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def name_of(event: dict[str, Any]) -> str:
@@ -126,7 +120,7 @@ async def test_dag_runs_reach_a_logger_instance_in_order(
             # Each hook waited for the store's acknowledgement: everything is stored now.
             stored = await client.list_events()
             assert len(stored) == 10, [e.WhichOneof("payload") for e in stored]
-            events = await eventually(lambda: (got := lines(out)) and len(got) >= 10 and got)
+            events = await eventually(lambda: (got := read_jsonl(out)) and len(got) >= 10 and got)
     finally:
         pair.stop()
 
@@ -224,7 +218,7 @@ async def test_the_scheduler_publishes_workflow_start(
             assert "not published" not in output, output
             stored = await client.list_events()
             assert [e.WhichOneof("payload") for e in stored] == ["workflow_start"]
-            (event,) = await eventually(lambda: lines(out))
+            (event,) = await eventually(lambda: read_jsonl(out))
     finally:
         pair.stop()
 

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 from listener.v1 import listener_instance_pb2 as li_pb2
 from listener.v1 import plugin_pb2
 from tests.support.samples import event_type
 from tests.support.servers import Clients
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a JSON-lines file a plugin may be writing right now."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    complete = text[: text.rfind("\n") + 1]
-    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 async def install(clients: Clients, package: bytes) -> plugin_pb2.Plugin:

@@ -15,7 +15,8 @@ import grpc
 from api_server import app as api_app
 from listener.v1 import event_service_pb2, event_service_pb2_grpc
 from listener_core.config import Config
-from tests.delivery.helpers import create_instance, install, read_jsonl
+from tests.delivery.helpers import create_instance, install
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import PAYLOAD_FIELDS, logger_package, sample_event
 from tests.support.servers import FAST, eventually, running_pair
 

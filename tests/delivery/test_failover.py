@@ -12,8 +12,9 @@ import grpc
 
 from chaos.proxy import DbProxy
 from listener.v1 import event_service_pb2, event_service_pb2_grpc
-from tests.delivery.helpers import create_instance, get_instance, install, read_jsonl
+from tests.delivery.helpers import create_instance, get_instance, install
 from tests.support.databases import postgres_database, sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import logger_package, sample_event, slow_package
 from tests.support.servers import Clients, ServerPair, eventually, free_port
 

@@ -18,8 +18,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 from listener.v1 import event_pb2, event_service_pb2
 from listener.v1 import listener_instance_pb2 as li_pb2
-from tests.delivery.helpers import get_instance, install, read_jsonl
+from tests.delivery.helpers import get_instance, install
 from tests.support.databases import database
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import event_type, flaky_package, sample_event
 from tests.support.servers import eventually, running_pair
 

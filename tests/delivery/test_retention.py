@@ -13,7 +13,8 @@ from event_store import retention
 from event_store.models import Event
 from listener.v1 import event_service_pb2
 from listener.v1 import listener_instance_pb2 as li_pb2
-from tests.delivery.helpers import create_instance, install, read_jsonl
+from tests.delivery.helpers import create_instance, install
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import flaky_package, logger_package, sample_event
 from tests.support.servers import eventually, recorded, running_pair
 

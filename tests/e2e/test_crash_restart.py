@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import grpc
@@ -17,12 +16,13 @@ from listener.v1 import (
     plugin_pb2_grpc,
 )
 from tests.support.databases import sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import event_type, sample_event, slow_package
 from tests.support.servers import ServerPair, eventually
 
 
 def ids_in(path: Path) -> list[str]:
-    return [json.loads(x)["id"] for x in path.read_text().splitlines()] if path.exists() else []
+    return [x["id"] for x in read_jsonl(path)]
 
 
 async def test_alert_server_kill9_then_restart_delivers_everything_in_order(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from google.protobuf import json_format
 from listener.v1 import event_service_pb2
 from tests.support.databases import sqlite_url
 from tests.support.grpcurl import call, grpcurl
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import TYPE_NAMES, all_type_events, logger_package
 from tests.support.servers import ServerPair
 
@@ -20,13 +20,13 @@ SUBSCRIBED = ["WORKFLOW_START", "WORKFLOW_FAIL", "TASK_FAIL", "SERVER_DOWN", "TA
 
 def wait_lines(path: Path, count: int, timeout: float = 60.0) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
-    lines: list[str] = []
+    lines: list[dict[str, object]] = []
     while time.monotonic() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
+        lines = read_jsonl(path)
         if len(lines) >= count:
             break
         time.sleep(0.05)
-    return [json.loads(line) for line in lines]
+    return lines
 
 
 def test_install_subscribe_publish_deliver_with_grpcurl(tmp_path: Path) -> None:

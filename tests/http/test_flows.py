@@ -12,9 +12,9 @@ import aiohttp
 
 from api_server import app as api_app
 from listener_core.config import Config
-from tests.delivery.helpers import read_jsonl
 from tests.http.support import Http, http_pair
 from tests.support.databases import sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import logger_package
 from tests.support.servers import eventually, free_port
 

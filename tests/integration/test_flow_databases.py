@@ -3,13 +3,13 @@ on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import grpc
 import pytest
 
 from listener.v1 import event_service_pb2, listener_instance_pb2, plugin_pb2
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import (
     PAYLOAD_FIELDS,
     all_type_events,
@@ -18,10 +18,6 @@ from tests.support.samples import (
     sample_event,
 )
 from tests.support.servers import eventually, running_pair
-
-
-def read_lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
 async def test_flow_on_each_database(db_url: str, tmp_path: Path) -> None:
@@ -57,7 +53,7 @@ async def test_flow_on_each_database(db_url: str, tmp_path: Path) -> None:
         expected = [(t, i) for t, i in published if t in subscribed]
 
         lines = await eventually(
-            lambda: (got := read_lines(log_file)) and len(got) >= len(expected) and got
+            lambda: (got := read_jsonl(log_file)) and len(got) >= len(expected) and got
         )
         assert [(x["type"], x["id"]) for x in lines] == expected
         added = next(x for x in lines if x["type"] == "WORKFLOW_ADDED")

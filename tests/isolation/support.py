@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -57,12 +56,6 @@ def recorder_package(
         {"recorder.py": RECORDER.format(version=version, mode=mode)},
         manifest(name, "recorder:Recorder", version, extra=extra),
     )
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @asynccontextmanager

@@ -26,11 +26,11 @@ from tests.isolation.support import (
     get_instance,
     get_plugin,
     install,
-    read_jsonl,
     recorder_package,
     sqlite_pair,
     update,
 )
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import sample_event
 from tests.support.servers import Clients, Pair, eventually
 

@@ -17,10 +17,10 @@ from tests.isolation.support import (
     alert_status,
     create_instance,
     install,
-    read_jsonl,
     recorder_package,
     sqlite_pair,
 )
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import make_zip, manifest, sample_event
 from tests.support.servers import eventually
 

@@ -36,10 +36,10 @@ from tests.isolation.support import (
     get_instance,
     get_plugin,
     install,
-    read_jsonl,
     recorder_package,
     sqlite_pair,
 )
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import PAYLOAD_FIELDS, all_type_events, make_zip, manifest, sample_event
 from tests.support.servers import REPO, eventually, recorded
 

@@ -12,8 +12,9 @@ from event_store import catalog
 from event_store.store import Store
 from listener.v1 import event_service_pb2
 from listener_core.config import Config
-from tests.isolation.support import create_instance, install, read_jsonl, recorder_package
+from tests.isolation.support import create_instance, install, recorder_package
 from tests.support.databases import sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import sample_event
 from tests.support.servers import FAST, Clients, eventually
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from listener_client import ListenerClient, ListenerClientError
-from tests.delivery.helpers import read_jsonl
 from tests.ops.helpers import cli, samples, value
 from tests.support.databases import sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import flaky_package
 from tests.support.servers import eventually, running_pair
 

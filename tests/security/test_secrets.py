@@ -24,6 +24,7 @@ from listener_core.config import Config, ConfigError
 from listener_core.secrets import PREFIX, SecretBox, load_or_create_key, open_params
 from tests.security.helpers import details, event_types, secret_package
 from tests.support.databases import sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.samples import sample_event
 from tests.support.servers import Pair, eventually, running_pair
 
@@ -117,19 +118,13 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
 async def publish_and_wait(pair: Pair, out: Path, record: Recorder) -> str:
     reply = await record(
         pair.clients.events.PublishEvent(
             event_service_pb2.PublishEventRequest(event=sample_event("task_fail"))
         )
     )
-    line = await eventually(lambda: [x for x in read_lines(out) if x["id"] == reply.id])
+    line = await eventually(lambda: [x for x in read_jsonl(out) if x["id"] == reply.id])
     return str(line[0]["key_sha256"])
 
 
