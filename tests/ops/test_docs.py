@@ -17,6 +17,7 @@ from listener_common.package import build_package
 from listener_core.config import KEYS
 from tests.ops.helpers import REPO, grpcurl_dir
 from tests.support.databases import sqlite_url
+from tests.support.jsonl import read_jsonl
 from tests.support.servers import ServerPair
 
 API_DOC = REPO / "docs" / "api.md"
@@ -127,8 +128,7 @@ def _run_examples(tmp_path: Path, blocks: list[str], *, http: bool) -> None:
         deadline = time.monotonic() + 60
         tasks: list[str] = []
         while time.monotonic() < deadline:
-            lines = audit.read_text().splitlines() if audit.exists() else []
-            tasks = [json.loads(line).get("task_name", "") for line in lines]
+            tasks = [line.get("task_name", "") for line in read_jsonl(audit)]
             if tasks.count("extract") >= 3:
                 break
             time.sleep(0.1)
@@ -183,7 +183,7 @@ def test_readme_blocks_run_pasted_in_order(tmp_path: Path) -> None:
         lines: list[dict[str, str]] = []
         while len(lines) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-            lines = [json.loads(x) for x in ops.read_text().splitlines()] if ops.exists() else []
+            lines = read_jsonl(ops)
     finally:
         pair.stop()
     audit = [json.loads(x) for x in (tmp_path / "listener-audit.jsonl").read_text().splitlines()]
