@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from pathlib import Path
 
@@ -17,11 +16,6 @@ from tests.support.databases import database
 from tests.support.jsonl import read_jsonl
 from tests.support.samples import event_type, flaky_package, sample_event
 from tests.support.servers import eventually, running_pair
-
-
-def read_lines(path: Path) -> list[str]:
-    return path.read_text().splitlines()
-
 
 PARK = li_pb2.FailurePolicy(mode=li_pb2.FailurePolicy.MODE_PARK, park_after=3)
 
@@ -67,7 +61,7 @@ async def test_failing_plugin_is_retried_on_the_backoff_schedule(
 
         lines = await eventually(lambda: read_jsonl(out))
         assert [x["id"] for x in lines] == [first]
-        attempts = [json.loads(x) for x in read_lines(Path(str(out) + ".attempts"))]
+        attempts = read_jsonl(Path(str(out) + ".attempts"))
         assert len(attempts) == 6 and {a["id"] for a in attempts} == {first}
         # The schedule is the delays the runner chose (its log carries each one), not the
         # measured gaps, which a loaded machine only lengthens: base 0.2 s doubling, full
