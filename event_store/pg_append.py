@@ -9,10 +9,11 @@ the NOTIFY are one statement on an autocommit connection, so the same row lock o
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.dialects import postgresql
 
 from event_store.events import (
     COLUMN_LIST,
@@ -50,15 +51,22 @@ def _pg_append_sql(traced: bool) -> str:
     )
 
 
+#: Runs one statement with positional parameters and returns its first row.
+Execute = Callable[[str, tuple[Any, ...]], Awaitable[Any]]
+
+_STAMP = time_converter(postgresql.asyncpg.dialect())  # type: ignore[no-untyped-call]
+
+
 async def append_groups_pg(
-    connection: AsyncConnection, groups: Groups, traces: Traces = None
+    execute: Execute, groups: Groups, traces: Traces = None
 ) -> list[list[StoredEvent]]:
-    """As :func:`append_groups`, on PostgreSQL in one round trip: ``connection`` must be in
-    autocommit, so the one statement is its own transaction and the driver returns only
-    after PostgreSQL has committed it. Each statement of the transactional path was a round
-    trip during which PostgreSQL held the counter lock waiting for us (BENCHMARKS.md, 2p)."""
+    """As :func:`append_groups`, on PostgreSQL in one round trip: ``execute`` must run the
+    statement in autocommit, so it is its own transaction and returns only after PostgreSQL
+    has committed it (:class:`event_store.pg_connection.KeptConnection`). Each statement of
+    the transactional path was a round trip during which PostgreSQL held the counter lock
+    waiting for us (BENCHMARKS.md, 2p)."""
     now = utcnow()
-    stamp = time_converter(connection.dialect)(now)
+    stamp = _STAMP(now)
     ids: list[str] = []
     types: list[int] = []
     bodies: list[bytes] = []
@@ -86,7 +94,7 @@ async def append_groups_pg(
     traced = traces is not None
     params: tuple[Any, ...] = (offset, stamp, ids, types, bodies)
     params += (callers, request_ids, digests, firsts, counts) + ((tps,) if traced else ())
-    row = (await connection.exec_driver_sql(_pg_append_sql(traced), params)).one()
+    row = await execute(_pg_append_sql(traced), params)
     base = int(row[0])
     results: list[list[StoredEvent]] = []
     k = 0

@@ -12,6 +12,7 @@ from event_store import events, pg_append
 from event_store.engine import create_engine
 from event_store.events import StoredEvent
 from event_store.migrate import upgrade_schema
+from event_store.pg_connection import KeptConnection
 from event_store.sqlite_writer import SqliteWriter
 
 
@@ -28,6 +29,8 @@ class Store:
         self.engine = engine
         self.read_engine = read_engine or engine
         self.writer = writer
+        # PostgreSQL appends go through a connection kept for them (no checkout, no pre-ping).
+        self.pg_writer = KeptConnection(engine) if self.backend == "postgresql" else None
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -49,6 +52,8 @@ class Store:
     async def close(self) -> None:
         if self.writer is not None:
             await self.writer.close()
+        if self.pg_writer is not None:
+            await self.pg_writer.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
@@ -63,14 +68,12 @@ class Store:
         self, groups: events.Groups, traces: events.Traces = None
     ) -> list[list[StoredEvent]]:
         """Appends and commits publishes (see :func:`event_store.events.append_groups`); on
-        a SQLite file in one hop to its writer thread, on PostgreSQL in one statement."""
+        a SQLite file in one hop to its writer thread, on PostgreSQL in one statement on a
+        connection kept for it."""
         if self.writer is not None:
             return await self.writer.append_groups(groups, traces)
-        if self.backend == "postgresql":
-            # One statement in autocommit: one round trip, committed when it returns.
-            async with self.engine.connect() as plain:
-                connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
-                return await pg_append.append_groups_pg(connection, groups, traces)
+        if self.pg_writer is not None:
+            return await pg_append.append_groups_pg(self.pg_writer.fetchrow, groups, traces)
         async with self.write_connection() as connection:
             return await events.append_groups(connection, groups, traces)
 
