@@ -21,7 +21,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from alert_server.wakeup import SequenceSignal
-from event_store import events
 from event_store.events import StoredEvent
 from event_store.store import Store
 from listener_core import stage_trace
@@ -66,8 +65,7 @@ class SharedReads:
         after, types, limit = key
         me = asyncio.current_task()
         try:
-            async with self.store.reader() as session:
-                found = await events.read_after(session, after, types, limit)
+            found = await self.store.read_after(after, types, limit)
         finally:
             running = self._in_flight.get(key)
             if running is not None and running[0] is me:  # not a newer read of the same key

@@ -265,7 +265,9 @@ async def events_between(session: AsyncSession, first: int, last: int) -> list[S
 
 
 @cache
-def _read_sql(dialect: Dialect, type_count: int) -> str:
+def read_sql(dialect: Dialect, type_count: int) -> str:
+    """:func:`read_after`'s query for ``type_count`` types (0: all); its parameters are the
+    sequence to read after, the types, then the limit."""
     marks = _marks(dialect, type_count + 2)
     where = f"sequence > {marks[0]}"
     if type_count:
@@ -293,9 +295,13 @@ async def read_after(
         return []
     connection = await session.connection()
     chosen = list(types) if types is not None else []
-    sql = _read_sql(connection.dialect, len(chosen))
+    sql = read_sql(connection.dialect, len(chosen))
     result = await connection.exec_driver_sql(sql, (after, *chosen, limit))
-    rows: Sequence[Any] = result.all()
+    return stored_events(result.all())
+
+
+def stored_events(rows: Sequence[Any]) -> list[StoredEvent]:
+    """Rows of :func:`read_sql` as events."""
     return [StoredEvent(r[0], r[1], r[2], _aware(r[3]), bytes(r[4]), r[5]) for r in rows]
 
 

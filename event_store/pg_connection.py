@@ -39,6 +39,16 @@ class KeptConnection:
         async with self._lock:
             return await self._run("fetchrow", sql, params)
 
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """One query in autocommit: its rows."""
+        async with self._lock:
+            return await self._run("fetch", sql, params)  # type: ignore[no-any-return]
+
+    @property
+    def busy(self) -> bool:
+        """Whether a statement is running or waiting for the connection."""
+        return self._lock.locked()
+
     async def close(self) -> None:
         async with self._lock:
             await self._drop(invalidate=False)

@@ -1,11 +1,16 @@
-"""The connection kept on PostgreSQL for the append: one statement, the same errors as
-through the pool, and a new connection after a lost one."""
+"""The connections kept on PostgreSQL for the append and the alert server's reads: one
+statement each, the same answers and errors as through the pool, and a new connection after
+a lost one."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from sqlalchemy import text
 
 from chaos.proxy import DbProxy
+from event_store import events
 from event_store.store import Store
 from listener_core import errors
 from listener_core.pipeline.error_status import to_service_error
@@ -38,6 +43,65 @@ async def test_a_lost_writer_connection_is_unavailable_then_reconnects() -> None
             await proxy.restore()
             [[again]] = await store.append_groups([([(20, b"d")], None)])
             assert (first.sequence, again.sequence) == (1, 2)  # the failed ones left no gap
+        finally:
+            await store.close()
+            await proxy.close()
+
+
+async def test_reads_on_the_kept_connection_answer_as_the_session_reads() -> None:
+    async with postgres_database() as url:
+        store = await Store.open(url)
+        try:
+            await store.append_groups([([(20, b"a"), (21, b"b")] * 5, None)])
+            for types, limit in ((None, 100), ([21], 100), ([20, 21], 3), ([22], 10)):
+                async with store.reader() as session:
+                    expected = await events.read_after(session, 2, types, limit)
+                assert await store.read_after(2, types, limit) == expected
+            assert await store.read_after(0, [], 10) == []
+            assert [e.sequence for e in await store.read_after(7, None, 10)] == [8, 9, 10]
+            async with store.reader() as session:  # the read went to an autocommit connection
+                kept = await session.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND state = 'idle' AND query LIKE 'SELECT sequence%'"
+                    )
+                )
+                assert kept.scalar_one() == 1
+        finally:
+            await store.close()
+
+
+async def test_a_read_does_not_wait_for_the_kept_connection() -> None:
+    """While the kept connection runs a statement, a read goes through the pool."""
+    async with postgres_database() as url:
+        store = await Store.open(url)
+        try:
+            await store.append_groups([([(20, b"a")] * 3, None)])
+            assert store.pg_reader is not None
+            sleeper = asyncio.ensure_future(store.pg_reader.fetch("SELECT pg_sleep(3)", ()))
+            await asyncio.sleep(0)
+            assert store.pg_reader.busy
+            assert [e.sequence for e in await store.read_after(0, None, 10)] == [1, 2, 3]
+            assert not sleeper.done()
+            await sleeper
+        finally:
+            await store.close()
+
+
+async def test_a_lost_reading_connection_is_unavailable_then_reconnects() -> None:
+    async with postgres_database() as url:
+        proxy = DbProxy(_addr(PG))
+        await proxy.start()
+        store = await Store.open(proxy.url(url))
+        try:
+            await store.append_groups([([(20, b"a")] * 2, None)])
+            assert len(await store.read_after(0, None, 10)) == 2
+            await proxy.cut()
+            with pytest.raises(Exception) as caught:
+                await store.read_after(0, None, 10)
+            assert isinstance(to_service_error(caught.value), errors.Unavailable), caught.value
+            await proxy.restore()
+            assert len(await store.read_after(1, None, 10)) == 1
         finally:
             await store.close()
             await proxy.close()
