@@ -124,8 +124,7 @@ class GroupCommitter:
         keys = [p.key for p in group if p.key is not None]
         seen: set[tuple[str, str]] = set()
         if keys:
-            async with self.store.reader() as session:
-                earlier = await events.find_requests(session, keys)
+            earlier = await self.store.find_requests(keys)  # one statement on PostgreSQL
             seen = {(k.caller, k.request_id) for k in earlier}
         fresh: list[_Pending] = []
         repeats: list[_Pending] = []

@@ -152,12 +152,34 @@ async def find_requests(
         PublishRequest.request_id.in_({k.request_id for k in keys}),
         PublishRequest.caller.in_({k.caller for k in keys} | {""}),
     )
-    rows = {(r.caller, r.request_id): r for r in (await session.execute(query)).scalars()}
+    rows = (await session.execute(query)).scalars()
+    return match_requests(
+        keys, [(r.caller, r.request_id, r.digest, r.first_sequence, r.count) for r in rows]
+    )
+
+
+#: :func:`find_requests` on PostgreSQL as one statement: the request ids, then the callers.
+FIND_REQUESTS_PG = (
+    "SELECT caller, request_id, digest, first_sequence, count FROM publish_requests "
+    "WHERE request_id = ANY($1::varchar[]) AND caller = ANY($2::varchar[])"
+)
+
+
+def find_requests_params(keys: Sequence[RequestKey]) -> tuple[list[str], list[str]]:
+    return list({k.request_id for k in keys}), list({k.caller for k in keys} | {""})
+
+
+def match_requests(
+    keys: Sequence[RequestKey], rows: Sequence[Any]
+) -> dict[RequestKey, EarlierRequest]:
+    """Each key's earlier request among ``rows`` (caller, request id, digest, first
+    sequence, count): the caller's own row, else one from before scoping (caller "")."""
+    by_key = {(r[0], r[1]): r for r in rows}
     found: dict[RequestKey, EarlierRequest] = {}
     for key in keys:
-        row = rows.get((key.caller, key.request_id)) or rows.get(("", key.request_id))
+        row = by_key.get((key.caller, key.request_id)) or by_key.get(("", key.request_id))
         if row is not None:
-            found[key] = EarlierRequest(row.digest, row.first_sequence, row.count)
+            found[key] = EarlierRequest(row[2], row[3], row[4])
     return found
 
 

@@ -95,6 +95,18 @@ class Store:
         async with self.reader() as session:
             return await events.read_after(session, after, types, limit)
 
+    async def find_requests(
+        self, keys: Sequence[events.RequestKey]
+    ) -> dict[events.RequestKey, events.EarlierRequest]:
+        """As :func:`event_store.events.find_requests`; on PostgreSQL, as :meth:`read_after`,
+        one statement on the kept reading connection while it is free."""
+        kept = self.pg_reader
+        if kept is not None and not kept.busy and keys:
+            params = events.find_requests_params(keys)
+            return events.match_requests(keys, await kept.fetch(events.FIND_REQUESTS_PG, params))
+        async with self.reader() as session:
+            return await events.find_requests(session, keys)
+
     @asynccontextmanager
     async def write_connection(self) -> AsyncIterator[AsyncConnection]:
         """A plain connection in a transaction (commits on normal exit): for the hot write

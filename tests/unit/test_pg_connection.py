@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chaos.proxy import DbProxy
 from event_store import events
@@ -20,6 +21,19 @@ from tests.support.databases import PG, postgres_database
 def _addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host, int(port)
+
+
+async def _idle_after(session: AsyncSession, query: str) -> int:
+    """How many connections sit idle (outside a transaction) after a statement like
+    ``query``: a kept connection's mark, since the pool's end theirs with ROLLBACK."""
+    result = await session.execute(
+        text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'idle' AND query LIKE :query"
+        ),
+        {"query": query},
+    )
+    return int(result.scalar_one())
 
 
 async def test_a_lost_writer_connection_is_unavailable_then_reconnects() -> None:
@@ -60,13 +74,7 @@ async def test_reads_on_the_kept_connection_answer_as_the_session_reads() -> Non
             assert await store.read_after(0, [], 10) == []
             assert [e.sequence for e in await store.read_after(7, None, 10)] == [8, 9, 10]
             async with store.reader() as session:  # the read went to an autocommit connection
-                kept = await session.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND state = 'idle' AND query LIKE 'SELECT sequence%'"
-                    )
-                )
-                assert kept.scalar_one() == 1
+                assert await _idle_after(session, "SELECT sequence%") == 1
         finally:
             await store.close()
 
@@ -105,3 +113,36 @@ async def test_a_lost_reading_connection_is_unavailable_then_reconnects() -> Non
         finally:
             await store.close()
             await proxy.close()
+
+
+async def test_request_ids_found_on_the_kept_connection_as_through_the_session() -> None:
+    """The group commit's look-up of earlier request ids: the caller's own row, else one
+    from before scoping (caller ""), else nothing."""
+    async with postgres_database() as url:
+        store = await Store.open(url)
+        try:
+            mine = events.RequestKey("token:a", "req-1", "d" * 64)
+            theirs = events.RequestKey("token:b", "req-1", "e" * 64)
+            old = events.RequestKey("token:a", "req-old", "f" * 64)
+            new = events.RequestKey("token:a", "req-new", "0" * 64)
+            await store.append_groups([([(20, b"a"), (20, b"b")], mine)])
+            async with store.transaction() as session:
+                await session.execute(
+                    text(
+                        "INSERT INTO publish_requests (caller, request_id, digest, "
+                        "first_sequence, count, create_time) "
+                        "VALUES ('', 'req-old', NULL, 1, 1, now())"
+                    )
+                )
+            keys = [mine, theirs, old, new]
+            found = await store.find_requests(keys)
+            async with store.reader() as session:
+                assert found == await events.find_requests(session, keys)
+                assert await _idle_after(session, "SELECT caller, request_id%") == 1
+            assert found == {
+                mine: events.EarlierRequest("d" * 64, 1, 2),
+                old: events.EarlierRequest(None, 1, 1),
+            }
+            assert await store.find_requests([]) == {}
+        finally:
+            await store.close()
