@@ -107,6 +107,10 @@ class Observability(Layer):
         started_count = self.metrics.grpc_started.labels(*grpc_labels)
         handling = self.metrics.grpc_handling_seconds.labels(*grpc_labels)
         handled = self.metrics.grpc_handled
+        # The children for OK, looked up once: labels() takes a lock and builds a key, and
+        # nearly every call ends OK (two of them were a sixth of a publish's Python time).
+        ok_count = counts.labels(method, "OK")
+        ok_handled = handled.labels(*grpc_labels, "OK")
 
         def wrap(behavior: Behavior) -> Behavior:
             async def measured(request: Any, context: Any) -> Any:
@@ -127,9 +131,13 @@ class Observability(Layer):
                 finally:
                     elapsed = time.perf_counter() - started
                     seconds.observe(elapsed)
-                    counts.labels(method, code).inc()
                     handling.observe(elapsed)
-                    handled.labels(*grpc_labels, code).inc()
+                    if code == "OK":
+                        ok_count.inc()
+                        ok_handled.inc()
+                    else:
+                        counts.labels(method, code).inc()
+                        handled.labels(*grpc_labels, code).inc()
                     if admin:
                         _audit(method, request, response, code, context, elapsed)
 
