@@ -41,13 +41,15 @@ def fitting(sizes: Sequence[int], budget: int) -> int:
     return len(sizes)
 
 
-def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
-    """Checks one published event; returns its type number and the body to store.
+def prepare(event: event_pb2.ListenerEvent, field: str, index: int = -1) -> tuple[int, bytes]:
+    """Checks one published event; returns its type number and the body to store. Errors
+    name ``field`` (``field[index]`` with an index: the name is built only for an error).
 
     Completes the event in place (type from the payload, event_time if unset): it belongs
     to the request being handled, and copying it first cost a third of this function."""
     which = event.WhichOneof("payload")
     if which is None:
+        field = _named(field, index)
         raise errors.InvalidArgument(
             f"{field}: a payload is required (one of {', '.join(event_types.PAYLOAD_TYPE)})",
             reason="PAYLOAD_REQUIRED",
@@ -55,32 +57,23 @@ def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
         )
     expected = event_types.PAYLOAD_TYPE[which]
     if event.type and event.type not in event_types.ALL:
+        field = _named(field, index)
         raise errors.InvalidArgument(
             f"{field}.type: unknown event type {event.type}",
             reason="UNKNOWN_EVENT_TYPE",
             field_violations=[(f"{field}.type", "unknown event type")],
         )
     if event.type and event.type != expected:
+        field = _named(field, index)
         raise errors.InvalidArgument(
             f"{field}.type is {event_pb2.EventType.Name(event.type)} but the payload is {which}",
             reason="TYPE_MISMATCH",
             field_violations=[(f"{field}.type", "does not match the payload")],
         )
-    output_only = [
-        name
-        for name, given in (
-            ("id", bool(event.id)),
-            ("sequence", bool(event.sequence)),
-            ("publish_time", event.HasField("publish_time")),
-        )
-        if given
-    ]
-    if output_only:
-        raise errors.InvalidArgument(
-            f"{field}: {', '.join(output_only)} are assigned by the server; leave them out",
-            field_violations=[(f"{field}.{f}", "output only") for f in output_only],
-        )
+    if event.id or event.sequence or event.HasField("publish_time"):
+        _output_only(event, _named(field, index))
     if len(event.source) > MAX_SOURCE_CHARS:
+        field = _named(field, index)
         raise errors.InvalidArgument(
             f"{field}.source is longer than {MAX_SOURCE_CHARS} characters",
             field_violations=[(f"{field}.source", "too long")],
@@ -89,6 +82,26 @@ def prepare(event: event_pb2.ListenerEvent, field: str) -> tuple[int, bytes]:
     if not event.HasField("event_time"):
         event.event_time.GetCurrentTime()
     return expected, event.SerializeToString()
+
+
+def _named(field: str, index: int) -> str:
+    return field if index < 0 else f"{field}[{index}]"
+
+
+def _output_only(event: event_pb2.ListenerEvent, field: str) -> None:
+    given = [
+        name
+        for name, set_ in (
+            ("id", bool(event.id)),
+            ("sequence", bool(event.sequence)),
+            ("publish_time", event.HasField("publish_time")),
+        )
+        if set_
+    ]
+    raise errors.InvalidArgument(
+        f"{field}: {', '.join(given)} are assigned by the server; leave them out",
+        field_violations=[(f"{field}.{f}", "output only") for f in given],
+    )
 
 
 def request_key(
@@ -169,7 +182,7 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
                 field_violations=[("events", "too many")],
             )
         key = request_key(request.request_id, request.events, context)
-        items = [prepare(e, f"events[{i}]") for i, e in enumerate(request.events)]
+        items = [prepare(e, "events", i) for i, e in enumerate(request.events)]
         stored = await self._publish(items, key)
         reply = event_service_pb2.PublishEventsResponse()
         add = reply.events.add  # half the cost of building each message and then the list

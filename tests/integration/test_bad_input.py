@@ -213,6 +213,22 @@ async def test_bad_events(pair: Pair) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "assigned by the server",
     )
+    long_source = sample_event("task_fail")
+    long_source.source = "s" * 256
+    # In a batch, each refusal names the event's index (the name is built only then).
+    for index, bad, words in (
+        (2, with_id, ("events[2]: id are assigned by the server",)),
+        (1, mismatch, ("events[1].type is EVENT_TYPE_TASK_START but the payload is task_fail",)),
+        (0, unknown, ("events[0].type", "unknown event type 99")),
+        (1, long_source, ("events[1].source is longer than 255",)),
+    ):
+        batch = [sample_event("task_fail"), sample_event("task_fail"), sample_event("task_fail")]
+        batch[index] = bad
+        await expect(
+            events.PublishEvents(event_service_pb2.PublishEventsRequest(events=batch)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            *words,
+        )
     assert await snapshot(pair) == before
 
 
