@@ -76,9 +76,12 @@ def table(rows: list[Row], errors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def cpu_table(rows: list[Row]) -> str:
-    """Each server's CPU per acked event under the rows' loads (``Bench.measured``)."""
+def cpu_table(rows: list[Row], limits: dict[str, float]) -> str:
+    """Each server's CPU per acked event under the rows' loads (``Bench.measured``), after
+    the echo server's per call at scenario 5's paced rate in the same run."""
+    echo = limits.get("echo_paced_cpu_us_per_call", 0.0)
     lines = [
+        f"echo server CPU per call at scenario 5's rate: {echo:.1f} µs\n",
         "| # | measure | API server CPU µs/event | alert server CPU µs/event |",
         "|---|---|---|---|",
     ]
@@ -89,7 +92,7 @@ def cpu_table(rows: list[Row]) -> str:
                 f"| {row.key} | {row.measure} | {d['api_server_cpu_us_per_event']} "
                 f"| {d['alert_server_cpu_us_per_event']} |"
             )
-    return "\n".join(lines) if len(lines) > 2 else ""
+    return "\n".join(lines) if len(lines) > 3 else ""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -175,7 +178,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "limits": bench.limits,
         "scenarios": scenarios,
         "table": table(rows, errors),
-        "cpu_table": cpu_table(rows),
+        "cpu_table": cpu_table(rows, bench.limits),
         "latency_stages": bench.stages,
         "stages_table": stages.table(bench.stages) if bench.stages else "",
     }

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import echo
 from bench.load import LoadResult, LoadSpec
-from bench.procs import REPO, free_port
+from bench.procs import REPO, CpuMeter, free_port
 from event_store.events import new_event_id
 
 # As migrations 0001 + 0003 leave it on SQLite: the sequence is the rowid.
@@ -44,6 +44,9 @@ class EchoFigures:
     batch_events_per_s: float
     rtt_p50_ms: float
     rtt_p99_ms: float
+    # The echo server's CPU per call at the paced rate (scenario 5's): the same-run reference
+    # for the servers' CPU per event, which depends on the rate and on how busy the box is.
+    paced_cpu_us_per_call: float = 0.0
 
 
 async def echo_limits(
@@ -84,13 +87,18 @@ async def echo_limits(
                 addr, echo.BATCH, batch, batch_size, batch_callers, duration=duration, warmup=warmup
             )
         )
+        meter = CpuMeter(proc.pid)
         paced = await run_load(
             LoadSpec(addr, echo.SINGLE, single, 1, 512, duration=max(duration, 0.5), rate=rate)
         )
+        cpu = meter.seconds()
     finally:
         proc.terminate()
         await proc.wait()
-    return EchoFigures(one.calls_per_s, many.events_per_s, paced.rtt(0.5), paced.rtt(0.99))
+    per_call = cpu / paced.acked_events * 1e6 if paced.acked_events else 0.0
+    return EchoFigures(
+        one.calls_per_s, many.events_per_s, paced.rtt(0.5), paced.rtt(0.99), per_call
+    )
 
 
 @dataclass(frozen=True)

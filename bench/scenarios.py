@@ -270,6 +270,7 @@ class Bench:
             echo_batch_events_per_s=figures.batch_events_per_s,
             echo_rtt_p50_ms=figures.rtt_p50_ms,
             echo_rtt_p99_ms=figures.rtt_p99_ms,
+            echo_paced_cpu_us_per_call=figures.paced_cpu_us_per_call,
         )
         raw = await asyncio.to_thread(
             sqlite_limits,
