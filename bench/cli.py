@@ -82,15 +82,16 @@ def cpu_table(rows: list[Row], limits: dict[str, float]) -> str:
     echo = limits.get("echo_paced_cpu_us_per_call", 0.0)
     lines = [
         f"echo server CPU per call at scenario 5's rate: {echo:.1f} µs\n",
-        "| # | measure | API server CPU µs/event | alert server CPU µs/event |",
-        "|---|---|---|---|",
+        "| # | measure | API server CPU µs/event | alert server CPU µs/event "
+        "| Notify calls/event |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         d = row.details
         if "api_server_cpu_us_per_event" in d:
             lines.append(
                 f"| {row.key} | {row.measure} | {d['api_server_cpu_us_per_event']} "
-                f"| {d['alert_server_cpu_us_per_event']} |"
+                f"| {d['alert_server_cpu_us_per_event']} | {d.get('notifies_per_event', '')} |"
             )
     return "\n".join(lines) if len(lines) > 3 else ""
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ class Servers:
     workdir: Path
     api_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     alert_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    # The alert server's metrics, read for the Notify calls a load caused (Bench.measured).
+    alert_metrics_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     trace_dir: Path | None = None  # per-stage timestamps (bench/stages.py) when set
     env_extra: dict[str, str] = field(default_factory=dict)  # a scenario's own settings
@@ -107,6 +110,7 @@ class Servers:
                 "LISTENER_DATA_DIR": str(self.workdir / "data"),
                 "LISTENER_API_ADDR": self.api_addr,
                 "LISTENER_ALERT_ADDR": self.alert_addr,
+                "LISTENER_ALERT_METRICS_ADDR": self.alert_metrics_addr,
                 "LISTENER_HTTP_ADDR": "off",  # measured on its own, not beside a dev server's port
                 # 64 concurrent callers from one host are one "caller" to the per-caller
                 # publish limit (16 by default): the bench measures the server, not the limit.
@@ -124,6 +128,19 @@ class Servers:
             self.trace_dir.mkdir(parents=True, exist_ok=True)
             env["BENCH_STAGE_TRACE_DIR"] = str(self.trace_dir)
         return env
+
+    def notifies(self) -> int:
+        """Notify calls the alert server has answered OK so far (its RPC counter)."""
+        url = f"http://{self.alert_metrics_addr}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        return sum(
+            int(float(line.rpartition(" ")[2]))
+            for line in text.splitlines()
+            if line.startswith("listener_rpc_requests_total{")
+            and 'PluginHostService/Notify"' in line
+            and 'code="OK"' in line
+        )
 
     def pid(self, which: str) -> int:
         return self.procs[which].pid

@@ -226,12 +226,18 @@ class Bench:
         """Runs a load, noting each server's CPU share (of one core) meanwhile, and its CPU
         microseconds per acked event (warm-up included, as the CPU is: the figure to compare
         before and after a change, far steadier than latency on a shared box)."""
+        notified = await asyncio.to_thread(servers.notifies)
         meters = {w: CpuMeter(servers.pid(w)) for w in ("api_server", "alert_server")}
         result = await self.run_load(spec)
         info: dict[str, Any] = {f"{w}_cpu_pct": round(m.percent(), 1) for w, m in meters.items()}
         for w, m in meters.items():
             per_event = m.seconds() / result.acked_events * 1e6 if result.acked_events else 0.0
             info[f"{w}_cpu_us_per_event"] = round(per_event, 1)
+        # How grouped the load was: fewer Notify calls per event, less CPU per event.
+        notifies = await asyncio.to_thread(servers.notifies) - notified
+        info["notifies_per_event"] = (
+            round(notifies / result.acked_events, 3) if result.acked_events else 0.0
+        )
         info["load_generator_cpu_pct"] = round(result.cpu_pct, 1)
         info["rtt_p50_ms"] = round(result.rtt(0.5), 2)
         info["rtt_p99_ms"] = round(result.rtt(0.99), 2)

@@ -38,5 +38,6 @@ def test_quick_bench_runs_every_scenario(tmp_path: Path) -> None:
         details = by_key[key]["details"]
         assert details["api_server_cpu_us_per_event"] > 0, details
         assert "alert_server_cpu_us_per_event" in details, details
+        assert details["notifies_per_event"] > 0, details  # the alert server heard of them
     for name in ("echo_calls_per_s", "sqlite_insert_rows_per_s", "sqlite_read_rows_per_s"):
         assert results["limits"][name] > 0
