@@ -23,13 +23,13 @@ async def _publish(store: Store, count: int) -> None:
 def count_queries(monkeypatch: pytest.MonkeyPatch) -> list[None]:
     """One entry per read that reaches the store."""
     calls: list[None] = []
-    real = events.read_after
+    real = Store.read_after
 
     async def counted(*args: Any, **kwargs: Any) -> list[events.StoredEvent]:
         calls.append(None)
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(events, "read_after", counted)
+    monkeypatch.setattr(Store, "read_after", counted)
     return calls
 
 
