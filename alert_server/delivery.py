@@ -92,6 +92,7 @@ class InstanceRunner:
         )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._idle_waiter: asyncio.Future[None] | None = None  # set while idle, for kick
         self._reload = True
         # The newest sequence known at the last read that found nothing: no new read until
         # a wake-up brings a newer one, so idle instances cost no queries.
@@ -135,6 +136,9 @@ class InstanceRunner:
         """Wakes the loop now (an operator's retry), re-reading the state first if asked."""
         self._reload = self._reload or reload
         self._wake.set()
+        waiter = self._idle_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def deliver_test(self, event: events.StoredEvent) -> str:
         """Hands an out-of-band test event to the plugin; returns the error, or ''."""
@@ -268,13 +272,18 @@ class InstanceRunner:
         """Waits for an event above ``high`` or a kick. No timeout is needed to find new
         events: the counter poll (wakeup.poll_forever) bumps the signal when a wake-up was
         lost. A long one keeps idle runners idle."""
-        waiter = asyncio.create_task(self.signal.wait_above(high, self.settings.poll_interval * 30))
-        kicked = asyncio.create_task(self._wake.wait())
+        if self.signal.latest > high or self._wake.is_set():
+            self._wake.clear()
+            return
+        # One future the signal or a kick sets: woken in the turn after a Notify, no tasks.
+        waiter = self._idle_waiter = self.signal.waiter()
         try:
-            await asyncio.wait({waiter, kicked}, return_when=asyncio.FIRST_COMPLETED)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.poll_interval * 30):
+                    await waiter
         finally:
-            waiter.cancel()
-            kicked.cancel()
+            self._idle_waiter = None
+            self.signal.discard(waiter)
         self._wake.clear()
 
     async def _step_filtered(

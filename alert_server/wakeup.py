@@ -20,26 +20,46 @@ log = logging.getLogger(__name__)
 class SequenceSignal:
     def __init__(self, latest: int = 0) -> None:
         self.latest = latest
-        self._changed = asyncio.Event()
+        # One future per waiting runner, done at the next bump or kick: a runner waits on
+        # its own future (and a kick of its own sets it too), no task or Event in between,
+        # so a Notify reaches the runner in one event-loop turn.
+        self._waiters: set[asyncio.Future[None]] = set()
 
     def bump(self, sequence: int) -> None:
         if sequence > self.latest:
             self.latest = sequence
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._wake()
 
     def kick(self) -> None:
         """Wakes every waiter without news, e.g. after an operator's retry."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done at the next bump or kick; ``discard`` it when no longer waited on."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        return waiter
+
+    def discard(self, waiter: asyncio.Future[None]) -> None:
+        self._waiters.discard(waiter)
 
     async def wait_above(self, sequence: int, timeout: float) -> None:
         """Returns when a sequence above ``sequence`` is known, or after ``timeout``."""
         if self.latest > sequence:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
+        waiter = self.waiter()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            self.discard(waiter)
 
 
 async def poll_forever(signal: SequenceSignal, store: Store, interval: float) -> None:

@@ -36,3 +36,21 @@ async def test_wait_times_out_without_news() -> None:
         await signal.wait_above(1, timeout=0.2)
     assert loop.time() - started >= 0.2 - 0.01  # it did wait for its timeout
     assert signal.latest == 1
+
+
+async def test_kick_wakes_waiters_without_news_and_no_waiter_is_kept() -> None:
+    signal = SequenceSignal(3)
+    waiters = [asyncio.create_task(signal.wait_above(3, timeout=30)) for _ in range(3)]
+    await _turns()
+    assert not any(w.done() for w in waiters)
+    signal.kick()
+    async with asyncio.timeout(30):
+        await asyncio.gather(*waiters)
+    assert signal.latest == 3
+    for _ in range(3):  # waits that timed out leave nothing behind (10,000 idle runners)
+        await signal.wait_above(3, timeout=0.01)
+    cancelled = asyncio.create_task(signal.wait_above(3, timeout=30))
+    await _turns()
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert not signal._waiters
