@@ -14,10 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store import deliveries, leases
-from event_store.models import Delivery, ListenerInstance, Package, Plugin, utcnow
+from event_store.models import utcnow
 from event_store.retry import in_transaction
 from event_store.store import Store
 from tests.support.databases import mysql_database, postgres_database
+from tests.support.delivery_rows import add_instances
 from tests.support.servers import eventually
 
 OWNER = "alert-x"
@@ -31,14 +32,7 @@ async def store_with_rows(kind: str) -> AsyncIterator[Store]:
     async with database() as url:
         store = await Store.open(url)
         try:
-            async with store.transaction() as session:
-                session.add(Package(sha256="0" * 64, size=0, data=b""))
-                session.add(Plugin(id="p", version="1", entry="m:C", sha256="0" * 64))
-            for iid in ("i-b", "i-a"):
-                async with store.transaction() as session:
-                    session.add(ListenerInstance(id=iid, plugin_id="p", event_types="1"))
-                async with store.transaction() as session:
-                    session.add(Delivery(instance_id=iid, owner=OWNER, fence=1))
+            await add_instances(store, ("i-b", "i-a"), owner=OWNER, fence=1)
             yield store
         finally:
             await store.close()

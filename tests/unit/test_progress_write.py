@@ -6,20 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from event_store import deliveries
-from event_store.models import Delivery, ListenerInstance, Package, Plugin, utcnow
+from event_store.models import Delivery, utcnow
 from event_store.retry import in_transaction
 from event_store.store import Store
-
-
-async def _rows(store: Store) -> None:
-    async with store.transaction() as session:
-        session.add(Package(sha256="0" * 64, size=0, data=b""))
-        session.add(Plugin(id="p", version="1", entry="m:C", sha256="0" * 64))
-    for iid in ("i-a", "i-b"):
-        async with store.transaction() as session:
-            session.add(ListenerInstance(id=iid, plugin_id="p", event_types="1"))
-        async with store.transaction() as session:
-            session.add(Delivery(instance_id=iid, owner="me", fence=2, filtered_count=7))
+from tests.support.delivery_rows import add_instances
 
 
 async def test_progress_is_written_with_its_time_and_stale_writes_are_refused(
@@ -27,7 +17,7 @@ async def test_progress_is_written_with_its_time_and_stale_writes_are_refused(
 ) -> None:
     store = await Store.open(db_url)
     try:
-        await _rows(store)
+        await add_instances(store, ("i-a", "i-b"), owner="me", fence=2, filtered_count=7)
         for round_, (seq_a, filt_a) in enumerate([(5, None), (9, 11)]):
             before = utcnow() - timedelta(seconds=1)
             history = deliveries.history_json([{"sequence": seq_a, "round": round_}])
