@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -164,10 +165,14 @@ def test_dockerfile_is_slim_non_root_exec_form() -> None:
 
 # -- the containers as processes ------------------------------------------------------------
 
+# Each run's containers on loopback addresses of their own (all of 127.0.0.0/8 is loopback),
+# as compose gives each run its own network: the services' ports are fixed (50051, 9465, ...),
+# so two suites on one machine with the same addresses reached each other's servers.
+_NET = f"127.{secrets.randbelow(254) + 1}.{secrets.randbelow(256)}"
 HOSTS = {
-    "listener-api-server-1": "127.0.0.10",
-    "listener-alert-server-1": "127.0.0.11",
-    "listener-alert-server-2": "127.0.0.12",
+    "listener-api-server-1": f"{_NET}.10",
+    "listener-alert-server-1": f"{_NET}.11",
+    "listener-alert-server-2": f"{_NET}.12",
 }
 
 
