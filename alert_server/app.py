@@ -51,6 +51,7 @@ class AlertServer:
     metrics_endpoint: MetricsEndpoint | None = None
     health: HealthReporter | None = None
     tracing: Tracing | None = None
+    servicer: PluginHostServicer | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.health is not None:
@@ -58,6 +59,8 @@ class AlertServer:
             await self.health.close()
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.close()
+        if self.servicer is not None:
+            self.servicer.end_streams()
         await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()
@@ -137,9 +140,8 @@ async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
             for v in host.instance_views()
         ]
     )
-    plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(
-        PluginHostServicer(host, signal), server
-    )
+    servicer = PluginHostServicer(host, signal, metrics.notify_stream_messages.inc)
+    plugin_host_pb2_grpc.add_PluginHostServiceServicer_to_server(servicer, server)
     health_servicer = await grpc_server.add_health_and_reflection(server, [SERVICE_NAME])
     # Everything alive now lives as long as the server. Frozen out of the collector's sight,
     # it is not scanned again: a full collection (the leak watch runs one after a plugin
@@ -163,6 +165,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
     )
     alert = AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
     alert.tracing = tracing
+    alert.servicer = servicer
     alert.health = HealthReporter(health_servicer, [SERVICE_NAME], partial(ping, store))
     alert.health.start()
     return alert

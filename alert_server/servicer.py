@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -18,6 +21,10 @@ from listener.alert.v1 import plugin_host_pb2_grpc
 from listener.v1 import event_pb2
 from listener_core import errors, stage_trace
 from listener_core.server import Context
+
+
+def _nothing() -> None:
+    pass
 
 
 def store_refusal(exc: BaseException) -> errors.ServiceError | None:
@@ -48,9 +55,16 @@ def _load_response(loaded: LoadedPackage) -> pb.LoadPluginResponse:
 class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
     """Talks to the host's operations and the wake-up signal, nothing inside them."""
 
-    def __init__(self, host: PluginHost, signal: SequenceSignal) -> None:
+    def __init__(
+        self, host: PluginHost, signal: SequenceSignal, nudged: Callable[[], None] = _nothing
+    ) -> None:
+        """``nudged`` counts each message of a NotifyStream (a unary Notify is counted as a
+        call by the pipeline)."""
         self.host = host
         self.signal = signal
+        self.nudged = nudged
+        self._streams: set[asyncio.Task[Any]] = set()  # the NotifyStream calls being served
+        self._ending = False
 
     async def LoadPlugin(
         self, request: pb.LoadPluginRequest, context: Context
@@ -95,6 +109,35 @@ class PluginHostServicer(plugin_host_pb2_grpc.PluginHostServiceServicer):
         stage_trace.mark_upto("notify_received", request.max_sequence)
         self.signal.bump(request.max_sequence)
         return pb.NotifyResponse()
+
+    async def NotifyStream(
+        self, requests: AsyncIterator[pb.NotifyRequest], context: Context
+    ) -> pb.NotifyResponse:
+        """Each message as one Notify call; ends when the API server closes the stream, or
+        at ``end_streams`` (shutdown)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            async for request in requests:
+                stage_trace.mark_upto("notify_received", request.max_sequence)
+                self.signal.bump(request.max_sequence)
+                self.nudged()
+        except asyncio.CancelledError:
+            if not self._ending:
+                raise  # the caller went away
+            task.uncancel()  # ended by end_streams: answered, so the call closes now
+        finally:
+            self._streams.discard(task)
+        return pb.NotifyResponse()
+
+    def end_streams(self) -> None:
+        """Answers the open NotifyStream calls (a stopping server's grace would otherwise
+        wait for them: they never end on their own). Their API servers nudge by Notify until
+        they reopen the stream, on this server's successor."""
+        self._ending = True
+        for task in list(self._streams):
+            task.cancel()
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context

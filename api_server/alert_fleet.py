@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from api_server import names
+from api_server.nudge_stream import NudgeStream
 from listener.alert.v1 import plugin_host_pb2 as pb
 from listener.alert.v1 import plugin_host_pb2_grpc
 from listener_core import errors, stage_trace
@@ -98,6 +99,7 @@ class _Member:
     channel: grpc.aio.Channel
     stub: Stub
     reach: Reachability
+    nudges: NudgeStream  # the hot path's wake-ups; Notify while it is closed
 
 
 class AlertFleet:
@@ -124,6 +126,9 @@ class AlertFleet:
             self._options.append(("grpc.ssl_target_name_override", server_name))
         self._credentials = credentials
         self._interceptors = [BearerToken(internal_token)] if internal_token else None
+        self._stream_metadata = (
+            (("authorization", f"Bearer {internal_token}"),) if internal_token else ()
+        )
         self._remind_every = remind_every
         self.timeout = timeout
         self._members: dict[str, _Member] = {}
@@ -133,7 +138,7 @@ class AlertFleet:
         self.refresh: Callable[[], Awaitable[None]] | None = None
         self._notify_seq = 0  # the newest committed sequence reported to this fleet
         self._notify_sent = 0  # the newest one a Notify went out for
-        self._notifies: set[asyncio.Task[None]] = set()  # Notify rounds in flight
+        self._notifies: set[asyncio.Task[Any]] = set()  # Notify rounds in flight
 
     def _member(self, target: str) -> _Member:
         channel = (
@@ -145,10 +150,12 @@ class AlertFleet:
                 target, options=self._options, interceptors=self._interceptors
             )
         )
+        stub = plugin_host_pb2_grpc.PluginHostServiceStub(channel)
         return _Member(
             channel,
-            plugin_host_pb2_grpc.PluginHostServiceStub(channel),
+            stub,
             Reachability(target, self._remind_every),
+            NudgeStream(stub, target, partial(self._fall_back, target), self._stream_metadata),
         )
 
     @property
@@ -169,6 +176,7 @@ class AlertFleet:
         for target in added:
             self._members[target] = self._member(target)
         for member in gone:
+            await member.nudges.close()
             await member.channel.close(grace=self.timeout)
         return added, removed
 
@@ -183,6 +191,7 @@ class AlertFleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for member in self._members.values():
+            await member.nudges.close()
             await member.channel.close()
 
     async def probe(
@@ -235,7 +244,9 @@ class AlertFleet:
         )
 
     async def _each(
-        self, call: Callable[[plugin_host_pb2_grpc.PluginHostServiceStub], Awaitable[Any]]
+        self,
+        call: Callable[[plugin_host_pb2_grpc.PluginHostServiceStub], Awaitable[Any]],
+        only: Sequence[tuple[str, _Member]] | None = None,
     ) -> list[BaseException | None]:
         async def one(target: str, member: _Member) -> BaseException | None:
             try:
@@ -248,7 +259,7 @@ class AlertFleet:
             member.reach.succeeded()
             return None
 
-        members = list(self._members.items())
+        members = list(self._members.items()) if only is None else list(only)
         if len(members) == 1:  # the usual case, without gather's extra task and loop pass
             return [await one(*members[0])]
         return list(await asyncio.gather(*(one(t, m) for t, m in members)))
@@ -281,17 +292,22 @@ class AlertFleet:
     def notify(self, max_sequence: int) -> None:
         """Tells every alert server that events up to ``max_sequence`` are committed.
 
-        Never blocks the publisher. A Notify goes out at once while fewer than
-        ``NOTIFIES_IN_FLIGHT`` rounds are unanswered; past that, the newest sequence waits
-        for the first answer, so a burst of commits coalesces without each commit waiting a
-        whole round trip behind the previous one (Notify only raises a maximum, so the
-        alert server takes them in any order).
+        Never blocks the publisher. Each alert server hears it as a message on its open
+        ``NotifyStream`` (``NudgeStream``: coalesced while a write is in progress). Where
+        that stream is closed (broken, or an older alert server), a unary Notify goes out at
+        once while fewer than ``NOTIFIES_IN_FLIGHT`` rounds are unanswered; past that, the
+        newest sequence waits for the first answer, so a burst of commits coalesces without
+        each commit waiting a whole round trip behind the previous one (Notify only raises a
+        maximum, so the alert server takes them in any order).
         """
         if max_sequence <= self._notify_seq:
             return
         self._notify_seq = max_sequence
         if len(self._notifies) < NOTIFIES_IN_FLIGHT:
             self._send_notify()
+        else:  # the streams need no slot; the others hear it when a round ends
+            for member in self._members.values():
+                member.nudges.send(max_sequence)
 
     @property
     def notifies_in_flight(self) -> int:
@@ -299,15 +315,25 @@ class AlertFleet:
 
     def _send_notify(self) -> None:
         sent = self._notify_sent = self._notify_seq
+        unary = [(t, m) for t, m in self._members.items() if not m.nudges.send(sent)]
+        if unary:
+            self._notify_round(sent, unary)
+
+    def _notify_round(self, sent: int, members: list[tuple[str, _Member]]) -> None:
         stage_trace.mark_upto("notify_sent", sent)
-        task = asyncio.create_task(self._notify_round(pb.NotifyRequest(max_sequence=sent)))
+        request = pb.NotifyRequest(max_sequence=sent)
+        task = asyncio.create_task(self._each(partial(_notify, request), members))
         self._notifies.add(task)
         task.add_done_callback(self._notified)
 
-    async def _notify_round(self, request: pb.NotifyRequest) -> None:
-        await self._each(partial(_notify, request))
+    def _fall_back(self, target: str) -> None:
+        """``target``'s stream ended: the newest sequence goes to it by Notify, since the
+        messages written last on that stream may not have been read."""
+        member = self._members.get(target)
+        if member is not None and self._notify_seq:
+            self._notify_round(self._notify_seq, [(target, member)])
 
-    def _notified(self, task: asyncio.Task[None]) -> None:
+    def _notified(self, task: asyncio.Task[Any]) -> None:
         self._notifies.discard(task)
         if not task.cancelled() and self._notify_seq > self._notify_sent:
             self._send_notify()  # what was committed while every slot was busy

@@ -83,7 +83,7 @@ def cpu_table(rows: list[Row], limits: dict[str, float]) -> str:
     lines = [
         f"echo server CPU per call at scenario 5's rate: {echo:.1f} µs\n",
         "| # | measure | API server CPU µs/event | alert server CPU µs/event "
-        "| Notify calls/event |",
+        "| nudges/event (Notify + NotifyStream) |",
         "|---|---|---|---|---|",
     ]
     for row in rows:

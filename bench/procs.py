@@ -130,16 +130,20 @@ class Servers:
         return env
 
     def notifies(self) -> int:
-        """Notify calls the alert server has answered OK so far (its RPC counter)."""
+        """Wake-ups the alert server has taken so far: unary Notify calls answered OK (its
+        RPC counter) and messages read on NotifyStream streams, each one Notify's work."""
         url = f"http://{self.alert_metrics_addr}/metrics"
         with urllib.request.urlopen(url, timeout=10) as reply:
             text = reply.read().decode()
         return sum(
             int(float(line.rpartition(" ")[2]))
             for line in text.splitlines()
-            if line.startswith("listener_rpc_requests_total{")
-            and 'PluginHostService/Notify"' in line
-            and 'code="OK"' in line
+            if line.startswith("listener_notify_stream_messages_total ")
+            or (
+                line.startswith("listener_rpc_requests_total{")
+                and 'PluginHostService/Notify"' in line
+                and 'code="OK"' in line
+            )
         )
 
     def pid(self, which: str) -> int:

@@ -233,7 +233,8 @@ class Bench:
         for w, m in meters.items():
             per_event = m.seconds() / result.acked_events * 1e6 if result.acked_events else 0.0
             info[f"{w}_cpu_us_per_event"] = round(per_event, 1)
-        # How grouped the load was: fewer Notify calls per event, less CPU per event.
+        # How grouped the load was: fewer nudges (Notify calls, stream messages) per event,
+        # less CPU per event.
         notifies = await asyncio.to_thread(servers.notifies) - notified
         info["notifies_per_event"] = (
             round(notifies / result.acked_events, 3) if result.acked_events else 0.0

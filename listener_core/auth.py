@@ -97,6 +97,7 @@ INTERNAL_METHOD_ROLES: Mapping[str, frozenset[str]] = {
         "ApplyInstance",
         "RemoveInstance",
         "Notify",
+        "NotifyStream",
         "GetStatus",
         "KickInstance",
         "SendTestEvent",

@@ -232,6 +232,11 @@ class AlertMetrics(ServerMetrics):
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.notify_stream_messages = Counter(
+            "listener_notify_stream_messages",
+            "Wake-ups received on NotifyStream streams, each handled as one Notify call",
+            registry=self.registry,
+        )
         self.plugin_load_seconds = Histogram(
             "listener_plugin_load_seconds",
             "Time to load a plugin package (import, or start its child process)",

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from alert_server import app as alert_app
 from api_server import app as api_app
 from listener.alert.v1 import plugin_host_pb2, plugin_host_pb2_grpc
-from listener.v1 import plugin_pb2, plugin_pb2_grpc
+from listener.v1 import event_service_pb2, plugin_pb2, plugin_pb2_grpc
 from listener_core import auth
 from listener_core.config import Config, ConfigError, load_config
 from tests.security.helpers import (
@@ -29,8 +29,8 @@ from tests.security.helpers import (
     public_methods,
 )
 from tests.support.databases import sqlite_url
-from tests.support.samples import logger_package
-from tests.support.servers import REPO, free_port, running_pair, wait_serving
+from tests.support.samples import logger_package, sample_event
+from tests.support.servers import REPO, eventually, free_port, running_pair, wait_serving
 
 TOKENS = {"admin": "adm-7f3a", "publisher": "pub-91bc", "viewer": "view-22de"}
 TOKEN_CONFIG = (
@@ -298,6 +298,40 @@ async def test_alert_server_takes_calls_from_the_api_server_only(tmp_path: Path)
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
         assert pair.alert.config.security.internal_token == ""  # only its digest is kept
+
+
+async def test_the_nudge_stream_is_refused_without_the_internal_token(tmp_path: Path) -> None:
+    async with running_pair(sqlite_url(tmp_path), tmp_path, internal_token="int-secret") as pair:
+        assert pair.alert.servicer is not None
+        signal = pair.alert.servicer.signal
+        async with grpc.aio.insecure_channel(pair.alert_addr) as channel:
+            stub = plugin_host_pb2_grpc.PluginHostServiceStub(channel)
+            for metadata in (None, bearer("guess"), bearer("int-secre")):
+                call = stub.NotifyStream(metadata=metadata)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call.write(plugin_host_pb2.NotifyRequest(max_sequence=10**6))
+                    await call.done_writing()
+                    await call
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert signal.latest < 10**6  # no refused message was read
+            call = stub.NotifyStream(metadata=bearer("int-secret"))
+            await call.write(plugin_host_pb2.NotifyRequest(max_sequence=10**6))
+            await call.done_writing()
+            await call
+            assert signal.latest == 10**6
+        # The API server's own stream carries the token from its start: a publish's nudge
+        # is read on it.
+        assert pair.alert.metrics is not None
+        registry = pair.alert.metrics.registry
+        before = registry.get_sample_value("listener_notify_stream_messages_total") or 0
+        await pair.clients.events.PublishEvent(
+            event_service_pb2.PublishEventRequest(event=sample_event("task_fail"))
+        )
+        await eventually(
+            lambda: (
+                (registry.get_sample_value("listener_notify_stream_messages_total") or 0) > before
+            )
+        )
 
 
 async def test_an_api_server_with_the_wrong_internal_token_is_refused(tmp_path: Path) -> None:

@@ -61,6 +61,11 @@ class PluginHostServiceStub:
                 request_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyRequest.SerializeToString,
                 response_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyResponse.FromString,
                 _registered_method=True)
+        self.NotifyStream = channel.stream_unary(
+                '/listener.alert.v1.PluginHostService/NotifyStream',
+                request_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyRequest.SerializeToString,
+                response_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyResponse.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/listener.alert.v1.PluginHostService/GetStatus',
                 request_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.GetStatusRequest.SerializeToString,
@@ -117,6 +122,15 @@ class PluginHostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NotifyStream(self, request_iterator, context):
+        """Notify on a stream the API server keeps open: each message is handled as one Notify call.
+        The stream ends only when either side goes away (the response is then empty); an API
+        server falls back to Notify while it cannot open one (UNIMPLEMENTED: an older alert server).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -162,6 +176,11 @@ def add_PluginHostServiceServicer_to_server(servicer, server):
             ),
             'Notify': grpc.unary_unary_rpc_method_handler(
                     servicer.Notify,
+                    request_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyRequest.FromString,
+                    response_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyResponse.SerializeToString,
+            ),
+            'NotifyStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.NotifyStream,
                     request_deserializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyRequest.FromString,
                     response_serializer=listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyResponse.SerializeToString,
             ),
@@ -316,6 +335,33 @@ class PluginHostService:
             request,
             target,
             '/listener.alert.v1.PluginHostService/Notify',
+            listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyRequest.SerializeToString,
+            listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NotifyStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/listener.alert.v1.PluginHostService/NotifyStream',
             listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyRequest.SerializeToString,
             listener_dot_alert_dot_v1_dot_plugin__host__pb2.NotifyResponse.FromString,
             options,

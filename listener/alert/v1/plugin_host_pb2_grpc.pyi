@@ -45,6 +45,11 @@ class PluginHostServiceStub:
     RemoveInstance: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.RemoveInstanceRequest, _plugin_host_pb2.RemoveInstanceResponse]
     Notify: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.NotifyRequest, _plugin_host_pb2.NotifyResponse]
     """Wakes the delivery loops: events up to max_sequence are committed."""
+    NotifyStream: _grpc.StreamUnaryMultiCallable[_plugin_host_pb2.NotifyRequest, _plugin_host_pb2.NotifyResponse]
+    """Notify on a stream the API server keeps open: each message is handled as one Notify call.
+    The stream ends only when either side goes away (the response is then empty); an API
+    server falls back to Notify while it cannot open one (UNIMPLEMENTED: an older alert server).
+    """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.GetStatusRequest, _plugin_host_pb2.GetStatusResponse]
     KickInstance: _grpc.UnaryUnaryMultiCallable[_plugin_host_pb2.KickInstanceRequest, _plugin_host_pb2.KickInstanceResponse]
     """An operator changed an instance's delivery state: its runner re-reads it now."""
@@ -68,6 +73,11 @@ class PluginHostServiceAsyncStub(PluginHostServiceStub):
     RemoveInstance: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.RemoveInstanceRequest, _plugin_host_pb2.RemoveInstanceResponse]  # type: ignore[assignment]
     Notify: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.NotifyRequest, _plugin_host_pb2.NotifyResponse]  # type: ignore[assignment]
     """Wakes the delivery loops: events up to max_sequence are committed."""
+    NotifyStream: _aio.StreamUnaryMultiCallable[_plugin_host_pb2.NotifyRequest, _plugin_host_pb2.NotifyResponse]  # type: ignore[assignment]
+    """Notify on a stream the API server keeps open: each message is handled as one Notify call.
+    The stream ends only when either side goes away (the response is then empty); an API
+    server falls back to Notify while it cannot open one (UNIMPLEMENTED: an older alert server).
+    """
     GetStatus: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.GetStatusRequest, _plugin_host_pb2.GetStatusResponse]  # type: ignore[assignment]
     KickInstance: _aio.UnaryUnaryMultiCallable[_plugin_host_pb2.KickInstanceRequest, _plugin_host_pb2.KickInstanceResponse]  # type: ignore[assignment]
     """An operator changed an instance's delivery state: its runner re-reads it now."""
@@ -118,6 +128,17 @@ class PluginHostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_plugin_host_pb2.NotifyResponse, _abc.Awaitable[_plugin_host_pb2.NotifyResponse]]:
         """Wakes the delivery loops: events up to max_sequence are committed."""
+
+    @_abc_1.abstractmethod
+    def NotifyStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_plugin_host_pb2.NotifyRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_host_pb2.NotifyResponse, _abc.Awaitable[_plugin_host_pb2.NotifyResponse]]:
+        """Notify on a stream the API server keeps open: each message is handled as one Notify call.
+        The stream ends only when either side goes away (the response is then empty); an API
+        server falls back to Notify while it cannot open one (UNIMPLEMENTED: an older alert server).
+        """
 
     @_abc_1.abstractmethod
     def GetStatus(
