@@ -7,8 +7,6 @@ import asyncio
 from datetime import UTC
 
 import asyncpg
-import pytest
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from event_store import events
@@ -64,26 +62,6 @@ async def test_appends_commit_in_order_with_their_rows_and_request_ids() -> None
                 assert await events.earlier_events(session, earlier) == batches[7][0]
                 count = await session.execute(text("SELECT count(*) FROM publish_requests"))
                 assert count.scalar_one() == 20
-        finally:
-            await store.close()
-
-
-async def test_a_repeated_request_id_is_an_integrity_error_and_writes_nothing() -> None:
-    async with postgres_database() as url:
-        store = await Store.open(url)
-        try:
-            await store.append_groups([([(20, b"a")], key("same"))])
-            with pytest.raises(sa_exc.IntegrityError):
-                await store.append_groups(
-                    [([(21, b"b"), (21, b"c")], key("other")), ([(22, b"d")], key("same"))]
-                )
-            async with store.reader() as session:
-                assert await events.max_sequence(session) == 1  # the counter rolled back too
-                count = await session.execute(text("SELECT count(*) FROM events"))
-                assert count.scalar_one() == 1
-                assert await events.find_request(session, key("other")) is None
-            [[after]] = await store.append_groups([([(20, b"e")], None)])
-            assert after.sequence == 2
         finally:
             await store.close()
 

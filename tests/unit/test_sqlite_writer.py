@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-
 from event_store import events
 from event_store.store import Store
 from tests.support.databases import sqlite_url
@@ -36,26 +32,5 @@ async def test_appends_commit_in_order_and_keep_request_ids(tmp_path: Path) -> N
         assert [e.id for e in read] == [
             e.id for e in sorted((e for [g] in batches for e in g), key=lambda e: e.sequence)
         ]
-    finally:
-        await store.close()
-
-
-async def test_a_repeated_request_id_is_an_integrity_error_and_writes_nothing(
-    tmp_path: Path,
-) -> None:
-    store = await Store.open(sqlite_url(tmp_path))
-    try:
-        await store.append_groups([([(20, b"a")], key("same"))])
-        with pytest.raises(sa_exc.IntegrityError):
-            await store.append_groups(
-                [([(21, b"b"), (21, b"c")], key("other")), ([(22, b"d")], key("same"))]
-            )
-        async with store.reader() as session:
-            assert await events.max_sequence(session) == 1  # the counter rolled back too
-            count = await session.execute(text("SELECT count(*) FROM events"))
-            assert count.scalar_one() == 1
-        # The writer goes on after a failed group.
-        [[stored]] = await store.append_groups([([(20, b"e")], None)])
-        assert stored.sequence == 2
     finally:
         await store.close()
