@@ -27,8 +27,13 @@ from event_store.models import Counter, Event, PublishRequest, utcnow
 NOTIFY_CHANNEL = "listener_events"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StoredEvent:
+    """One event of the log. Frozen, with an ``__init__`` of its own: the one dataclasses
+    writes for a frozen class sets each field through ``object.__setattr__``, and every group
+    commit builds one per event (every read of the alert server too): 0.73 us an event
+    that way, 0.42 this way (500 at a time, quiet box)."""
+
     sequence: int
     id: str
     type: int
@@ -36,6 +41,29 @@ class StoredEvent:
     body: bytes
     # The publish span's W3C traceparent (listener_core.tracing); None when tracing is off.
     traceparent: str | None = None
+
+    def __init__(
+        self,
+        sequence: int,
+        id: str,
+        type: int,
+        publish_time: datetime,
+        body: bytes,
+        traceparent: str | None = None,
+    ) -> None:
+        _set_sequence(self, sequence)
+        _set_id(self, id)
+        _set_type(self, type)
+        _set_publish_time(self, publish_time)
+        _set_body(self, body)
+        _set_traceparent(self, traceparent)
+
+
+# The slots' own setters, which a frozen class's __setattr__ does not stand in front of.
+_set_sequence, _set_id, _set_type, _set_publish_time, _set_body, _set_traceparent = (
+    StoredEvent.__dict__[name].__set__
+    for name in ("sequence", "id", "type", "publish_time", "body", "traceparent")
+)
 
 
 @dataclass(frozen=True, slots=True)
