@@ -31,7 +31,11 @@ from event_store.models import utcnow
 def _pg_append_sql(traced: bool) -> str:
     """The whole PostgreSQL append as one statement: the counter bump (its row lock held to
     the commit, as in :func:`append_groups`), every event and request row from arrays, and
-    the NOTIFY. Sequences are the counter's new range in array order."""
+    the NOTIFY. Sequences are the counter's new range in array order.
+
+    The ids and the types go as one comma-separated text each, not as arrays: asyncpg encodes
+    an array element by element with a type check on each (0.35 us an id, 0.23 a type),
+    a text at once (both 0.05 us an event, the join included)."""
     tp_column, tp_value, tp_array, tp_name = (
         (", traceparent", ", u.tp", ", $11::varchar[]", ", tp") if traced else ("", "", "", "")
     )
@@ -40,8 +44,8 @@ def _pg_append_sql(traced: bool) -> str:
         "RETURNING value - $1::bigint AS base), "
         f"e AS (INSERT INTO events ({COLUMN_LIST}{tp_column}) "
         f"SELECT c.base + u.n, u.id, u.type, $2::timestamp, u.body{tp_value} FROM c, "
-        f"unnest($3::varchar[], $4::smallint[], $5::bytea[]{tp_array}) WITH ORDINALITY "
-        f"AS u(id, type, body{tp_name}, n)), "
+        "unnest(string_to_array($3::text, ','), string_to_array($4::text, ',')::smallint[], "
+        f"$5::bytea[]{tp_array}) WITH ORDINALITY AS u(id, type, body{tp_name}, n)), "
         "r AS (INSERT INTO publish_requests "
         "(caller, request_id, digest, first_sequence, count, create_time) "
         "SELECT u.caller, u.request_id, u.digest, c.base + u.first, u.count, $2::timestamp "
@@ -92,7 +96,7 @@ async def append_groups_pg(
             tps.append(trace)
         offset += len(items)
     traced = traces is not None
-    params: tuple[Any, ...] = (offset, stamp, ids, types, bodies)
+    params: tuple[Any, ...] = (offset, stamp, ",".join(ids), ",".join(map(str, types)), bodies)
     params += (callers, request_ids, digests, firsts, counts) + ((tps,) if traced else ())
     row = await execute(_pg_append_sql(traced), params)
     base = int(row[0])
