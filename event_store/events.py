@@ -104,6 +104,12 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+def new_event_ids(count: int) -> list[str]:
+    """``count`` ids of :func:`new_event_id`, in the order made (a group commit's events)."""
+    uuid7 = uuid_utils.uuid7
+    return [str(uuid7()) for _ in range(count)]
+
+
 COUNTER_VALUE_SQL = "SELECT value FROM counters WHERE name = 'events'"
 
 
@@ -243,8 +249,10 @@ def plan_append(dialect: Dialect, groups: Groups, first: int, traces: Traces = N
         trace = traces[n] if traces is not None else None
         results.append(
             [
-                StoredEvent(offset + i, new_event_id(), etype, now, body, trace)
-                for i, (etype, body) in enumerate(items)
+                StoredEvent(offset + i, event_id, etype, now, body, trace)
+                for i, (event_id, (etype, body)) in enumerate(
+                    zip(new_event_ids(len(items)), items, strict=True)
+                )
             ]
         )
         offset += len(items)

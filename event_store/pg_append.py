@@ -21,7 +21,7 @@ from event_store.events import (
     Groups,
     StoredEvent,
     Traces,
-    new_event_id,
+    new_event_ids,
     time_converter,
 )
 from event_store.models import utcnow
@@ -80,6 +80,7 @@ async def append_groups_pg(
     firsts: list[int] = []
     counts: list[int] = []
     tps: list[str | None] = []
+    group_ids: list[list[str]] = []
     offset = 0
     for n, (items, key) in enumerate(groups):
         if key is not None:
@@ -88,27 +89,27 @@ async def append_groups_pg(
             digests.append(key.digest)
             firsts.append(offset + 1)
             counts.append(len(items))
-        trace = traces[n] if traces is not None else None
-        for etype, body in items:
-            ids.append(new_event_id())
-            types.append(etype)
-            bodies.append(body)
-            tps.append(trace)
+        # A comprehension per column, not one loop appending to each: half the cost an event.
+        group_ids.append(new_event_ids(len(items)))
+        ids += group_ids[-1]
+        types += [etype for etype, _ in items]
+        bodies += [body for _, body in items]
+        if traces is not None:
+            tps += [traces[n]] * len(items)
         offset += len(items)
     traced = traces is not None
     params: tuple[Any, ...] = (offset, stamp, ",".join(ids), ",".join(map(str, types)), bodies)
     params += (callers, request_ids, digests, firsts, counts) + ((tps,) if traced else ())
     row = await execute(_pg_append_sql(traced), params)
-    base = int(row[0])
+    first = int(row[0]) + 1
     results: list[list[StoredEvent]] = []
-    k = 0
-    for n, (items, _) in enumerate(groups):
+    for n, ((items, _), these) in enumerate(zip(groups, group_ids, strict=True)):
         trace = traces[n] if traces is not None else None
         results.append(
             [
-                StoredEvent(base + k + i + 1, ids[k + i], etype, now, body, trace)
-                for i, (etype, body) in enumerate(items)
+                StoredEvent(first + i, event_id, etype, now, body, trace)
+                for i, (event_id, (etype, body)) in enumerate(zip(these, items, strict=True))
             ]
         )
-        k += len(items)
+        first += len(items)
     return results

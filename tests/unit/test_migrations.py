@@ -86,6 +86,13 @@ def test_event_ids_are_time_ordered_uuids() -> None:
     assert all(len(i) == 36 and i[14] == "7" for i in ids)  # version 7
 
 
+def test_a_group_of_ids_is_as_ordered_as_ids_made_one_by_one() -> None:
+    ids = [i for n in range(40) for i in [events.new_event_id(), *events.new_event_ids(n)]]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 36 and i[14] == "7" for i in ids)
+
+
 async def test_publish_time_round_trips_through_the_driver_level_insert(db_url: str) -> None:
     store = await Store.open(db_url)
     try:
