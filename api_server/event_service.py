@@ -56,20 +56,9 @@ def prepare(event: event_pb2.ListenerEvent, field: str, index: int = -1) -> tupl
             field_violations=[(f"{field}.payload", "required")],
         )
     expected = event_types.PAYLOAD_TYPE[which]
-    if event.type and event.type not in event_types.ALL:
-        field = _named(field, index)
-        raise errors.InvalidArgument(
-            f"{field}.type: unknown event type {event.type}",
-            reason="UNKNOWN_EVENT_TYPE",
-            field_violations=[(f"{field}.type", "unknown event type")],
-        )
-    if event.type and event.type != expected:
-        field = _named(field, index)
-        raise errors.InvalidArgument(
-            f"{field}.type is {event_pb2.EventType.Name(event.type)} but the payload is {which}",
-            reason="TYPE_MISMATCH",
-            field_violations=[(f"{field}.type", "does not match the payload")],
-        )
+    given = event.type
+    if given and given != expected:  # one comparison when it is right or left out
+        _wrong_type(given, which, _named(field, index))
     if event.id or event.sequence or event.HasField("publish_time"):
         _output_only(event, _named(field, index))
     if len(event.source) > MAX_SOURCE_CHARS:
@@ -78,10 +67,25 @@ def prepare(event: event_pb2.ListenerEvent, field: str, index: int = -1) -> tupl
             f"{field}.source is longer than {MAX_SOURCE_CHARS} characters",
             field_violations=[(f"{field}.source", "too long")],
         )
-    event.type = expected  # type: ignore[assignment]
+    if not given:
+        event.type = expected  # type: ignore[assignment]
     if not event.HasField("event_time"):
         event.event_time.GetCurrentTime()
     return expected, event.SerializeToString()
+
+
+def _wrong_type(given: int, which: str, field: str) -> None:
+    if given not in event_types.ALL:
+        raise errors.InvalidArgument(
+            f"{field}.type: unknown event type {given}",
+            reason="UNKNOWN_EVENT_TYPE",
+            field_violations=[(f"{field}.type", "unknown event type")],
+        )
+    raise errors.InvalidArgument(
+        f"{field}.type is {event_pb2.EventType.Name(given)} but the payload is {which}",  # type: ignore[arg-type]
+        reason="TYPE_MISMATCH",
+        field_violations=[(f"{field}.type", "does not match the payload")],
+    )
 
 
 def _named(field: str, index: int) -> str:
