@@ -161,7 +161,11 @@ async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
     if store.backend == "postgresql":
         tasks.append(asyncio.create_task(listen_postgres(signal, store)))
     log.info(
-        "alert server %s listening on %s (store %s)", host.server_id, host.address, store.backend
+        "alert server %s listening on %s (store %s; event loop %s)",
+        host.server_id,
+        host.address,
+        store.backend,
+        grpc_server.loop_name(),
     )
     alert = AlertServer(config, store, host, server, port, tasks, metrics, endpoint)
     alert.tracing = tracing
@@ -240,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(args.config, insecure=args.insecure)
         grpc_server.forget_secret_variables()
         grpc_server.configure_logging(config.logging.level, config.logging.format)
-        asyncio.run(serve(config))  # start() freezes the start-up heap, before plugins load
+        # start() freezes the start-up heap, before plugins load
+        grpc_server.run(serve(config), config.runtime.event_loop)
     except ConfigError as exc:
         sys.exit(f"alert_server: {exc}")

@@ -199,12 +199,13 @@ async def start(config: Config, tracing: Tracing | None = None) -> ApiServer:
             raise
         log.info("HTTP/JSON and the console on %s", api.http.url)
     log.info(
-        "API server listening on %s (%s, %s; store %s, alert servers %s)",
+        "API server listening on %s (%s, %s; store %s, alert servers %s; event loop %s)",
         api_addr,
         "TLS" if credentials is not None else "plaintext",
         f"{len(tokens)} token(s)" if tokens else "no authentication",
         store.backend,
         ", ".join(config.fleet.alert_targets) or "found in the store",
+        grpc_server.loop_name(),
     )
     return api
 
@@ -226,8 +227,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         grpc_server.forget_secret_variables()
         grpc_server.configure_logging(config.logging.level, config.logging.format)
         grpc_server.freeze_start_up_heap()  # the process's own, before any plugin loads
+        loop = config.runtime.event_loop
         if config.listen.api_workers > 1:
-            sys.exit(workers.run(config, lambda c: asyncio.run(serve(c))))
-        asyncio.run(serve(config))
+            sys.exit(workers.run(config, lambda c: grpc_server.run(serve(c), loop)))
+        grpc_server.run(serve(config), loop)
     except (ConfigError, OSError) as exc:  # OSError: a listen address is taken
         sys.exit(f"api_server: {exc}")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import load, stages
+from bench import echo, load, stages
 from bench.groups import GROUPS, RUNS
 from bench.load import LoadResult, LoadSpec
 from bench.scenarios import FULL, QUICK, SCENARIOS, Bench, Row, Sizes
@@ -45,6 +45,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": os.getloadavg(),  # at the end; other work on the box skews figures
+        "event_loop": echo.event_loop(),  # the servers' and the echo server's
     }
 
 
@@ -230,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     m = results["machine"]
     print(
-        f"\n{m['nproc']} x {m['cpu_model']}, Python {m['python']}, {results['db']}, "
+        f"\n{m['nproc']} x {m['cpu_model']}, Python {m['python']} on {m['event_loop']}, "
+        f"{results['db']}, "
         f"{results['mode']} run in {results['seconds']} s\n"
     )
     print(results["table"])

@@ -1,13 +1,14 @@
 """A bare grpc.aio server answering canned replies: the transport's ceiling on this machine.
 
-Same server options as the real servers, no interceptors, no parsing, no store: what is left
-is gRPC plus the event loop, so a real server's rate divided by this one says how much of the
-machine its own work costs. ``python -m bench.echo PORT`` prints ``ready`` once serving.
+Same server options and event loop as the real servers, no interceptors, no parsing, no
+store: what is left is gRPC plus the event loop, so a real server's rate divided by this one
+says how much of the machine its own work costs. ``python -m bench.echo PORT`` prints
+``ready`` once serving.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import sys
 import uuid
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import grpc
 
 from listener.v1 import event_service_pb2
+from listener_core.server import run
+from listener_core.settings import RuntimeSettings
 
 SINGLE = "/bench.Echo/Single"
 BATCH = "/bench.Echo/Batch"
@@ -67,5 +70,12 @@ async def serve(port: int, batch_size: int) -> None:
     await server.wait_for_termination()
 
 
+def event_loop() -> str:
+    """The servers' event loop, as the bench starts them (``LISTENER_EVENT_LOOP`` or the
+    default): the echo server runs on the same one, so a ratio to it leaves the loop out."""
+    return os.environ.get("LISTENER_EVENT_LOOP") or RuntimeSettings().event_loop
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 500))
+    port, size = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 500
+    run(serve(port, size), event_loop())

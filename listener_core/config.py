@@ -32,6 +32,7 @@ from listener_core.settings import (
     PackageLimits,
     ProcessConfig,
     RetentionSettings,
+    RuntimeSettings,
     SecuritySettings,
     SettingError,
     StoreSettings,
@@ -64,6 +65,7 @@ class Config:
     leases: LeaseSettings = field(default_factory=LeaseSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LogSettings = field(default_factory=LogSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     tracing: TraceSettings = field(default_factory=TraceSettings)

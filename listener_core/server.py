@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Coroutine, Iterable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -170,6 +170,30 @@ def freeze_start_up_heap() -> None:
     in-process servers too): frozen objects are never freed, and an unloaded plugin must be."""
     gc.collect()
     gc.freeze()
+
+
+def run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Runs a server's ``main`` to the end on the configured event loop (``event_loop``:
+    ``uvloop`` or ``asyncio``), as ``asyncio.run`` does: the loop's tasks are cancelled and
+    its async generators closed at the end."""
+    factory = None
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError as exc:
+            raise ConfigError(
+                f"event_loop = 'uvloop': uvloop cannot be imported ({exc}); install it, "
+                "or set event_loop = 'asyncio'"
+            ) from None
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
+
+
+def loop_name() -> str:
+    """The running event loop's implementation, for the start-up log: ``uvloop`` or
+    ``asyncio`` (what runs, which in-process servers take from their host)."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
 
 
 async def wait_for_signal() -> None:

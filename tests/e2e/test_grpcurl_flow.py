@@ -6,6 +6,7 @@ import base64
 import time
 from pathlib import Path
 
+import pytest
 from google.protobuf import json_format
 
 from listener.v1 import event_service_pb2
@@ -29,10 +30,14 @@ def wait_lines(path: Path, count: int, timeout: float = 60.0) -> list[dict[str, 
     return lines
 
 
-def test_install_subscribe_publish_deliver_with_grpcurl(tmp_path: Path) -> None:
-    pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data")
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])  # the default, the fallback
+def test_install_subscribe_publish_deliver_with_grpcurl(tmp_path: Path, event_loop: str) -> None:
+    env = {"LISTENER_EVENT_LOOP": event_loop}
+    pair = ServerPair(sqlite_url(tmp_path), tmp_path / "data", extra_env=env)
     try:
         pair.start_both()
+        for which in ("api_server", "alert_server"):
+            assert f"event loop {event_loop})" in pair.log(which), pair.log(which)
         listed = grpcurl(pair.api_addr, "list").stdout.split()
         for service in (
             "listener.v1.PluginService",

@@ -42,7 +42,7 @@ def test_the_servers_forget_their_secret_variables_at_start() -> None:
         text = (Path(__file__).resolve().parents[2] / module).read_text()
         main = text[text.index("def main(") :]
         read = main.index("load_config(")
-        assert read < main.index("forget_secret_variables()") < main.index("asyncio.run(")
+        assert read < main.index("forget_secret_variables()") < main.index("grpc_server.run(")
 
 
 def test_the_internal_token_in_clear_off_loopback_is_warned_about(

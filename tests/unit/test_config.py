@@ -29,6 +29,7 @@ def test_defaults_just_work() -> None:
     assert config.listen.http_addr == "127.0.0.1:8080"
     assert config.fleet.alert_targets == () and config.discovers_alert_servers
     assert config.store.database_url == "sqlite+aiosqlite:///data/listener.db"
+    assert config.runtime.event_loop == "uvloop"
     assert config == Config()
 
 
@@ -86,6 +87,7 @@ def test_other_tools_variables_are_not_mistakes() -> None:
         ("lease_ttl", "0", "a number, > 0"),
         ("log_level", "LOUD", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("log_format", "xml", "one of text, json"),
+        ("event_loop", "libuv", "one of uvloop, asyncio"),
         ("handler_timeout", "soon", "a number"),
         ("api_addr", "localhost", "host:port"),
         ("alert_targets", "a:1,b", "host:port entries"),
