@@ -1,0 +1,50 @@
+"""A read's rows to events (``event_store.events.stored_events``): the publish time as
+``value.replace(tzinfo=UTC)`` gave it, whichever way the driver returns it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from event_store import events
+from event_store.events import StoredEvent
+
+NAIVE = [
+    datetime(2026, 11, 23, 12, 0, 0, 123456),
+    datetime(2026, 11, 23, 12, 0, 0),
+    datetime(1, 1, 1),
+    datetime(9999, 12, 31, 23, 59, 59, 999999),
+    datetime(1969, 12, 31, 23, 59, 59, 999999),
+    datetime(1970, 1, 1),
+]
+
+
+@pytest.mark.parametrize("value", NAIVE, ids=str)
+def test_aware_gives_what_replace_gave(value: datetime) -> None:
+    expected = value.replace(tzinfo=UTC)
+    for raw in (value, str(value), value.isoformat()):
+        got = events._aware(raw)
+        assert (got, repr(got), got.tzinfo, got.fold) == (expected, repr(expected), UTC, 0)
+        assert got.tzinfo is UTC
+
+
+def test_aware_keeps_replacing_a_zone_a_driver_gave() -> None:
+    """Not what any driver here does; kept as it was (the wall time, read as UTC)."""
+    zoned = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert repr(events._aware(zoned)) == repr(zoned.replace(tzinfo=UTC))
+    assert repr(events._aware(zoned.isoformat())) == repr(zoned.replace(tzinfo=UTC))
+
+
+def test_rows_become_events() -> None:
+    rows = [
+        (7, "id-7", 13, "2026-11-23 12:00:00.123456", b"body", None),
+        (8, "id-8", 14, datetime(2026, 11, 23, 12, 0, 1), memoryview(b"view"), "00-ab-cd-01"),
+    ]
+    assert events.stored_events(rows) == [
+        StoredEvent(7, "id-7", 13, datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC), b"body"),
+        StoredEvent(
+            8, "id-8", 14, datetime(2026, 11, 23, 12, 0, 1, tzinfo=UTC), b"view", "00-ab-cd-01"
+        ),
+    ]
+    assert type(events.stored_events(rows)[1].body) is bytes
