@@ -335,6 +335,7 @@ def read_sql(dialect: Dialect, type_count: int) -> str:
 
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOTHING = object()  # equal to no value a row holds
 
 
 def _aware(value: Any) -> datetime:
@@ -368,8 +369,17 @@ async def read_after(
 
 
 def stored_events(rows: Sequence[Any]) -> list[StoredEvent]:
-    """Rows of :func:`read_sql` as events."""
-    return [StoredEvent(r[0], r[1], r[2], _aware(r[3]), bytes(r[4]), r[5]) for r in rows]
+    """Rows of :func:`read_sql` as events. The events of one group commit share one publish
+    time and come in a run: it is converted once per run, and the run shares the result."""
+    found: list[StoredEvent] = []
+    raw: Any = _NOTHING
+    when = _EPOCH
+    for r in rows:
+        if r[3] != raw:
+            raw = r[3]
+            when = _aware(raw)
+        found.append(StoredEvent(r[0], r[1], r[2], when, bytes(r[4]), r[5]))
+    return found
 
 
 async def sizes_after(

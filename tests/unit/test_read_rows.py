@@ -48,3 +48,18 @@ def test_rows_become_events() -> None:
         ),
     ]
     assert type(events.stored_events(rows)[1].body) is bytes
+
+
+def test_a_run_of_equal_publish_times_is_converted_once_and_each_row_gets_its_own() -> None:
+    texts = ["2026-11-23 12:00:00.000001"] * 3 + ["2026-11-23 12:00:01.000000"] * 2
+    texts += ["2026-11-23 12:00:00.000001", "1970-01-01 00:00:00.000000"]
+    for values in (texts, [datetime.fromisoformat(t) for t in texts]):
+        rows = [(n, f"id-{n}", 13, value, b"", None) for n, value in enumerate(values)]
+        found = events.stored_events(rows)
+        assert [e.publish_time for e in found] == [events._aware(v) for v in values]
+        assert [repr(e.publish_time) for e in found] == [
+            repr(datetime.fromisoformat(t).replace(tzinfo=UTC)) for t in texts
+        ]
+        assert found[0].publish_time is found[2].publish_time
+        assert found[3].publish_time is not found[2].publish_time
+    assert events.stored_events([]) == []
