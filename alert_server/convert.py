@@ -210,7 +210,7 @@ def to_sdk_event(stored: StoredEvent) -> events.ListenerEvent:
     if event is None:
         event = _older.get(key)
     if event is None or event.sequence != stored.sequence:
-        event = _build(stored)
+        event = _BUILDERS.get(stored.type, _general)(stored)  # _build, without its frame
         _recent[key] = event
         if len(_recent) >= _CACHE_TURN:
             _older, _recent = _recent, {}
