@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from event_store import events, pg_append
+from event_store import events, pg_append, stored
 from event_store.engine import create_engine
 from event_store.events import StoredEvent
 from event_store.migrate import upgrade_schema
@@ -97,7 +97,7 @@ class Store:
         if kept is not None and not kept.busy and (types is None or types):
             chosen = list(types) if types is not None else []
             sql = events.read_sql(self.read_engine.dialect, len(chosen))
-            return events.stored_events(await kept.fetch(sql, (after, *chosen, limit)))
+            return stored.stored_events(await kept.fetch(sql, (after, *chosen, limit)))
         async with self.reader() as session:
             return await events.read_after(session, after, types, limit)
 

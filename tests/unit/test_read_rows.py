@@ -1,4 +1,4 @@
-"""A read's rows to events (``event_store.events.stored_events``): the publish time as
+"""A read's rows to events (``event_store.stored.stored_events``): the publish time as
 ``value.replace(tzinfo=UTC)`` gave it, whichever way the driver returns it."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from event_store import events
+from event_store import stored
 from event_store.events import StoredEvent
 
 NAIVE = [
@@ -24,7 +24,7 @@ NAIVE = [
 def test_aware_gives_what_replace_gave(value: datetime) -> None:
     expected = value.replace(tzinfo=UTC)
     for raw in (value, str(value), value.isoformat()):
-        got = events._aware(raw)
+        got = stored._aware(raw)
         assert (got, repr(got), got.tzinfo, got.fold) == (expected, repr(expected), UTC, 0)
         assert got.tzinfo is UTC
 
@@ -32,8 +32,8 @@ def test_aware_gives_what_replace_gave(value: datetime) -> None:
 def test_aware_keeps_replacing_a_zone_a_driver_gave() -> None:
     """Not what any driver here does; kept as it was (the wall time, read as UTC)."""
     zoned = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
-    assert repr(events._aware(zoned)) == repr(zoned.replace(tzinfo=UTC))
-    assert repr(events._aware(zoned.isoformat())) == repr(zoned.replace(tzinfo=UTC))
+    assert repr(stored._aware(zoned)) == repr(zoned.replace(tzinfo=UTC))
+    assert repr(stored._aware(zoned.isoformat())) == repr(zoned.replace(tzinfo=UTC))
 
 
 def test_rows_become_events() -> None:
@@ -41,13 +41,13 @@ def test_rows_become_events() -> None:
         (7, "id-7", 13, "2026-11-23 12:00:00.123456", b"body", None),
         (8, "id-8", 14, datetime(2026, 11, 23, 12, 0, 1), memoryview(b"view"), "00-ab-cd-01"),
     ]
-    assert events.stored_events(rows) == [
+    assert stored.stored_events(rows) == [
         StoredEvent(7, "id-7", 13, datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC), b"body"),
         StoredEvent(
             8, "id-8", 14, datetime(2026, 11, 23, 12, 0, 1, tzinfo=UTC), b"view", "00-ab-cd-01"
         ),
     ]
-    assert type(events.stored_events(rows)[1].body) is bytes
+    assert type(stored.stored_events(rows)[1].body) is bytes
 
 
 def test_a_run_of_equal_publish_times_is_converted_once_and_each_row_gets_its_own() -> None:
@@ -55,11 +55,11 @@ def test_a_run_of_equal_publish_times_is_converted_once_and_each_row_gets_its_ow
     texts += ["2026-11-23 12:00:00.000001", "1970-01-01 00:00:00.000000"]
     for values in (texts, [datetime.fromisoformat(t) for t in texts]):
         rows = [(n, f"id-{n}", 13, value, b"", None) for n, value in enumerate(values)]
-        found = events.stored_events(rows)
-        assert [e.publish_time for e in found] == [events._aware(v) for v in values]
+        found = stored.stored_events(rows)
+        assert [e.publish_time for e in found] == [stored._aware(v) for v in values]
         assert [repr(e.publish_time) for e in found] == [
             repr(datetime.fromisoformat(t).replace(tzinfo=UTC)) for t in texts
         ]
         assert found[0].publish_time is found[2].publish_time
         assert found[3].publish_time is not found[2].publish_time
-    assert events.stored_events([]) == []
+    assert stored.stored_events([]) == []
