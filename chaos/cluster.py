@@ -56,15 +56,21 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def terminate(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    async def terminate(self) -> int | None:
+        """SIGTERM, then SIGKILL after 20 s; the exit status (None: was not running).
+
+        Waits off the event loop: the database proxies run on it, and a server stopping
+        gracefully still talks to its store through them (a blocking wait held every server
+        of a PostgreSQL run until its SIGKILL, 20 s each)."""
+        if not self.alive():
+            return None
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            return await asyncio.to_thread(self.proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return await asyncio.to_thread(self.proc.wait)
 
 
 def _tail(log: Path) -> str:
@@ -101,11 +107,14 @@ class Cluster:
     def api_addrs(self) -> list[str]:
         return [self.servers[n].addr for n in self.apis]
 
-    async def close(self) -> None:
-        for server in self.servers.values():
-            server.terminate()
+    async def close(self) -> dict[str, int | None]:
+        """Stops every server, then the proxies; each server's exit status (None: was not
+        running)."""
+        names = list(self.servers)
+        statuses = await asyncio.gather(*(self.servers[n].terminate() for n in names))
         for proxy in self.proxies.values():
             await proxy.close()
+        return dict(zip(names, statuses, strict=True))
 
 
 async def build_cluster(backend: str, url: str, ttl: float, work: Path) -> Cluster:

@@ -105,10 +105,15 @@ class Outcome:
     reports: list[InstanceReport]
     publish_failures: dict[str, int]
     deliverers: dict[int, str]
+    # Each server's exit status after SIGTERM at the end: 0, a graceful stop after the chaos.
+    stops: dict[str, int | None]
 
     @property
     def ok(self) -> bool:
-        return all(r.lost == 0 and r.out_of_order == 0 and r.overlaps == 0 for r in self.reports)
+        delivered = all(
+            r.lost == 0 and r.out_of_order == 0 and r.overlaps == 0 for r in self.reports
+        )
+        return delivered and all(status == 0 for status in self.stops.values())
 
     def text(self) -> str:
         lines = [
@@ -122,6 +127,7 @@ class Outcome:
             k: sum(getattr(r, k) for r in self.reports)
             for k in ("lost", "out_of_order", "duplicates", "overlaps")
         }
+        lines.append(f"  exit statuses after SIGTERM: {self.stops}")
         lines.append(f"  total: {totals} -> {'OK' if self.ok else 'FAILED'}")
         return "\n".join(lines)
 
@@ -180,6 +186,8 @@ async def _run(backend: str, url: str, duration: float, ttl: float, work: Path) 
         await _recover(backend, cluster, publisher, outs)
         reports = [check(i, read_lines(o), publisher.acked) for i, o in outs.items()]
         deliverers = {pid: s.name for s in cluster.servers.values() for pid in s.pids}
+        await publisher.stop()
+        stops = await cluster.close()
         return Outcome(
             backend,
             time.monotonic() - started,
@@ -188,6 +196,7 @@ async def _run(backend: str, url: str, duration: float, ttl: float, work: Path) 
             reports,
             publisher.failures,
             deliverers,
+            stops,
         )
     finally:
         await publisher.stop()
