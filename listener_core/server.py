@@ -181,6 +181,7 @@ def run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
         try:
             import uvloop
         except ImportError as exc:
+            main.close()  # never to run: no "never awaited" warning beside the message
             raise ConfigError(
                 f"event_loop = 'uvloop': uvloop cannot be imported ({exc}); install it, "
                 "or set event_loop = 'asyncio'"
