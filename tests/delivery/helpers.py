@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from listener.v1 import listener_instance_pb2 as li_pb2
 from listener.v1 import plugin_pb2
-from tests.support.samples import event_type
+from tests.support.samples import event_type, logger_package
 from tests.support.servers import Clients
 
 
@@ -31,6 +33,13 @@ async def create_instance(
             ),
         )
     )
+
+
+async def logging_task_failures(clients: Clients, instance_id: str, out: Path) -> None:
+    """The logger plugin installed, and an instance writing every TASK_FAIL to ``out``."""
+    await install(clients, logger_package())
+    params = {"logFile": str(out)}
+    await create_instance(clients, instance_id, "plugins/logger", params, ["TASK_FAIL"])
 
 
 async def get_instance(clients: Clients, instance_id: str) -> li_pb2.ListenerInstance:

@@ -12,10 +12,10 @@ import grpc
 
 from chaos.proxy import DbProxy
 from listener.v1 import event_service_pb2, event_service_pb2_grpc
-from tests.delivery.helpers import create_instance, get_instance, install
+from tests.delivery.helpers import create_instance, get_instance, install, logging_task_failures
 from tests.support.databases import postgres_database, sqlite_url
 from tests.support.jsonl import read_jsonl
-from tests.support.samples import logger_package, sample_event, slow_package
+from tests.support.samples import sample_event, slow_package
 from tests.support.servers import Clients, ServerPair, eventually, free_port
 
 
@@ -76,10 +76,7 @@ async def test_kill9_alert_server_mid_stream(tmp_path: Path) -> None:
     try:
         pair.start_both()
         async with clients(pair.api_addr) as c:
-            await install(c, logger_package())
-            await create_instance(
-                c, "steady", "plugins/logger", {"logFile": str(out)}, ["TASK_FAIL"]
-            )
+            await logging_task_failures(c, "steady", out)
             publisher = Publisher(c.events)
             publisher.start()
             await eventually(lambda: len(read_jsonl(out)) > 100)
@@ -189,10 +186,7 @@ async def test_postgresql_outage_during_publishing(tmp_path: Path) -> None:
         try:
             await asyncio.to_thread(pair.start_both)  # the proxy needs this loop running
             async with clients(pair.api_addr) as c:
-                await install(c, logger_package())
-                await create_instance(
-                    c, "pg", "plugins/logger", {"logFile": str(out)}, ["TASK_FAIL"]
-                )
+                await logging_task_failures(c, "pg", out)
                 publisher = Publisher(c.events)
                 publisher.start()
                 await eventually(lambda: len(read_jsonl(out)) > 50)

@@ -11,11 +11,11 @@ import urllib.request
 from pathlib import Path
 
 from listener.v1 import event_service_pb2
-from tests.delivery.helpers import create_instance, install
+from tests.delivery.helpers import logging_task_failures
 from tests.delivery.test_failover import clients
 from tests.support.databases import sqlite_url
 from tests.support.jsonl import read_jsonl
-from tests.support.samples import logger_package, sample_event
+from tests.support.samples import sample_event
 from tests.support.servers import Clients, ServerPair, eventually, free_port
 
 
@@ -53,10 +53,7 @@ async def test_nudges_on_the_stream_wake_delivery_and_survive_a_restart(tmp_path
     try:
         pair.start_both()
         async with clients(pair.api_addr) as c:
-            await install(c, logger_package())
-            await create_instance(
-                c, "nudged", "plugins/logger", {"logFile": str(out)}, ["TASK_FAIL"]
-            )
+            await logging_task_failures(c, "nudged", out)
             for n in range(1, 6):
                 await publish_and_see(c, out, n, timeout=30 if n == 1 else 10)
             streamed, unary = wake_ups(metrics)
