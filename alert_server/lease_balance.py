@@ -10,7 +10,8 @@ runners to stop, kick or start as a result is the host's part (``alert_server.ho
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -49,6 +50,10 @@ class LeaseBalancer:
         # The last successful renewal's view (the other servers alive), for claiming a new
         # instance between cycles.
         self._live: list[str] | None = None
+        # The leases this server holds by its own account, with their fences; None once one
+        # of its lease transactions failed (it may have committed): the next renewal reads
+        # every held row (``leases.renew``).
+        self._held: dict[str, int] | None = None
 
     def valid_until(self, instance_id: str) -> float:
         """Until when (event loop time) the lease may be acted on; 0 for one not held."""
@@ -60,6 +65,16 @@ class LeaseBalancer:
             utcnow() + timedelta(seconds=self.ttl), self._last_token
         )
         return self._last_token
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A lease transaction of this server: when it fails (or is cancelled) its outcome is
+        unknown, so what this server holds is no longer known without reading it."""
+        try:
+            yield
+        except BaseException:
+            self._held = None
+            raise
 
     def _granted(self, instance_ids: Iterable[str], sent_at: float) -> None:
         until = lease_clock.validity(sent_at, self.ttl)
@@ -81,20 +96,23 @@ class LeaseBalancer:
             nonlocal sent_at
             sent_at = loop.time()  # of the attempt that succeeds
             await leases.heartbeat(session, self.server_id, self.address)
-            owned = await leases.renew(session, self.server_id, self._token())
+            owned = await leases.renew(session, self.server_id, self._token(), known)
             return (
                 owned,
                 await leases.heartbeats(session),
                 await leases.others(session, self.server_id),
             )
 
+        known = self._held
         try:
-            owned, beats, others = await in_transaction(self.store, renewal)
+            with self._writing():
+                owned, beats, others = await in_transaction(self.store, renewal)
         except Exception:
             self._live = None
             self._leases_seen.forget()
             self._beats_seen.forget()
             raise
+        self._held = dict(owned)
         self._granted(owned, sent_at)
         for iid in [i for i in self._valid if i not in owned]:
             del self._valid[iid]
@@ -113,11 +131,14 @@ class LeaseBalancer:
 
     async def release(self, renewal: Renewal, instance_id: str) -> None:
         """Gives a held lease back (another server is short); its runner is stopped first."""
-        await in_transaction(
-            self.store, partial(leases.release, instance_id=instance_id, server_id=self.server_id)
-        )
+        with self._writing():
+            await in_transaction(
+                self.store,
+                partial(leases.release, instance_id=instance_id, server_id=self.server_id),
+            )
         renewal.owned.pop(instance_id)
         self._valid.pop(instance_id, None)
+        self._forget_held(instance_id)
 
     async def claim(self, renewal: Renewal, count: int) -> dict[str, int]:
         """Claims up to ``count`` leases that are free or seen unchanged for a full term;
@@ -138,7 +159,9 @@ class LeaseBalancer:
             sent_at = loop.time()
             return await leases.claim_many(session, candidates, self.server_id, self._token())
 
-        claimed = await in_transaction(self.store, claim)
+        with self._writing():
+            claimed = await in_transaction(self.store, claim)
+        self._hold(claimed)
         self._granted(claimed, sent_at)
         return claimed
 
@@ -179,11 +202,22 @@ class LeaseBalancer:
                 session, [(instance_id, token)], self.server_id, self._token()
             )
 
-        claimed = await in_transaction(self.store, claim)
+        with self._writing():
+            claimed = await in_transaction(self.store, claim)
+        self._hold(claimed)
         self._granted({i for i in claimed if i not in self._valid}, sent_at)
         return claimed
+
+    def _hold(self, claimed: dict[str, int]) -> None:
+        if self._held is not None:
+            self._held.update(claimed)
+
+    def _forget_held(self, instance_id: str) -> None:
+        if self._held is not None:
+            self._held.pop(instance_id, None)
 
     async def leave(self) -> None:
         """Frees every lease of this server at once (a clean shutdown; runners stopped first)."""
         self._valid.clear()
+        self._held = None
         await in_transaction(self.store, partial(leases.leave, server_id=self.server_id))

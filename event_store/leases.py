@@ -26,11 +26,17 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import Table, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from event_store.models import AlertServerRow, Delivery, utcnow
+
+
+def _deliveries() -> Table:
+    return cast(Table, Delivery.__table__)
+
 
 #: The smallest step between two tokens of one writer (every backend stores microseconds).
 TOKEN_STEP = timedelta(milliseconds=1)
@@ -91,13 +97,25 @@ async def heartbeats(session: AsyncSession) -> dict[str, datetime]:
 
 
 async def _lock_owned(session: AsyncSession, server_id: str) -> None:
-    """Locks this server's rows in instance order before a multi-row update of them."""
-    await session.execute(
+    """Locks this server's rows in instance order before a multi-row update of them.
+
+    SQLite has no row locks (a writer holds the whole file), so nothing is read there;
+    PostgreSQL locks them in a subquery and sends back only their count, not one row per
+    instance. MariaDB keeps the plain read: it may drop a derived table's ORDER BY."""
+    conn = await session.connection()
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        return
+    ordered = (
         select(Delivery.instance_id)
         .where(Delivery.owner == server_id)
         .order_by(Delivery.instance_id)
         .with_for_update()
     )
+    if dialect == "postgresql":
+        await conn.execute(select(func.count()).select_from(ordered.subquery()))
+    else:
+        await conn.execute(ordered)
 
 
 async def leave(session: AsyncSession, server_id: str) -> None:
@@ -111,15 +129,33 @@ async def leave(session: AsyncSession, server_id: str) -> None:
     await session.execute(delete(AlertServerRow).where(AlertServerRow.server_id == server_id))
 
 
-async def renew(session: AsyncSession, server_id: str, until: datetime) -> dict[str, int]:
-    """Extends this server's leases; returns the instances it still owns and their fences."""
+async def renew(
+    session: AsyncSession,
+    server_id: str,
+    until: datetime,
+    known: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """Extends this server's leases; returns the instances it still owns and their fences.
+
+    ``known``: what this server holds by its own account (the last renewal's answer, plus
+    its claims since, minus its releases), given only while none of its lease transactions
+    failed since (a failed commit may have taken a lease it does not know of). Others can
+    only take rows from this server, and every change bumps a fence, so the rows it owns
+    are a subset of ``known`` with fences at least as high: when their count and fence sum
+    equal ``known``'s, they are ``known``, and no row is read. With 10,000 idle instances
+    (8b) that is every cycle but the first, and no 10,000 rows a cycle for the collector to
+    promote (each promotion brought a full collection nearer: 115-160 ms every 15-25 s)."""
     await _lock_owned(session, server_id)
-    await session.execute(
-        update(Delivery).where(Delivery.owner == server_id).values(lease_until=until)
-    )
-    rows = await session.execute(
-        select(Delivery.instance_id, Delivery.fence).where(Delivery.owner == server_id)
-    )
+    conn = await session.connection()
+    table = _deliveries()
+    mine = table.c.owner == server_id
+    await conn.execute(update(table).where(mine).values(lease_until=until))
+    if known is not None:
+        digest = select(func.count(), func.coalesce(func.sum(table.c.fence), 0)).where(mine)
+        count, fences = (await conn.execute(digest)).one()
+        if count == len(known) and int(fences) == sum(known.values()):
+            return dict(known)
+    rows = await conn.execute(select(table.c.instance_id, table.c.fence).where(mine))
     return {iid: int(fence) for iid, fence in rows.all()}
 
 
