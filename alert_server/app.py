@@ -150,6 +150,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
     # Before the plugins load, so an unloaded version stays collectable.
     grpc_server.freeze_start_up_heap()
     await host.reconcile()
+    grpc_server.collect_start_up_garbage()
     await server.start()
     endpoint = await start_endpoint(config.listen.alert_metrics_addr, metrics)
     retention = config.retention
