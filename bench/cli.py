@@ -81,17 +81,20 @@ def cpu_table(rows: list[Row], limits: dict[str, float]) -> str:
     """Each server's CPU per acked event under the rows' loads (``Bench.measured``), after
     the echo server's per call at scenario 5's paced rate in the same run."""
     echo = limits.get("echo_paced_cpu_us_per_call", 0.0)
+    echo_main = limits.get("echo_main_thread_us_per_call", 0.0)
     lines = [
-        f"echo server CPU per call at scenario 5's rate: {echo:.1f} µs\n",
-        "| # | measure | API server CPU µs/event | alert server CPU µs/event "
+        f"echo server CPU per call at scenario 5's rate: {echo:.1f} µs; its main thread's "
+        f"per call under target 1's load: {echo_main:.1f} µs\n",
+        "| # | measure | API server CPU µs/event | its main thread | alert server CPU µs/event "
         "| nudges/event (Notify + NotifyStream) |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row.details
         if "api_server_cpu_us_per_event" in d:
             lines.append(
                 f"| {row.key} | {row.measure} | {d['api_server_cpu_us_per_event']} "
+                f"| {d.get('api_server_main_thread_us_per_event', '')} "
                 f"| {d['alert_server_cpu_us_per_event']} | {d.get('notifies_per_event', '')} |"
             )
     return "\n".join(lines) if len(lines) > 3 else ""

@@ -47,6 +47,10 @@ class EchoFigures:
     # The echo server's CPU per call at the paced rate (scenario 5's): the same-run reference
     # for the servers' CPU per event, which depends on the rate and on how busy the box is.
     paced_cpu_us_per_call: float = 0.0
+    # Its main thread's CPU per call under target 1's closed-loop load: with grpc.aio that
+    # thread tops out near two thirds of a core (the rest is waiting on gRPC's poller
+    # thread), so a server's rate there is about inversely proportional to this figure.
+    main_thread_us_per_call: float = 0.0
 
 
 async def echo_limits(
@@ -79,9 +83,11 @@ async def echo_limits(
         if line.strip() != b"ready":
             raise RuntimeError(f"echo server did not start: {line!r}")
         addr = f"127.0.0.1:{port}"
+        meter = CpuMeter(proc.pid)
         one = await run_load(
             LoadSpec(addr, echo.SINGLE, single, 1, callers, duration=duration, warmup=warmup)
         )
+        main_per_call = _per_call(meter.main_thread_seconds(), one.acked_events)
         many = await run_load(
             LoadSpec(
                 addr, echo.BATCH, batch, batch_size, batch_callers, duration=duration, warmup=warmup
@@ -95,10 +101,18 @@ async def echo_limits(
     finally:
         proc.terminate()
         await proc.wait()
-    per_call = cpu / paced.acked_events * 1e6 if paced.acked_events else 0.0
     return EchoFigures(
-        one.calls_per_s, many.events_per_s, paced.rtt(0.5), paced.rtt(0.99), per_call
+        one.calls_per_s,
+        many.events_per_s,
+        paced.rtt(0.5),
+        paced.rtt(0.99),
+        _per_call(cpu, paced.acked_events),
+        main_per_call,
     )
+
+
+def _per_call(cpu_seconds: float, calls: int) -> float:
+    return cpu_seconds / calls * 1e6 if calls else 0.0
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,16 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process used so far (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """The same for the process's main thread alone: the one that runs the event loop."""
+    return _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _stat_cpu(stat: Path) -> float:
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -60,11 +69,16 @@ class CpuMeter:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.cpu = cpu_seconds(pid)
+        self.main_cpu = main_thread_cpu_seconds(pid)
         self.wall = time.perf_counter()
 
     def seconds(self) -> float:
         """CPU seconds the process used since the meter started."""
         return cpu_seconds(self.pid) - self.cpu
+
+    def main_thread_seconds(self) -> float:
+        """CPU seconds of its main thread (the event loop's) since the meter started."""
+        return main_thread_cpu_seconds(self.pid) - self.main_cpu
 
     def percent(self) -> float:
         wall = time.perf_counter() - self.wall

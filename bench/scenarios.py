@@ -233,6 +233,10 @@ class Bench:
         for w, m in meters.items():
             per_event = m.seconds() / result.acked_events * 1e6 if result.acked_events else 0.0
             info[f"{w}_cpu_us_per_event"] = round(per_event, 1)
+        main = meters["api_server"].main_thread_seconds()
+        info["api_server_main_thread_us_per_event"] = (
+            round(main / result.acked_events * 1e6, 1) if result.acked_events else 0.0
+        )
         # How grouped the load was: fewer nudges (Notify calls, stream messages) per event,
         # less CPU per event.
         notifies = await asyncio.to_thread(servers.notifies) - notified
@@ -278,6 +282,7 @@ class Bench:
             echo_rtt_p50_ms=figures.rtt_p50_ms,
             echo_rtt_p99_ms=figures.rtt_p99_ms,
             echo_paced_cpu_us_per_call=figures.paced_cpu_us_per_call,
+            echo_main_thread_us_per_call=figures.main_thread_us_per_call,
         )
         raw = await asyncio.to_thread(
             sqlite_limits,
