@@ -4,7 +4,9 @@ whose PostgreSQL is shutting down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -87,9 +89,20 @@ async def test_connection_refused_and_dropped(kind: str) -> None:
         _assert_unavailable(await _error_of(proxied))  # refused: nothing listens
 
 
+def _aiosqlite_workers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.endswith("(_connection_worker_thread)")}
+
+
 async def test_sqlite_file_that_cannot_be_opened(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'listener.db'}"
+    before = _aiosqlite_workers()
     _assert_unavailable(await _error_of(url))
+    # After a failed connect aiosqlite stops its worker thread without waiting for it, and
+    # the worker then answers on this test's loop: let it end while the loop still runs, or
+    # on a busy box it meets a closed loop and raises in its thread during the next test.
+    for worker in _aiosqlite_workers() - before:
+        await asyncio.to_thread(worker.join, 10)
+        assert not worker.is_alive(), "aiosqlite's worker thread did not stop"
 
 
 async def test_a_server_whose_postgresql_shuts_down_answers_unavailable(
