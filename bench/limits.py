@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import echo
 from bench.load import LoadResult, LoadSpec
-from bench.procs import REPO, CpuMeter, free_port
+from bench.procs import REPO, CpuMeter, free_port, us_per
 from event_store.events import new_event_id
 
 # As migrations 0001 + 0003 leave it on SQLite: the sequence is the rowid.
@@ -87,7 +87,7 @@ async def echo_limits(
         one = await run_load(
             LoadSpec(addr, echo.SINGLE, single, 1, callers, duration=duration, warmup=warmup)
         )
-        main_per_call = _per_call(meter.main_thread_seconds(), one.acked_events)
+        main_per_call = us_per(meter.main_thread_seconds(), one.acked_events)
         many = await run_load(
             LoadSpec(
                 addr, echo.BATCH, batch, batch_size, batch_callers, duration=duration, warmup=warmup
@@ -106,13 +106,9 @@ async def echo_limits(
         many.events_per_s,
         paced.rtt(0.5),
         paced.rtt(0.99),
-        _per_call(cpu, paced.acked_events),
+        us_per(cpu, paced.acked_events),
         main_per_call,
     )
-
-
-def _per_call(cpu_seconds: float, calls: int) -> float:
-    return cpu_seconds / calls * 1e6 if calls else 0.0
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,11 @@ def main_thread_cpu_seconds(pid: int) -> float:
     return _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
+def us_per(cpu_seconds: float, count: int) -> float:
+    """CPU microseconds per call or event (0 when there were none)."""
+    return cpu_seconds / count * 1e6 if count else 0.0
+
+
 def _stat_cpu(stat: Path) -> float:
     fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK

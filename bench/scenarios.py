@@ -23,7 +23,7 @@ from google.protobuf import timestamp_pb2
 from bench.client import Admin, gather_limited
 from bench.limits import echo_limits, postgres_limits, sqlite_limits
 from bench.load import PUBLISH_EVENT, PUBLISH_EVENTS, LoadResult, LoadSpec
-from bench.procs import CpuMeter, Servers, database
+from bench.procs import CpuMeter, Servers, database, us_per
 from bench.reports import Report, wait_reaching
 from listener.v1 import event_pb2, event_service_pb2
 
@@ -231,12 +231,9 @@ class Bench:
         result = await self.run_load(spec)
         info: dict[str, Any] = {f"{w}_cpu_pct": round(m.percent(), 1) for w, m in meters.items()}
         for w, m in meters.items():
-            per_event = m.seconds() / result.acked_events * 1e6 if result.acked_events else 0.0
-            info[f"{w}_cpu_us_per_event"] = round(per_event, 1)
+            info[f"{w}_cpu_us_per_event"] = round(us_per(m.seconds(), result.acked_events), 1)
         main = meters["api_server"].main_thread_seconds()
-        info["api_server_main_thread_us_per_event"] = (
-            round(main / result.acked_events * 1e6, 1) if result.acked_events else 0.0
-        )
+        info["api_server_main_thread_us_per_event"] = round(us_per(main, result.acked_events), 1)
         # How grouped the load was: fewer nudges (Notify calls, stream messages) per event,
         # less CPU per event.
         notifies = await asyncio.to_thread(servers.notifies) - notified
