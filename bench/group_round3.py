@@ -240,6 +240,11 @@ async def _alternated(
     return figures
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return q1, q3
+
+
 def _ratio_row(
     key: str, label: str, figures: dict[str, list[Figures]], target: str, bar: float
 ) -> Row:
@@ -264,6 +269,8 @@ def _ratio_row(
         details={
             "calls_per_s_ratio": round(statistics.median(r[0] for r in per_round), 3),
             "round_ratios_calls_per_cpu_s": [round(r[1], 3) for r in per_round],
+            # the figure's resolution: half the rounds' ratios fall between these two
+            "round_ratios_quartiles": [round(q, 3) for q in _quartiles([r[1] for r in per_round])],
             "ratio_of_medians_calls_per_cpu_s": round(
                 medians[f"{other}_calls_per_cpu_s"] / medians[f"{base}_calls_per_cpu_s"], 3
             ),

@@ -50,7 +50,7 @@ class Sizes:
     idle_instances: int = 1000
     idle_seconds: float = 10.0
     large_idle_instances: int = 10_000  # target 8b
-    overhead_rounds: int = 6  # targets 1b and 12: alternated, even so each goes first as often
+    overhead_rounds: int = 10  # targets 1b and 12: alternated, even so each goes first as often
     api_workers: int = 2  # target 1b
     cycles: int = 500  # target 9
     cycle_warmup: int = 20
