@@ -112,6 +112,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> AlertServer:
         max_message_bytes=config.alert_message_bytes,
         max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         max_streams_per_connection=config.limits.max_streams_per_connection,
+        stream_window_bytes=config.limits.stream_window_bytes,
         metrics=metrics,
         stages=[Authentication(internal, auth.INTERNAL_METHOD_ROLES, superuser=None)],
         refusals=store_refusal,

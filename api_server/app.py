@@ -159,6 +159,7 @@ async def start(config: Config, tracing: Tracing | None = None) -> ApiServer:
         max_message_bytes=config.limits.max_message_bytes,
         max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         max_streams_per_connection=config.limits.max_streams_per_connection,
+        stream_window_bytes=config.limits.stream_window_bytes,
         pipeline=pipeline,
         outer=[interceptor] if interceptor is not None else [],
         reuse_port=config.listen.api_workers > 1,

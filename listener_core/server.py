@@ -56,6 +56,7 @@ def create_server(
     pipeline: Pipeline | None = None,
     max_concurrent_rpcs: int = 0,
     max_streams_per_connection: int = 0,
+    stream_window_bytes: int = 0,
     outer: Sequence[grpc.aio.ServerInterceptor] = (),
     refusals: Refusals | None = None,
     reuse_port: bool = False,
@@ -64,13 +65,17 @@ def create_server(
     through ``build_pipeline(stages, metrics, refusals)``; ``outer`` interceptors run around it
     (the tracing one, ``listener_core.tracing``, when traces are on).
 
-    What one caller can make the server hold is bounded three ways: a request above
+    What one caller can make the server hold is bounded four ways: a request above
     ``max_message_bytes`` is refused before it is parsed; a connection may carry at most
     ``max_streams_per_connection`` calls at once (HTTP/2 MAX_CONCURRENT_STREAMS: the client
-    queues the rest); and the server runs at most ``max_concurrent_rpcs`` calls at once (more
-    get RESOURCE_EXHAUSTED at once). A refused call's request is never read at all
-    (``listener_core.pipeline.error_status.rejecting_handler``). 0 leaves a limit off. grpcio
-    offers no memory quota to Python (its ``grpc.resource_quota`` argument is a C pointer).
+    queues the rest); the server runs at most ``max_concurrent_rpcs`` calls at once (more
+    get RESOURCE_EXHAUSTED at once); and a call may send at most ``stream_window_bytes``
+    ahead of the server reading it (a fixed HTTP/2 stream window). A refused call's request
+    is never read at all (``listener_core.pipeline.error_status.rejecting_handler``); gRPC's
+    own window tuning (BDP probing) would grow the windows of those very calls while they
+    wait for their refusal, to hundreds of MB across a connection's streams. 0 leaves a
+    limit off (for the window: gRPC's tuning). grpcio offers no memory quota to Python (its
+    ``grpc.resource_quota`` argument is a C pointer).
     ``reuse_port`` lets processes that all ask for it share the address (``api_workers``);
     otherwise a taken address is an error."""
     options: list[tuple[str, Any]] = [
@@ -80,6 +85,11 @@ def create_server(
         ("grpc.max_send_message_length", max(max_message_bytes, MAX_SEND_BYTES)),
         ("grpc.so_reuseport", int(reuse_port)),
     ]
+    if stream_window_bytes > 0:
+        options += [
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", stream_window_bytes),
+        ]
     if max_streams_per_connection > 0:
         options.append(("grpc.max_concurrent_streams", max_streams_per_connection))
     return grpc.aio.server(

@@ -47,6 +47,8 @@ ADDRESS_OR_EMPTY = Allowed(lambda v: v == "" or _is_address(v), "host:port, or e
 ADDRESS_OR_OFF = Allowed(lambda v: v == "off" or _is_address(v), "host:port, or off")
 ADDRESSES = Allowed(lambda v: all(_is_address(a) for a in v), "host:port entries, comma separated")
 NOT_EMPTY = Allowed(bool, "a non-empty string")
+#: HTTP/2's smallest window (RFC 9113 6.9.2), or 0 for gRPC's auto-tuning.
+WINDOW = Allowed(lambda v: v == 0 or 65_535 <= v < 2**31, "0, or 65535 to 2147483647")
 OTLP_ENDPOINT = Allowed(
     lambda v: v == "" or (v.startswith(("http://", "https://")) and _is_address(v.split("//")[1])),
     "empty for off, http://host:port (plaintext) or https://host:port (TLS)",
@@ -143,6 +145,11 @@ class LimitSettings(Checked):
     # may carry at once (HTTP/2 MAX_CONCURRENT_STREAMS; the client queues the rest). 0: none.
     max_concurrent_rpcs: int = setting(1000, "max_concurrent_rpcs", at_least(0))
     max_streams_per_connection: int = setting(100, "max_streams_per_connection", at_least(0))
+    # Bytes one call may send ahead of the server reading them: a fixed HTTP/2 stream window
+    # (grpc-java's default size). 0: gRPC's own tuning (BDP probing), which grows the windows
+    # of calls waiting for their refusal: 100 unauthenticated calls on one connection left a
+    # server holding 25-751 MB of requests it never read (tests/security/test_memory.py).
+    stream_window_bytes: int = setting(2**20, "stream_window_bytes", WINDOW)
     # Largest number of events in one PublishEvents call.
     max_batch_events: int = setting(10_000, "max_batch_events", at_least(1))
     # PublishEvent(s) calls one caller may have in flight; beyond it RESOURCE_EXHAUSTED at

@@ -1,8 +1,10 @@
-"""An attacker for the memory test: ``python -m tests.security.flood ADDR METHOD SIZE CALLS``.
+"""An attacker for the memory test:
+``python -m tests.security.flood ADDR METHOD SIZE CALLS CONNECTIONS``.
 
-Sends CALLS unary calls of SIZE bytes at once to METHOD, each on its own connection (so no
-per-connection limit helps), with a wrong token, and prints how they ended as JSON. A
-subprocess, so that its own gigabytes of request buffers never count against the test.
+Sends CALLS unary calls of SIZE bytes at once to METHOD, spread over CONNECTIONS connections
+(one per call: no per-connection limit helps; one for all: every stream's window counts
+against one server-side connection), with a wrong token, and prints how they ended as JSON.
+A subprocess, so that its own gigabytes of request buffers never count against the test.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import sys
 import grpc
 
 
-async def flood(addr: str, method: str, size: int, calls: int) -> dict[str, int]:
+async def flood(addr: str, method: str, size: int, calls: int, connections: int) -> dict[str, int]:
     # Field 1 of the request as one length-delimited value: a well-formed message.
     payload = b"\x0a" + _varint(size) + b"x" * size
     channels = [
         grpc.aio.insecure_channel(addr, options=[("grpc.max_send_message_length", -1)])
-        for _ in range(calls)
+        for _ in range(connections)
     ]
 
     async def one(channel: grpc.aio.Channel) -> str:
@@ -33,7 +35,7 @@ async def flood(addr: str, method: str, size: int, calls: int) -> dict[str, int]
         return "OK"
 
     try:
-        ends = await asyncio.gather(*(one(c) for c in channels))
+        ends = await asyncio.gather(*(one(channels[i % connections]) for i in range(calls)))
     finally:
         for channel in channels:
             await channel.close()
@@ -50,5 +52,6 @@ def _varint(n: int) -> bytes:
 
 
 if __name__ == "__main__":
-    addr, method, size, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(asyncio.run(flood(addr, method, size, calls))))
+    addr, method = sys.argv[1], sys.argv[2]
+    size, calls, connections = (int(arg) for arg in sys.argv[3:6])
+    print(json.dumps(asyncio.run(flood(addr, method, size, calls, connections))))

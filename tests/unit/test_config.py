@@ -95,6 +95,7 @@ def test_other_tools_variables_are_not_mistakes() -> None:
         ("insecure", "maybe", "true or false"),
         ("progress_interval", "-1", ">= 0"),
         ("db_url", "postgres-is-here", "postgresql://"),
+        ("stream_window_bytes", "1024", "0, or 65535 to 2147483647"),
     ],
 )
 def test_invalid_values_name_key_value_source_and_allowed(
