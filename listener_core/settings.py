@@ -47,7 +47,7 @@ ADDRESS_OR_EMPTY = Allowed(lambda v: v == "" or _is_address(v), "host:port, or e
 ADDRESS_OR_OFF = Allowed(lambda v: v == "off" or _is_address(v), "host:port, or off")
 ADDRESSES = Allowed(lambda v: all(_is_address(a) for a in v), "host:port entries, comma separated")
 NOT_EMPTY = Allowed(bool, "a non-empty string")
-#: HTTP/2's smallest window (RFC 9113 6.9.2), or 0 for gRPC's auto-tuning.
+#: A stream window from HTTP/2's default (65,535, RFC 9113 6.9.2) up, or 0 for gRPC's tuning.
 WINDOW = Allowed(lambda v: v == 0 or 65_535 <= v < 2**31, "0, or 65535 to 2147483647")
 OTLP_ENDPOINT = Allowed(
     lambda v: v == "" or (v.startswith(("http://", "https://")) and _is_address(v.split("//")[1])),

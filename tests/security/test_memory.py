@@ -5,7 +5,7 @@ The attack of issue #21, as it was measured: 30 parallel calls of 60 MiB (just u
 API server and the alert server's internal API, both running as subprocesses. Before the fix
 gRPC read every message whole before the token was checked, and the servers peaked at 1.6 to
 2.2 GB. Now a refused call's request is never read. The second shape, 100 calls of 20 MiB on
-one connection, is what gRPC's window tuning (BDP probing) turned into 138-317 MB of unread
+one connection, is what gRPC's window tuning (BDP probing) turned into 25-751 MB of unread
 requests held by the server (and the first into up to 312 MB now and then) until the stream
 window was fixed (``stream_window_bytes``). The peak (VmHWM) stays within
 :data:`MAX_GROWTH_KB` of what the server held before the attack.
