@@ -19,7 +19,7 @@ from bench import plugin
 from bench.client import Admin, gather_limited
 from bench.load import PUBLISH_EVENT, PUBLISH_EVENTS, LoadSpec
 from bench.procs import CpuMeter, Servers, cpu_seconds, free_port, rss_mb, tree_cpu_seconds
-from bench.scenarios import Bench, Row, sample_event
+from bench.scenarios import Bench, Row, quartiles, sample_event
 from listener.v1 import event_service_pb2
 
 BATCH = 10
@@ -240,11 +240,6 @@ async def _alternated(
     return figures
 
 
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return q1, q3
-
-
 def _ratio_row(
     key: str, label: str, figures: dict[str, list[Figures]], target: str, bar: float
 ) -> Row:
@@ -270,7 +265,7 @@ def _ratio_row(
             "calls_per_s_ratio": round(statistics.median(r[0] for r in per_round), 3),
             "round_ratios_calls_per_cpu_s": [round(r[1], 3) for r in per_round],
             # the figure's resolution: half the rounds' ratios fall between these two
-            "round_ratios_quartiles": [round(q, 3) for q in _quartiles([r[1] for r in per_round])],
+            "round_ratios_quartiles": quartiles([r[1] for r in per_round]),
             "ratio_of_medians_calls_per_cpu_s": round(
                 medians[f"{other}_calls_per_cpu_s"] / medians[f"{base}_calls_per_cpu_s"], 3
             ),

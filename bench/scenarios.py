@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class Sizes:
     idle_seconds: float = 10.0
     large_idle_instances: int = 10_000  # target 8b
     overhead_rounds: int = 10  # targets 1b and 12: alternated, even so each goes first as often
+    filter_rounds: int = 6  # target 11: plain and filtered alternated, likewise
     api_workers: int = 2  # target 1b
     cycles: int = 500  # target 9
     cycle_warmup: int = 20
@@ -77,6 +79,7 @@ QUICK = Sizes(
     latency_batch_rate=500.0,
     large_idle_instances=12,
     overhead_rounds=1,
+    filter_rounds=1,
     cycles=3,
     cycle_warmup=1,
     sqlite_rows=5_000,
@@ -152,6 +155,13 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def quartiles(values: list[float]) -> list[float]:
+    """The first and third quartiles of alternated rounds' ratios, rounded: half the rounds
+    fall between them, which says how far their median resolves."""
+    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return [round(q1, 3), round(q3, 3)]
 
 
 class Bench:
