@@ -35,26 +35,7 @@ async def filters(b: Bench) -> None:
             for label in order:
                 rounds[label].append(await _run(b, servers, admin, label, varied, round_))
         distinct = await _run(b, servers, admin, "distinct", varied, 0)
-    pairs = list(zip(rounds["plain"], rounds["filtered"], strict=True))
-    info: dict[str, Any] = {
-        "instances": s.fanout_instances,
-        "filter": bench_filter(0, ""),
-        "rounds": s.filter_rounds,
-        "round_ratios_deliveries": [round(f[0] / max(p[0], 1e-9), 3) for p, f in pairs],
-        "round_ratios_publish": [round(_publish(f) / max(_publish(p), 1), 3) for p, f in pairs],
-    }
-    info["round_ratios_deliveries_quartiles"] = quartiles(info["round_ratios_deliveries"])
-    info["round_ratios_publish_quartiles"] = quartiles(info["round_ratios_publish"])
-    for label, runs in [*rounds.items(), ("distinct", [distinct])]:
-        info[label] = [
-            {
-                "drain_deliveries_per_s": round(drain),
-                "mixed_deliveries_per_s": round(mixed),
-                "publish_events_per_s": mixed_info["publish_events_per_s"],
-                "drain": drain_info,
-            }
-            for drain, drain_info, mixed, mixed_info in runs
-        ]
+    info = _details(b, rounds, distinct)
     plain_drain = statistics.median(run[0] for run in rounds["plain"])
     for key, measure, ratio, bar in (
         ("11", SCENARIOS["11"], statistics.median(info["round_ratios_deliveries"]), 0.7),
@@ -82,6 +63,32 @@ Run = tuple[float, dict[str, Any], float, dict[str, Any]]
 
 def _publish(run: Run) -> float:
     return float(run[3]["publish_events_per_s"])
+
+
+def _details(b: Bench, rounds: dict[str, list[Run]], distinct: Run) -> dict[str, Any]:
+    """Every run's figures, and the rounds' own ratios of filtered to plain."""
+    s = b.sizes
+    pairs = list(zip(rounds["plain"], rounds["filtered"], strict=True))
+    info: dict[str, Any] = {
+        "instances": s.fanout_instances,
+        "filter": bench_filter(0, ""),
+        "rounds": s.filter_rounds,
+        "round_ratios_deliveries": [round(f[0] / max(p[0], 1e-9), 3) for p, f in pairs],
+        "round_ratios_publish": [round(_publish(f) / max(_publish(p), 1), 3) for p, f in pairs],
+    }
+    info["round_ratios_deliveries_quartiles"] = quartiles(info["round_ratios_deliveries"])
+    info["round_ratios_publish_quartiles"] = quartiles(info["round_ratios_publish"])
+    for label, runs in [*rounds.items(), ("distinct", [distinct])]:
+        info[label] = [
+            {
+                "drain_deliveries_per_s": round(drain),
+                "mixed_deliveries_per_s": round(mixed),
+                "publish_events_per_s": mixed_info["publish_events_per_s"],
+                "drain": drain_info,
+            }
+            for drain, drain_info, mixed, mixed_info in runs
+        ]
+    return info
 
 
 def bench_filter(n: int, label: str) -> str:
