@@ -9,7 +9,8 @@ from typing import Any
 from bench import plugin
 from bench.client import Admin, gather_limited
 from bench.procs import Servers
-from bench.scenarios import SCENARIOS, Bench, Row, quartiles, sample_event
+from bench.rounds import alternated, quartiles
+from bench.scenarios import SCENARIOS, Bench, Row, sample_event
 from listener.v1 import event_service_pb2
 
 
@@ -27,14 +28,11 @@ async def filters(b: Bench) -> None:
     varied = event_service_pb2.PublishEventsRequest(
         events=[sample_event(n) for n in range(s.batch)]
     ).SerializeToString()
-    rounds: dict[str, list[Run]] = {"plain": [], "filtered": []}
     async with b.pair("filters") as (servers, admin, _):
         await admin.install(plugin.package())
-        for round_ in range(s.filter_rounds):
-            order = list(rounds) if round_ % 2 == 0 else list(rounds)[::-1]
-            for label in order:
-                rounds[label].append(await _run(b, servers, admin, label, varied, round_))
-        distinct = await _run(b, servers, admin, "distinct", varied, 0)
+        run = functools.partial(_run, b, servers, admin, varied=varied)
+        rounds = await alternated(["plain", "filtered"], run, s.filter_rounds)
+        distinct = await run("distinct", 0)
     info = _details(b, rounds, distinct)
     plain_drain = statistics.median(run[0] for run in rounds["plain"])
     for key, measure, ratio, bar in (
@@ -103,7 +101,7 @@ def bench_filter(n: int, label: str) -> str:
 
 
 async def _run(
-    b: Bench, servers: Servers, admin: Admin, label: str, varied: bytes, round_: int
+    b: Bench, servers: Servers, admin: Admin, label: str, round_: int, *, varied: bytes
 ) -> Run:
     """One kind of instances (plain, filtered, distinct): created, drained, mixed, deleted."""
     s = b.sizes

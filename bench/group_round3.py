@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 
 from bench import plugin
 from bench.client import Admin, gather_limited
-from bench.load import PUBLISH_EVENT, PUBLISH_EVENTS, LoadSpec
+from bench.load import PUBLISH_EVENTS, LoadSpec
 from bench.procs import CpuMeter, Servers, cpu_seconds, free_port, rss_mb, tree_cpu_seconds
-from bench.scenarios import Bench, Row, quartiles, sample_event
+from bench.rounds import alternated, quartiles
+from bench.scenarios import Bench, Row, sample_event
 from listener.v1 import event_service_pb2
 
 BATCH = 10
@@ -151,19 +152,8 @@ async def gateway_cost(bench: Bench) -> None:
             "off": await stack.enter_async_context(bench.pair("gateway-off")),
             "on": await stack.enter_async_context(bench.pair("gateway-on", env=on_env)),
         }
-
-        async def measure(servers: Servers) -> Figures:
-            pid = servers.pid("api_server")
-            cpu0 = cpu_seconds(pid)
-            result = await bench.run_load(
-                bench.publish_one(
-                    servers, concurrency=s.callers, duration=s.duration, warmup=s.warmup
-                )
-            )
-            cpu = cpu_seconds(pid) - cpu0  # warm-up included
-            return result.calls_per_s, result.calls / max(cpu, 1e-9)
-
-        figures = await _alternated(pairs, measure, s.overhead_rounds)
+        measure = _calls_per_cpu(bench, pairs, cpu_seconds)
+        figures = await alternated(list(pairs), measure, s.overhead_rounds, warmup=True)
     bench.add(
         _ratio_row(
             "12",
@@ -189,26 +179,8 @@ async def api_workers(bench: Bench) -> None:
                 bench.pair(f"workers-{workers}", env={"LISTENER_API_WORKERS": str(workers)})
             ),
         }
-
-        async def measure(servers: Servers) -> Figures:
-            pid = servers.pid("api_server")
-            cpu0 = tree_cpu_seconds(pid)
-            result = await bench.run_load(
-                LoadSpec(
-                    servers.api_addr,
-                    PUBLISH_EVENT,
-                    bench.single,
-                    1,
-                    concurrency=s.callers,
-                    duration=s.duration,
-                    warmup=s.warmup,
-                    channels=16,
-                )
-            )
-            cpu = tree_cpu_seconds(pid) - cpu0  # warm-up included
-            return result.calls_per_s, result.calls / max(cpu, 1e-9)
-
-        figures = await _alternated(pairs, measure, s.overhead_rounds)
+        measure = _calls_per_cpu(bench, pairs, tree_cpu_seconds, channels=16)
+        figures = await alternated(list(pairs), measure, s.overhead_rounds, warmup=True)
     bench.add(
         _ratio_row(
             "1b",
@@ -220,24 +192,28 @@ async def api_workers(bench: Bench) -> None:
     )
 
 
-async def _alternated(
+def _calls_per_cpu(
+    bench: Bench,
     pairs: dict[str, tuple[Servers, Admin, float]],
-    measure: Callable[[Servers], Awaitable[Figures]],
-    rounds: int,
-) -> dict[str, list[Figures]]:
-    """``rounds`` measurements of each of two configurations, after one round that warms
-    both up (uncounted). The order flips every round (A B, B A, A B, ...): measured always
-    in the same order, the second of each round read 0.92-0.94 of the first on a box whose
-    load fell or rose during the run, with nothing different between them (12, sixth
-    sitting of round three)."""
-    names = list(pairs)
-    figures: dict[str, list[Figures]] = {name: [] for name in names}
-    for round_ in range(rounds + 1):
-        for name in names if round_ % 2 == 0 else names[::-1]:
-            measured = await measure(pairs[name][0])
-            if round_:
-                figures[name].append(measured)
-    return figures
+    cpu: Callable[[int], float],
+    **load: int,
+) -> Callable[[str, int], Awaitable[Figures]]:
+    """Measures one pair under target 1's load: calls/s, and calls per second of the API
+    server's CPU as ``cpu`` reads it (its process, or all its workers), warm-up included."""
+    s = bench.sizes
+
+    async def measure(name: str, _round: int) -> Figures:
+        servers = pairs[name][0]
+        pid = servers.pid("api_server")
+        cpu0 = cpu(pid)
+        result = await bench.run_load(
+            bench.publish_one(
+                servers, concurrency=s.callers, duration=s.duration, warmup=s.warmup, **load
+            )
+        )
+        return result.calls_per_s, result.calls / max(cpu(pid) - cpu0, 1e-9)
+
+    return measure
 
 
 def _ratio_row(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -155,13 +154,6 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def quartiles(values: list[float]) -> list[float]:
-    """The first and third quartiles of alternated rounds' ratios, rounded: half the rounds
-    fall between them, which says how far their median resolves."""
-    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return [round(q1, 3), round(q3, 3)]
 
 
 class Bench:
